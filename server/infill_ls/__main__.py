@@ -1,0 +1,3 @@
+from infill_ls.cli import main
+
+main()
