@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 from . import __version__
-from .settings import QUANTIZATIONS, MULTILINE_MODES, LOG_LEVELS, Settings
+from .settings import BACKENDS, QUANTIZATIONS, MULTILINE_MODES, LOG_LEVELS, Settings
 
 log = logging.getLogger("infill_ls")
 
@@ -28,6 +28,9 @@ def add_model_flags(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--timeout-ms", type=int, dest="timeoutMs")
     group.add_argument("--trust-remote-code", action="store_true", default=None, dest="trustRemoteCode",
                        help="allow model repositories to run their own Python code (off by default)")
+    group.add_argument("--backend", choices=BACKENDS,
+                       help="local: run the model here; openai: send prompts to an OpenAI-compatible server")
+    group.add_argument("--endpoint", help="the server's base URL for --backend openai, e.g. http://gpu-box:8000/v1")
     group.add_argument("--workspace", type=Path, help="workspace folder (default: the current directory)")
     group.add_argument("--log-level", choices=LOG_LEVELS, dest="logLevel")
     group.add_argument("--log-file", type=Path, help="also write the log to this file")
@@ -35,7 +38,7 @@ def add_model_flags(parser: argparse.ArgumentParser) -> None:
 
 def settings_from_args(args: argparse.Namespace) -> Settings:
     keys = ("model", "quantization", "device", "maxNewTokens", "contextTokens", "multiline", "template",
-            "timeoutMs", "trustRemoteCode", "logLevel")
+            "timeoutMs", "trustRemoteCode", "logLevel", "backend", "endpoint")
     settings, errors = Settings().merged({k: getattr(args, k, None) for k in keys})
     if errors:
         sys.exit("infill-ls: " + "; ".join(errors))
@@ -102,18 +105,19 @@ def command_serve(args: argparse.Namespace, settings: Settings) -> None:
 
 def command_complete(args: argparse.Namespace, settings: Settings) -> None:
     from .completion import suggest
+    from .engine import load_engine
     from .engine.base import ModelLoadError
-    from .engine.local import LocalEngine
+    from .engine.remote import RemoteError
     from .templates import TemplateError
 
     path, context = cursor_from_file(args.location)
     started = time.perf_counter()
     try:
-        engine = LocalEngine.load(settings)
-    except (ModelLoadError, TemplateError) as error:
+        engine = load_engine(settings)
+        load_ms = (time.perf_counter() - started) * 1000
+        result = suggest(engine, context, settings)
+    except (ModelLoadError, TemplateError, RemoteError) as error:
         sys.exit(f"infill-ls: {error}")
-    load_ms = (time.perf_counter() - started) * 1000
-    result = suggest(engine, context, settings)
     if args.json:
         info = engine.info
         print(json.dumps({

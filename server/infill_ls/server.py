@@ -22,7 +22,9 @@ from pygls.protocol import LanguageServerProtocol
 from . import __version__
 from .completion import SuggestionResult, suggest
 from .engine.base import ModelLoadError
+from .engine import load_engine
 from .engine.local import LocalEngine
+from .engine.remote import RemoteError
 from .postprocess import CursorContext
 from .scheduler import Scheduler, Superseded
 from .settings import Settings
@@ -31,7 +33,8 @@ from .templates import TemplateError
 log = logging.getLogger("infill_ls")
 
 # Settings whose change needs the model loaded again.
-MODEL_SETTINGS = ("model", "quantization", "device", "template", "trustRemoteCode")
+MODEL_SETTINGS = ("model", "quantization", "device", "template", "trustRemoteCode",
+                  "backend", "endpoint", "apiKeyEnv", "remoteModel", "requestTimeoutMs")
 CONFIGURATION_TIMEOUT_S = 5
 
 
@@ -82,6 +85,7 @@ class InfillServer(LanguageServer):
         self._load_number = 0
         self._model_ready: asyncio.Event | None = None
         self.pending_messages: list[str] = []
+        self._engine_trouble: str | None = None  # what the remote engine last failed with
 
     # ----- status and messages -----
 
@@ -99,6 +103,18 @@ class InfillServer(LanguageServer):
     def show_error(self, message: str) -> None:
         log.error("%s", message)
         self.window_show_message(types.ShowMessageParams(type=types.MessageType.Error, message=f"infill-ls: {message}"))
+
+    def engine_trouble(self, message: str | None) -> None:
+        """Say once (not per keystroke) that the remote engine fails, and when it works again."""
+        if message == self._engine_trouble:
+            return
+        self._engine_trouble = message
+        if message is None:
+            log.info("the inference server answers again")
+            self.set_status(state="ready" if self.settings.enable else "disabled", message=None)
+        else:
+            self.set_status(state="error", message=message)
+            self.show_error(message)
 
     def model_ready(self) -> asyncio.Event:
         if self._model_ready is None:
@@ -145,6 +161,7 @@ class InfillServer(LanguageServer):
         ready.clear()
         settings = self.settings
         self.set_status(state="loading", model=settings.model, device="", precision="", message=None)
+        self._engine_trouble = None
         progress = await self._begin_progress(settings.model)
         loop = asyncio.get_running_loop()
 
@@ -158,7 +175,7 @@ class InfillServer(LanguageServer):
 
         def load() -> LocalEngine:
             self.engine = None  # free the old model before the new one takes memory
-            return LocalEngine.load(settings, report)
+            return load_engine(settings, report)
 
         try:
             engine = await self.scheduler.run(load)
@@ -236,6 +253,10 @@ class InfillServer(LanguageServer):
         except Superseded:
             self.count("superseded")
             return None
+        except RemoteError as error:
+            self.engine_trouble(str(error))
+            return None
+        self.engine_trouble(None)
         if result.generation.stop_reason == "timeout":
             log.info("suggestion cut at timeoutMs=%d", settings.timeoutMs)
         self.status.lastLatencyMs = round((time.monotonic() - received) * 1000, 1)

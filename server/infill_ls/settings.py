@@ -10,6 +10,7 @@ that sends every key with empty defaults does not erase a ``--model`` flag.
 from __future__ import annotations
 
 import dataclasses
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,7 @@ FALLBACK_MODEL = "bigcode/starcoder2-3b"
 QUANTIZATIONS = ("auto", "none", "8bit", "4bit")
 MULTILINE_MODES = ("auto", "always", "never")
 LOG_LEVELS = ("error", "warning", "info", "debug")
+BACKENDS = ("local", "openai")
 
 
 def default_model() -> str:
@@ -44,6 +46,15 @@ class Settings:
     template: str = "auto"
     trustRemoteCode: bool = False
     logLevel: str = "info"
+    # Where the model runs: "local" (in this process) or "openai" (an OpenAI-compatible
+    # /v1/completions server: vLLM, llama.cpp, TGI, Ollama); see engine/remote.py.
+    backend: str = "local"
+    endpoint: str = "http://127.0.0.1:8000/v1"
+    # The NAME of the environment variable holding the server's API key, never the key.
+    apiKeyEnv: str = "INFILL_API_KEY"
+    # The model name sent to the server; empty: the first model the server lists.
+    remoteModel: str = ""
+    requestTimeoutMs: int = 10000
 
     def merged(self, updates: dict[str, Any] | None) -> tuple["Settings", list[str]]:
         """Apply ``updates``; return the new settings and one message per rejected value.
@@ -66,7 +77,8 @@ class Settings:
                 continue
             problem = _validate(key, value)
             if problem:
-                errors.append(f"invalid infill.{key} = {value!r}: {problem}; keeping {getattr(self, key)!r}")
+                shown = "(not shown)" if key in SECRET_LOOKING_KEYS else repr(value)
+                errors.append(f"invalid infill.{key} = {shown}: {problem}; keeping {getattr(self, key)!r}")
             else:
                 changes[key] = value
         merged = dataclasses.replace(self, **changes)
@@ -80,6 +92,8 @@ class Settings:
 # Keys that clients send for themselves (VS Code's server.path/args) or that belong
 # to features not handled here; accepted silently.
 IGNORED_KEYS = {"server", "trace", "keymaps", "filetypes"}
+# A rejected value of these may be a pasted secret: never echo it.
+SECRET_LOOKING_KEYS = {"apiKeyEnv"}
 
 
 def _validate(key: str, value: Any) -> str | None:
@@ -88,6 +102,7 @@ def _validate(key: str, value: Any) -> str | None:
         "quantization": QUANTIZATIONS,
         "multiline": MULTILINE_MODES,
         "logLevel": LOG_LEVELS,
+        "backend": BACKENDS,
     }
     ranges = {
         "maxNewTokens": (1, 2048),
@@ -95,6 +110,7 @@ def _validate(key: str, value: Any) -> str | None:
         "debounceMs": (0, 5000),
         "timeoutMs": (10, 600000),
         "loadWaitMs": (0, 3600000),
+        "requestTimeoutMs": (100, 600000),
     }
     if key in choices:
         return None if value in choices[key] else f"expected one of {', '.join(choices[key])}"
@@ -111,8 +127,17 @@ def _validate(key: str, value: Any) -> str | None:
         if value in ("auto", "cpu", "cuda", "mps") or (value.startswith("cuda:") and value[5:].isdigit()):
             return None
         return "expected auto, cpu, cuda or cuda:N"
-    if key in ("model", "template"):
+    if key in ("model", "template", "remoteModel"):
         return None if isinstance(value, str) else "expected a string"
+    if key == "endpoint":
+        if not isinstance(value, str) or not value.startswith(("http://", "https://")):
+            return "expected an http:// or https:// URL such as http://gpu-box:8000/v1"
+        return None
+    if key == "apiKeyEnv":
+        # A name, not a key: refusing anything else keeps a pasted key out of settings files and logs.
+        if isinstance(value, str) and re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", value):
+            return None
+        return "expected the name of an environment variable (letters, digits, _)"
     return None
 
 
