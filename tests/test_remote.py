@@ -33,10 +33,8 @@ from lsprotocol import types
 
 from conftest import REPO, cancel_request, inline, open_document, send_inline, server_status, start_client, stop_client, wait_until_loaded
 
-llama_cpp = pytest.importorskip("llama_cpp", reason="run scripts/test-deps.d/40-llamacpp.sh")
-
-pytestmark = pytest.mark.asyncio(loop_scope="module")
-
+# Async tests run in the module's event loop (asyncio_mode auto, loop scope module in
+# pyproject), which the module-scoped LSP client fixture needs.
 ALIAS = "tiny-starcoder2"
 KEY_ENV = "INFILL_TEST_ENGINE_KEY"
 API_KEY = "test-key-6f1c2a"  # the engine's key; tests check it never shows up in messages or logs
@@ -46,6 +44,7 @@ CODE = "import os\n\ndef total(values):\n    result = sum(values) # done\n    re
 
 def llamacpp_source() -> Path:
     """llama.cpp's sources from the llama-cpp-python sdist that 40-llamacpp.sh unpacked."""
+    llama_cpp = pytest.importorskip("llama_cpp", reason="run scripts/test-deps.d/40-llamacpp.sh")
     cache = Path(os.environ.get("INFILL_LLAMACPP_CACHE", Path.home() / ".cache" / "infill-ls" / "llamacpp"))
     return cache / "src" / f"llama_cpp_python-{llama_cpp.__version__}" / "vendor" / "llama.cpp"
 
@@ -81,7 +80,8 @@ def convert_to_gguf(model_dir: Path, out: Path) -> None:
 
 @pytest.fixture(scope="session")
 def tiny_gguf(tiny_model) -> Path:
-    converter = (llamacpp_source() / "convert_hf_to_gguf.py").read_bytes() if llamacpp_source().exists() else b""
+    converter_path = llamacpp_source() / "convert_hf_to_gguf.py"
+    converter = converter_path.read_bytes() if converter_path.exists() else b""
     key = hashlib.sha256(str(tiny_model).encode() + converter).hexdigest()[:12]
     path = REPO / ".cache" / f"tiny-model-{key}.gguf"
     if not path.exists():
@@ -198,11 +198,12 @@ def errors(lsp) -> list[str]:
     return [m.message for m in lsp.messages if m.type == types.MessageType.Error]
 
 
-async def wait_for(condition, timeout: float = 60, what: str = "condition"):
+async def wait_for(condition, timeout: float = 60, what: str = "condition", engine: Engine | None = None):
     end = time.monotonic() + timeout
     while not condition():
         if time.monotonic() > end:
-            pytest.fail(f"timed out waiting for {what}")
+            log = f"; the engine's log ends with:\n{engine.log()[-3000:]}" if engine else ""
+            pytest.fail(f"timed out waiting for {what}{log}")
         await asyncio.sleep(0.05)
 
 
@@ -232,37 +233,38 @@ async def test_multi_line_suggestion_equals_the_engines_own_output(remote, engin
     assert status["device"] == engine.endpoint
 
 
-def find_long_single_line_case(engine: Engine) -> tuple[str, str]:
-    """A cursor whose raw completion has a first line and then keeps going (so a cut saves work)."""
-    for name in ("values", "items", "result", "path", "data", "x"):
-        prefix, suffix = f"def total({name}):\n    result = ", f"\n    return result\n"
-        choice = raw_completion(engine, prefix, suffix, 200)
+def find_long_single_line_case(engine: Engine) -> tuple[str, str, str]:
+    """A cursor whose raw completion has a first line and keeps going after it (so a cut saves work)."""
+    # Code right of the cursor makes the suggestion single-line (multiline "auto").
+    for prefix, suffix in (("def f(x):\n    return ", " x\n"), ("import ", " sys\n"), ("y = f(", "x) + 2\n")):
+        choice = raw_completion(engine, prefix, suffix, 64)
         first_newline = choice["text"].find("\n")
         if 0 < first_newline < len(choice["text"]) - 20 and choice["finish_reason"] == "length":
-            return prefix, suffix
+            return prefix, suffix, choice["text"]
     pytest.fail("no prompt found whose raw completion runs past its first line")
 
 
 async def test_streaming_stops_the_engine_at_the_end_of_the_line(remote, engine):
-    prefix, suffix = find_long_single_line_case(engine)
+    prefix, suffix, raw = find_long_single_line_case(engine)
     uri = "file:///remote/stream.py"
     open_document(remote, uri, prefix + suffix)
     disconnects = engine.log().count("Disconnected from client")
     before = await counter(remote, "rule")
-    result = await inline(remote, uri, 1, len("    result = "))
-    expected = raw_completion(engine, prefix, suffix, 200)["text"].split("\n")[0].rstrip()
+    line = prefix.count("\n")
+    result = await inline(remote, uri, line, len(prefix.split("\n")[-1]))
+    expected = raw.split("\n")[0].rstrip()
     assert [i.insert_text for i in result.items] == ([expected] if expected else [])
     assert await counter(remote, "rule") == before + 1
     # The stream was closed at the newline: the engine saw the client leave instead
-    # of generating the 200 tokens it was asked for.
-    await wait_for(lambda: engine.log().count("Disconnected from client") > disconnects, what="the engine's disconnect log")
+    # of generating the 64 tokens it was asked for.
+    await wait_for(lambda: engine.log().count("Disconnected from client") > disconnects, what="the engine's disconnect log", engine=engine)
 
 
 async def test_cancelling_the_lsp_request_aborts_the_engines_generation(engine, tiny_model):
     text = "def f(x):\n    \n"
-    choice = raw_completion(engine, "def f(x):\n    ", "\n", 1500)
-    assert choice["finish_reason"] == "length"  # left alone, the engine runs all 1500 tokens
-    lsp = await start_remote_client(tiny_model, remote_options(engine, maxNewTokens=1500, multiline="always"))
+    choice = raw_completion(engine, "def f(x):\n    ", "\n", 300)
+    assert choice["finish_reason"] == "length"  # left alone, the engine runs all 300 tokens
+    lsp = await start_remote_client(tiny_model, remote_options(engine, maxNewTokens=300, multiline="always"))
     try:
         uri = "file:///remote/cancel.py"
         open_document(lsp, uri, text)
@@ -270,12 +272,14 @@ async def test_cancelling_the_lsp_request_aborts_the_engines_generation(engine, 
         started, disconnects = log_before.count("POST /v1/completions"), log_before.count("Disconnected from client")
         msg_id, future = send_inline(lsp, uri, 1, 4)
         # uvicorn logs the request when the stream starts: the engine is generating now.
-        await wait_for(lambda: engine.log().count("POST /v1/completions") > started, what="the engine to start")
+        await wait_for(lambda: engine.log().count("POST /v1/completions") > started, what="the engine to start", engine=engine)
         cancel_request(lsp, msg_id)
         with pytest.raises(Exception, match="(?i)cancel"):  # pygls answers error -32800
             await asyncio.wait_for(future, 60)
-        await wait_for(lambda: engine.log().count("Disconnected from client") > disconnects,
-                       what="the engine's disconnect log")
+        # llama-cpp-python notices the closed connection when its generator next yields;
+        # with this random model it holds text back (broken UTF-8), so allow for that.
+        await wait_for(lambda: engine.log().count("Disconnected from client") > disconnects, timeout=180,
+                       what="the engine's disconnect log", engine=engine)
         for _ in range(200):  # the worker counts the generation once it has returned
             if await counter(lsp, "cancelled") == 1:
                 break
@@ -296,7 +300,7 @@ async def test_engine_down_then_restarted(engine, tiny_model):
         first = await inline(lsp, uri, 3, len("    result = "))
         engine.stop()
         for _ in range(3):  # several keystrokes while the engine is down: one message
-            assert (await inline(lsp, uri, 3, len("    result = "))).items == []
+            assert not (await inline(lsp, uri, 3, len("    result = "))).items
         messages = [m for m in errors(lsp) if "connection refused" in m or "closed the connection" in m]
         assert len(messages) == 1, errors(lsp)
         status = await server_status(lsp)
@@ -307,6 +311,8 @@ async def test_engine_down_then_restarted(engine, tiny_model):
         status = await server_status(lsp)
         assert status["state"] == "ready" and status["message"] is None
     finally:
+        if engine.process.poll() is not None:
+            engine.start()
         await stop_client(lsp)
 
 
@@ -316,8 +322,8 @@ async def test_wrong_api_key_is_reported_without_the_key(engine, tiny_model):
     try:
         uri = "file:///remote/key.py"
         open_document(lsp, uri, CODE)
-        assert (await inline(lsp, uri, 3, 5)).items == []
-        assert (await inline(lsp, uri, 3, 6)).items == []
+        assert not (await inline(lsp, uri, 3, 5)).items
+        assert not (await inline(lsp, uri, 3, 6)).items
         messages = [m for m in errors(lsp) if "HTTP 401" in m]
         assert len(messages) == 1 and KEY_ENV in messages[0], errors(lsp)
         everything = json.dumps([m.message for m in lsp.messages]) + json.dumps(await server_status(lsp))
@@ -331,7 +337,7 @@ async def test_endpoint_without_the_api_is_reported(engine, tiny_model):
     try:
         uri = "file:///remote/404.py"
         open_document(lsp, uri, CODE)
-        assert (await inline(lsp, uri, 3, 5)).items == []
+        assert not (await inline(lsp, uri, 3, 5)).items
         assert any("HTTP 404" in m and "/v1" in m for m in errors(lsp)), errors(lsp)
     finally:
         await stop_client(lsp)
@@ -428,3 +434,26 @@ def test_malformed_stream_is_reported(tiny_model):
             engine.generate(generation_request())
     finally:
         server.close()
+
+
+# ----- settings -----
+
+
+def test_remote_settings_are_validated():
+    from infill_ls.settings import Settings
+
+    settings, problems = Settings().merged({"backend": "openai", "endpoint": "https://gpu-box/v1", "remoteModel": "m",
+                                            "apiKeyEnv": "TEAM_KEY", "requestTimeoutMs": 5000})
+    assert not problems
+    assert (settings.backend, settings.endpoint, settings.apiKeyEnv) == ("openai", "https://gpu-box/v1", "TEAM_KEY")
+    kept, problems = settings.merged({"backend": "cloud", "endpoint": "gpu-box:8000", "requestTimeoutMs": 5})
+    assert len(problems) == 3 and (kept.backend, kept.endpoint, kept.requestTimeoutMs) == ("openai", "https://gpu-box/v1", 5000)
+
+
+def test_a_key_pasted_as_apikeyenv_is_refused_and_not_echoed():
+    from infill_ls.settings import Settings
+
+    pasted = "sk-live-1234abcd/=="
+    settings, problems = Settings().merged({"apiKeyEnv": pasted})
+    assert settings.apiKeyEnv == "INFILL_API_KEY"
+    assert len(problems) == 1 and "environment variable" in problems[0] and pasted not in problems[0]

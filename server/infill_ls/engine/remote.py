@@ -40,6 +40,8 @@ log = logging.getLogger(__name__)
 MAX_STOP_STRINGS = 4
 # How long to stay away from a busy server that did not say (HTTP 429/503 without Retry-After).
 DEFAULT_RETRY_AFTER_S = 2.0
+# How often a request in flight checks its cancel flag and deadline while no token arrives.
+WATCH_INTERVAL_S = 0.01
 
 
 class RemoteError(RuntimeError):
@@ -340,16 +342,16 @@ class RemoteEngine:
             raise self.connection_error(error) from error
         first_chunk_at = None
         text, reason = "", "eos"
+        finished = threading.Event()
+        watcher = threading.Thread(target=self._interrupt_when_stopped, args=(exchange, request, finished), daemon=True)
+        watcher.start()
         try:
             response = exchange.response
             if response.status != 200:
                 raise self.http_error(response.status, response.read(), response)
-            stream = self._stream(exchange, request.deadline)
+            stream = self._stream(exchange, request)
             for chunk_text, finish_reason in stream:
                 first_chunk_at = first_chunk_at or time.perf_counter()
-                if chunk_text is None:  # the deadline passed while waiting for the next chunk
-                    reason = "timeout"
-                    break
                 text += chunk_text
                 cut, stop = self._stop(text, finish_reason, request)
                 if cut is not None:
@@ -361,12 +363,14 @@ class RemoteEngine:
                         for _ in stream:
                             pass
                     break
-        except (OSError, http.client.HTTPException) as error:
-            if isinstance(error, TimeoutError) and request.deadline is not None and time.monotonic() >= request.deadline:
-                reason = "timeout"
             else:
-                raise self.connection_error(error) from error
+                # The stream ended: the server's [DONE], or the watcher shut the socket.
+                reason = self._interruption(request) or "eos"
+        except (OSError, http.client.HTTPException) as error:
+            raise self.connection_error(error) from error
         finally:
+            finished.set()
+            watcher.join()
             # Unless the response was read to its end, the connection is closed: that is
             # what aborts the generation on the server and frees its slot.
             self.http.release(exchange)
@@ -388,6 +392,29 @@ class RemoteEngine:
             limit = min(limit, deadline - time.monotonic())
         return max(limit, 0.001)
 
+    @staticmethod
+    def _interruption(request: GenerationRequest) -> str | None:
+        """Why the request must end now regardless of the server ("cancelled", "timeout"), or None."""
+        if request.cancel.is_set():
+            return "cancelled"
+        if request.deadline is not None and time.monotonic() >= request.deadline:
+            return "timeout"
+        return None
+
+    def _interrupt_when_stopped(self, exchange: Exchange, request: GenerationRequest, finished: threading.Event):
+        """Shut the socket once the request is cancelled or out of time, even while no token arrives.
+
+        A server busy with a long prompt (or holding text back) may send nothing for a
+        while; checking only between events would keep the slot busy until it does.
+        """
+        while not finished.wait(WATCH_INTERVAL_S):
+            if self._interruption(request):
+                try:
+                    exchange.sock.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+                return
+
     def _stop(self, text: str, finish_reason: str | None, request: GenerationRequest) -> tuple[int | None, str | None]:
         """Where to cut ``text`` and why generation ends now, or (None, None) to read on."""
         for token in self.stop_strings:
@@ -400,24 +427,21 @@ class RemoteEngine:
                 return cut, "rule"
         if finish_reason is not None:
             return None, "length" if finish_reason == "length" else "eos"
-        if request.cancel.is_set():
-            return None, "cancelled"
-        if request.deadline is not None and time.monotonic() >= request.deadline:
-            return None, "timeout"
-        return None, None
+        return None, self._interruption(request)
 
-    def _stream(self, exchange: Exchange, deadline: float | None) -> Iterator[tuple[str | None, str | None]]:
-        """(text, finish_reason) per server-sent event; (None, None) when the deadline passes first."""
+    def _stream(self, exchange: Exchange, request: GenerationRequest) -> Iterator[tuple[str, str | None]]:
+        """(text, finish_reason) per server-sent event, until [DONE] or the request's interruption."""
         while True:
-            exchange.sock.settimeout(self._read_timeout(deadline))
+            exchange.sock.settimeout(self.settings.requestTimeoutMs / 1000)
             try:
                 line = exchange.response.readline()
-            except TimeoutError:
-                if deadline is not None and time.monotonic() >= deadline:
-                    yield None, None
+            except (OSError, http.client.HTTPException):
+                if self._interruption(request):  # the watcher shut the socket
                     return
                 raise
             if not line:
+                if self._interruption(request):
+                    return
                 raise RemoteError(f"the inference server at {self.endpoint.url} ended the stream "
                                   "without finishing the completion")
             line = line.strip()
