@@ -1,0 +1,355 @@
+-- infill.nvim: inline code suggestions from the infill-ls language server.
+--
+-- setup() registers the server with Neovim's own LSP client; suggestions are
+-- shown by Neovim's built-in inline completion (0.12+) or, on older versions
+-- (or with `inline = false`), in the ordinary completion menu.
+
+local M = {}
+
+-- The name of the LSP client (and of the `vim.lsp.config` entry).
+M.client_name = "infill"
+
+local defaults = {
+  -- How to start the server; it speaks LSP over stdio.
+  cmd = { "infill-ls" },
+  -- Filetypes to attach to; nil attaches to every buffer that has a file.
+  filetypes = nil,
+  -- Files that mark a project root (the server reads neighbouring files for context).
+  root_markers = { ".git" },
+  -- The server's `infill` settings section: model, quantization, device,
+  -- maxNewTokens, contextTokens, debounceMs, multiline, timeoutMs, enable, ...
+  settings = {},
+  -- Ghost text through vim.lsp.inline_completion (Neovim 0.12+). When false,
+  -- or when Neovim is older, suggestions appear in the completion menu instead.
+  inline = true,
+  -- Completion-menu mode only: open the menu by itself after a pause in typing
+  -- (milliseconds), or false to open it only with <C-x><C-o>.
+  menu_autotrigger_ms = 300,
+  -- Report model-loading progress with vim.notify.
+  progress = true,
+  -- Insert-mode keys for the ghost text; set one to false to leave it unmapped.
+  -- Each falls back to the key's ordinary meaning when there is nothing to act on.
+  keymaps = {
+    accept = "<Tab>",
+    accept_word = "<M-Right>",
+    accept_line = "<M-C-Right>",
+    next = "<M-]>",
+    prev = "<M-[>",
+    dismiss = "<C-]>",
+  },
+}
+
+M.config = nil -- the merged configuration once setup() has run
+M.enabled = true -- :InfillEnable / :InfillDisable
+M.last_status = {} -- client id -> last `infill/statusChanged` payload
+
+local has_inline = vim.lsp.inline_completion ~= nil -- Neovim 0.12
+local has_lsp_config = vim.fn.has("nvim-0.11") == 1 -- vim.lsp.config / vim.lsp.enable
+local has_menu_completion = vim.lsp.completion ~= nil -- Neovim 0.11
+
+-- Client methods are called with `:` from 0.11 on and with `.` before.
+local function client_call(client, method, ...)
+  if has_lsp_config then
+    return client[method](client, ...)
+  end
+  return client[method](...)
+end
+
+local function notify(message, level)
+  vim.notify("infill: " .. message, level or vim.log.levels.INFO)
+end
+
+--- Whether ghost text (rather than the completion menu) is in use.
+function M.uses_inline()
+  return has_inline and M.config ~= nil and M.config.inline
+end
+
+--- The running infill-ls clients, those attached to {bufnr} when given.
+function M.clients(bufnr)
+  return vim.lsp.get_clients({ name = M.client_name, bufnr = bufnr })
+end
+
+-- The settings as sent to the server. An empty Lua table would be encoded as a
+-- JSON array, so `enable` is always present.
+local function server_settings()
+  local settings = vim.deepcopy(M.config.settings)
+  settings.enable = M.enabled
+  return settings
+end
+
+---------------------------------------------------------------------------
+-- Attaching to buffers
+---------------------------------------------------------------------------
+
+local menu_timers = {} -- bufnr -> uv timer for the completion-menu autotrigger
+
+local function open_menu()
+  if vim.fn.mode() ~= "i" or vim.fn.pumvisible() == 1 then
+    return
+  end
+  if has_menu_completion then
+    vim.lsp.completion.get()
+  else
+    vim.api.nvim_feedkeys(vim.keycode("<C-x><C-o>"), "n", false)
+  end
+end
+
+-- Completion-menu mode: ask for a suggestion after a pause in typing, the way
+-- ghost text would appear.
+local function start_menu_autotrigger(bufnr)
+  local delay = M.config.menu_autotrigger_ms
+  if not delay then
+    return
+  end
+  vim.api.nvim_create_autocmd("TextChangedI", {
+    group = vim.api.nvim_create_augroup("infill.menu." .. bufnr, { clear = true }),
+    buffer = bufnr,
+    callback = function()
+      if not M.enabled then
+        return
+      end
+      local timer = menu_timers[bufnr] or vim.uv.new_timer()
+      menu_timers[bufnr] = timer
+      timer:stop()
+      timer:start(delay, 0, vim.schedule_wrap(function()
+        if vim.api.nvim_get_current_buf() == bufnr then
+          open_menu()
+        end
+      end))
+    end,
+  })
+end
+
+-- Turns suggestions on or off in one buffer, according to M.enabled.
+local function apply_enabled(bufnr, client)
+  if M.uses_inline() then
+    vim.lsp.inline_completion.enable(M.enabled, { bufnr = bufnr })
+  elseif has_menu_completion then
+    vim.lsp.completion.enable(M.enabled, client.id, bufnr, { autotrigger = true })
+  end
+end
+
+local function on_attach(bufnr, client)
+  apply_enabled(bufnr, client)
+  if M.uses_inline() then
+    require("infill.keymaps").map(bufnr, M.config.keymaps)
+  else
+    -- Neovim 0.10 has no vim.lsp.completion; <C-x><C-o> asks the server.
+    vim.bo[bufnr].omnifunc = "v:lua.vim.lsp.omnifunc"
+    start_menu_autotrigger(bufnr)
+  end
+end
+
+---------------------------------------------------------------------------
+-- Server messages
+---------------------------------------------------------------------------
+
+local function on_status_changed(_, status, ctx)
+  M.last_status[ctx.client_id] = status
+  vim.api.nvim_exec_autocmds("User", { pattern = "InfillStatusChanged", data = status, modeline = false })
+end
+
+local function on_progress(args)
+  local client = vim.lsp.get_client_by_id(args.data.client_id)
+  if not client or client.name ~= M.client_name or not M.config.progress then
+    return
+  end
+  local value = args.data.params.value
+  if type(value) ~= "table" then
+    return
+  end
+  local percent = value.percentage and (" (%d%%)"):format(value.percentage) or ""
+  if value.kind == "begin" then
+    notify(("%s%s%s"):format(value.title or "working", value.message and (": " .. value.message) or "", percent))
+  elseif value.kind == "report" then
+    -- Progress steps are transient: echo them without filling :messages.
+    vim.api.nvim_echo({ { ("infill: %s%s"):format(value.message or "", percent) } }, false, {})
+  elseif value.kind == "end" then
+    notify(value.message or "done")
+  end
+end
+
+-- Only files with a filetype: not the empty start-up buffer, scratch or
+-- special buffers (vim.lsp.enable would otherwise start a server for them).
+local function wants_buffer(bufnr)
+  return vim.bo[bufnr].buftype == "" and vim.bo[bufnr].filetype ~= "" and vim.api.nvim_buf_get_name(bufnr) ~= ""
+end
+
+local function client_config()
+  local settings = server_settings()
+  return {
+    name = M.client_name,
+    cmd = M.config.cmd,
+    filetypes = M.config.filetypes,
+    root_dir = function(bufnr, on_dir)
+      if wants_buffer(bufnr) then
+        on_dir(vim.fs.root(bufnr, M.config.root_markers))
+      end
+    end,
+    init_options = settings,
+    -- Answers the server's `workspace/configuration` requests for section "infill".
+    settings = { infill = settings },
+    handlers = { ["infill/statusChanged"] = on_status_changed },
+  }
+end
+
+-- Neovim 0.10 has no vim.lsp.enable: start the client from FileType events.
+local function start_on_filetype(bufnr)
+  local filetypes = M.config.filetypes
+  if filetypes and not vim.tbl_contains(filetypes, vim.bo[bufnr].filetype) then
+    return
+  end
+  local config = client_config()
+  if wants_buffer(bufnr) then
+    config.root_dir = vim.fs.root(bufnr, M.config.root_markers)
+    vim.lsp.start(config, { bufnr = bufnr })
+  end
+end
+
+---------------------------------------------------------------------------
+-- Public API
+---------------------------------------------------------------------------
+
+--- Configures and starts infill-ls for matching buffers. See |infill-setup|.
+function M.setup(opts)
+  if vim.fn.has("nvim-0.10") == 0 then
+    notify("needs Neovim 0.10 or newer", vim.log.levels.ERROR)
+    return
+  end
+  M.config = vim.tbl_deep_extend("force", vim.deepcopy(defaults), opts or {})
+  require("infill.keymaps").conflicts = {}
+  if opts and opts.keymaps == false then
+    M.config.keymaps = {}
+  end
+  if M.config.settings.enable ~= nil then
+    M.enabled = M.config.settings.enable
+  end
+  if vim.fn.executable(M.config.cmd[1]) == 0 then
+    notify(("%s not found; install it (pip install infill-ls) or set `cmd`. See :checkhealth infill"):format(
+      M.config.cmd[1]
+    ), vim.log.levels.WARN)
+  end
+
+  -- The commands live in plugin/infill.lua; plugin managers that put the plugin
+  -- on 'runtimepath' late may not have sourced it.
+  if not vim.g.loaded_infill then
+    vim.cmd.runtime("plugin/infill.lua")
+  end
+
+  local group = vim.api.nvim_create_augroup("infill", { clear = true })
+  vim.api.nvim_create_autocmd("LspAttach", {
+    group = group,
+    callback = function(args)
+      local client = vim.lsp.get_client_by_id(args.data.client_id)
+      if client and client.name == M.client_name then
+        on_attach(args.buf, client)
+      end
+    end,
+  })
+  vim.api.nvim_create_autocmd("LspProgress", { group = group, callback = on_progress })
+
+  if has_lsp_config then
+    vim.lsp.config[M.client_name] = client_config()
+    vim.lsp.enable(M.client_name)
+  else
+    vim.api.nvim_create_autocmd("FileType", {
+      group = group,
+      callback = function(args)
+        start_on_filetype(args.buf)
+      end,
+    })
+    for _, bufnr in ipairs(vim.api.nvim_list_bufs()) do
+      if vim.api.nvim_buf_is_loaded(bufnr) and vim.bo[bufnr].filetype ~= "" then
+        start_on_filetype(bufnr)
+      end
+    end
+  end
+end
+
+--- Turns suggestions on (true) or off (false) everywhere.
+function M.set_enabled(enabled)
+  M.enabled = enabled
+  if M.config and has_lsp_config then
+    vim.lsp.config[M.client_name] = client_config()
+  end
+  for _, client in ipairs(M.clients()) do
+    client.settings = { infill = server_settings() }
+    -- The server pulls the new settings with workspace/configuration.
+    client_call(client, "notify", "workspace/didChangeConfiguration", { settings = client.settings })
+    for bufnr in pairs(client.attached_buffers) do
+      apply_enabled(bufnr, client)
+    end
+  end
+  notify(enabled and "suggestions on" or "suggestions off")
+end
+
+function M.enable()
+  M.set_enabled(true)
+end
+
+function M.disable()
+  M.set_enabled(false)
+end
+
+function M.toggle()
+  M.set_enabled(not M.enabled)
+end
+
+--- Asks a running server for its `infill/status`; calls {callback}(err, status).
+function M.request_status(callback)
+  local client = M.clients(vim.api.nvim_get_current_buf())[1] or M.clients()[1]
+  if not client then
+    callback("infill-ls is not running (open a file to start it)", nil)
+    return
+  end
+  client_call(client, "request", "infill/status", vim.empty_dict(), function(err, status)
+    callback(err and (err.message or vim.inspect(err)), status)
+  end)
+end
+
+--- Formats an `infill/status` object for people.
+function M.format_status(status)
+  local lines = {
+    ("infill-ls %s: %s%s"):format(status.version or "?", status.state or "?", M.enabled and "" or " (off in Neovim)"),
+    ("model: %s"):format(status.model or "-"),
+    ("device: %s, precision: %s"):format(status.device or "-", status.precision or "-"),
+    ("last latency: %s"):format(
+      type(status.lastLatencyMs) == "number" and ("%.0f ms"):format(status.lastLatencyMs) or "-"
+    ),
+    ("shown as: %s"):format(M.uses_inline() and "ghost text" or "completion menu"),
+  }
+  if type(status.message) == "string" and status.message ~= "" then
+    table.insert(lines, status.message)
+  end
+  return table.concat(lines, "\n")
+end
+
+--- :InfillStatus
+function M.show_status()
+  M.request_status(function(err, status)
+    if err then
+      notify(err, vim.log.levels.WARN)
+    else
+      vim.notify(M.format_status(status), vim.log.levels.INFO)
+    end
+  end)
+end
+
+--- A short text for a statusline, from the last status the server sent.
+function M.statusline()
+  local client = M.clients(vim.api.nvim_get_current_buf())[1]
+  local status = client and M.last_status[client.id]
+  if not status then
+    return ""
+  end
+  return "infill:" .. (M.enabled and status.state or "off")
+end
+
+-- Suggestion actions, for use in your own mappings (see |infill-keymaps|).
+for _, action in ipairs({ "accept", "accept_word", "accept_line", "next", "prev", "dismiss" }) do
+  M[action] = function()
+    return require("infill.keymaps")[action]()
+  end
+end
+
+return M

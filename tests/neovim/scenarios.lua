@@ -1,0 +1,274 @@
+-- End-to-end scenarios for the infill Neovim plugin against the real infill-ls,
+-- run by tests/test_neovim.py in one Neovim per session:
+--   INFILL_SESSION=inline|menu INFILL_TEST_MODEL=<dir> INFILL_TEST_DIR=<dir> \
+--   INFILL_RESULTS=<file.json> nvim --clean --headless --cmd 'set rtp^=clients/neovim' \
+--     -S tests/neovim/scenarios.lua
+-- INFILL_TEST_DIR holds one <scenario>.py per scenario to edit.
+
+local H = dofile(vim.fs.joinpath(vim.fs.dirname(debug.getinfo(1, "S").source:sub(2)), "harness.lua"))
+
+local ghost_text_ns = vim.api.nvim_create_namespace("nvim.lsp.inline_completion")
+
+-- Each scenario starts by editing its own copy of the example file.
+local function open_file(name)
+  vim.cmd.edit(vim.fs.joinpath(assert(vim.env.INFILL_TEST_DIR), name .. ".py"))
+end
+
+local function infill_status()
+  local client = require("infill").clients(0)[1]
+  return client and require("infill").last_status[client.id]
+end
+
+local function wait_until_model_ready()
+  H.wait_for("infill-ls to attach", function()
+    return require("infill").clients(0)[1]
+  end, 30000)
+  H.wait_for("the model to load (infill/statusChanged ready)", function()
+    local status = infill_status() or {}
+    if status.state == "error" then
+      error("infill-ls reports an error: " .. tostring(status.message))
+    end
+    return status.state == "ready"
+  end, 60000)
+end
+
+-- The ghost text in the current buffer as lines of text, or nil when none shows.
+local function ghost_text()
+  local marks = vim.api.nvim_buf_get_extmarks(0, ghost_text_ns, 0, -1, { details = true })
+  if #marks == 0 then
+    return nil
+  end
+  local details = marks[1][4]
+  local function join(chunks)
+    local parts = {}
+    for _, chunk in ipairs(chunks or {}) do
+      table.insert(parts, chunk[1])
+    end
+    return table.concat(parts)
+  end
+  local lines = { join(details.virt_text) }
+  for _, virt_line in ipairs(details.virt_lines or {}) do
+    table.insert(lines, join(virt_line))
+  end
+  return lines
+end
+
+local function current_line()
+  return vim.api.nvim_get_current_line()
+end
+
+-- Goes to the end of the file, opens a new line and types {text}; returns the
+-- ghost text that appears.
+local function type_and_wait_for_ghost_text(text)
+  H.type("Go" .. text)
+  local lines = H.wait_for("ghost text after typing", ghost_text, 20000)
+  H.expect(table.concat(lines, "\n"):match("%S"), "the ghost text is blank: " .. vim.inspect(lines))
+  return lines
+end
+
+local function notifications_matching(pattern)
+  local found = {}
+  for _, n in ipairs(H.notifications) do
+    if n.message:match(pattern) then
+      table.insert(found, n.message)
+    end
+  end
+  return found
+end
+
+local scenarios = {}
+
+-- Records the items of every inlineCompletion answer the client receives, so a
+-- test can compare the buffer with what the server sent (the tiny model's text
+-- may hold control characters that ghost text cannot show faithfully).
+local last_items
+local function record_inline_answers()
+  local client = require("infill").clients(0)[1]
+  local request = client.request
+  client.request = function(self, method, params, handler, ...)
+    if method == "textDocument/inlineCompletion" and handler then
+      local original_handler = handler
+      handler = function(err, result, ...)
+        last_items = result and (result.items or result)
+        return original_handler(err, result, ...)
+      end
+    end
+    return request(self, method, params, handler, ...)
+  end
+end
+
+-- The buffer lines that accepting {item} should produce; the typed text is ASCII,
+-- so LSP character offsets are byte offsets here.
+local function lines_after_accepting(item)
+  local lines = vim.api.nvim_buf_get_lines(0, 0, -1, false)
+  local row, col = unpack(vim.api.nvim_win_get_cursor(0))
+  local range = item.range
+    or { start = { line = row - 1, character = col }, ["end"] = { line = row - 1, character = col } }
+  local before = lines[range.start.line + 1]:sub(1, range.start.character)
+  local after = lines[range["end"].line + 1]:sub(range["end"].character + 1)
+  local replacement = vim.split(before .. item.insertText .. after, "\n", { plain = true })
+  local result = vim.list_slice(lines, 1, range.start.line)
+  vim.list_extend(result, replacement)
+  vim.list_extend(result, lines, range["end"].line + 2)
+  return result
+end
+
+-- Ghost text appears after typing; <Tab> inserts the suggestion.
+function scenarios.accept()
+  open_file("accept")
+  wait_until_model_ready()
+  H.expect(#notifications_matching("loading model") > 0, "no model-loading progress was reported with vim.notify")
+  record_inline_answers()
+  type_and_wait_for_ghost_text("total = ")
+  local expected = lines_after_accepting(assert(last_items[1], "ghost text but no recorded item"))
+  H.type("<Tab>")
+  local function buffer()
+    return vim.api.nvim_buf_get_lines(0, 0, -1, false)
+  end
+  H.wait_for("the suggestion in the buffer", function()
+    return vim.deep_equal(buffer(), expected)
+  end, 5000, function()
+    return ("expected %s, buffer has %s"):format(vim.inspect(expected), vim.inspect(buffer()))
+  end)
+  H.expect_equal(vim.api.nvim_get_mode().mode, "i", "mode after accepting")
+end
+
+-- <C-]> clears the ghost text and leaves the buffer as typed; with nothing
+-- shown, <Tab> is an ordinary <Tab> again.
+function scenarios.dismiss()
+  open_file("dismiss")
+  wait_until_model_ready()
+  local typed = "value = "
+  type_and_wait_for_ghost_text(typed)
+  H.type("<C-]>")
+  H.wait_for("the ghost text to go", function()
+    return ghost_text() == nil
+  end, 2000)
+  H.expect_equal(current_line(), typed, "line after dismissing")
+  H.type("<Tab>")
+  -- Python's ftplugin sets 'expandtab': the <Tab> becomes spaces.
+  H.expect(current_line():match("^value = %s+$"), "line after <Tab> with no suggestion shown: " .. current_line())
+end
+
+-- With the completion menu open, <Tab> belongs to the menu, not the ghost text.
+function scenarios.tab_with_menu_open()
+  open_file("tab_with_menu_open")
+  wait_until_model_ready()
+  vim.api.nvim_buf_set_lines(0, 0, 0, false, { "totally_first = 1", "totally_second = 2" })
+  type_and_wait_for_ghost_text("result = tot")
+  H.type("<C-n>")
+  H.wait_for("the keyword completion menu", function()
+    return vim.fn.pumvisible() == 1
+  end, 2000)
+  H.type("<Tab>")
+  -- The menu inserted its first word; <Tab> then inserts indentation, no suggestion.
+  H.expect(current_line():match("^result = totally_first%s+$"), "line after <Tab> with the menu open: " .. current_line())
+end
+
+-- <M-Right> takes one word of the suggestion; the rest is offered again.
+function scenarios.accept_word()
+  open_file("accept_word")
+  wait_until_model_ready()
+  local typed = "name = "
+  local ghost = type_and_wait_for_ghost_text(typed)
+  local word = ghost[1]:match("^%s*[%w_]+") or ghost[1]:match("^%s*[^%w_%s]+")
+  H.expect(word, "the suggestion's first line has no word: " .. vim.inspect(ghost))
+  H.type("<M-Right>")
+  H.wait_for("one word of the suggestion in the buffer", function()
+    return current_line() == typed .. word
+  end, 5000)
+end
+
+-- :InfillDisable stops suggestions, :InfillEnable brings them back, and
+-- :InfillStatus reports the model, device, precision and latency.
+function scenarios.commands()
+  open_file("commands")
+  wait_until_model_ready()
+  type_and_wait_for_ghost_text("a = ")
+  H.type("<Esc>")
+  vim.cmd("InfillDisable")
+  H.wait_for("the server to report disabled", function()
+    return (infill_status() or {}).state == "disabled"
+  end)
+  H.type("ob = ")
+  H.sleep(1500) -- well past Neovim's 200 ms request delay and a tiny-model answer
+  H.expect(ghost_text() == nil, "ghost text shown while disabled")
+  H.type("<Esc>")
+
+  vim.cmd("InfillEnable")
+  H.wait_for("the server to report ready", function()
+    return (infill_status() or {}).state == "ready"
+  end)
+  type_and_wait_for_ghost_text("c = ")
+  vim.cmd("InfillStatus")
+  local status = H.wait_for("the :InfillStatus message", function()
+    return notifications_matching("^infill%-ls ")[1]
+  end)
+  H.log(status)
+  H.expect(status:find(vim.env.INFILL_TEST_MODEL, 1, true), "model missing from :InfillStatus")
+  H.expect(status:match("device: cpu"), "device missing from :InfillStatus")
+  H.expect(status:match("precision: %w"), "precision missing from :InfillStatus")
+  H.expect(status:match("last latency: %d+ ms"), "latency missing from :InfillStatus")
+end
+
+-- :checkhealth infill finds the server, its version and the loaded model.
+function scenarios.checkhealth()
+  open_file("checkhealth")
+  wait_until_model_ready()
+  vim.cmd("checkhealth infill")
+  local report = table.concat(vim.api.nvim_buf_get_lines(0, 0, -1, false), "\n")
+  H.log(report)
+  for _, expected in ipairs({
+    "OK Neovim 0%.1[2-9]",
+    "OK found .*infill%-ls",
+    "OK version: %S",
+    "OK model .* loaded",
+  }) do
+    H.expect(report:match(expected), ("no line matching %q in :checkhealth infill"):format(expected))
+  end
+  H.expect(not report:match("ERROR"), "ERROR in :checkhealth infill")
+  H.expect(not report:match("WARNING"), "WARNING in :checkhealth infill")
+end
+
+-- With `inline = false` the suggestion appears in the completion menu and
+-- <C-y> inserts it.
+function scenarios.completion_menu()
+  open_file("completion_menu")
+  wait_until_model_ready()
+  local typed = "count = "
+  H.type("Go" .. typed)
+  local info = H.wait_for("the completion menu with a suggestion", function()
+    local info = vim.fn.complete_info({ "pum_visible", "items", "selected" })
+    return info.pum_visible == 1 and #info.items > 0 and info
+  end, 20000)
+  H.expect(ghost_text() == nil, "ghost text shown with inline = false")
+  local word = info.items[1].word
+  H.expect(word:match("%S"), "the menu item is blank")
+  H.type("<C-y>")
+  H.wait_for("the suggestion in the buffer", function()
+    return vim.startswith(current_line(), typed .. word)
+  end, 5000)
+end
+
+-- Scenarios share a Neovim (and so one server start) per setup() they need.
+local sessions = {
+  inline = {
+    setup = {},
+    -- `commands` turns suggestions off and on again: it runs last.
+    scenarios = { "accept", "dismiss", "tab_with_menu_open", "accept_word", "checkhealth", "commands" },
+  },
+  menu = {
+    setup = { inline = false, menu_autotrigger_ms = 100 },
+    scenarios = { "completion_menu" },
+  },
+}
+
+local session = assert(sessions[vim.env.INFILL_SESSION], "set INFILL_SESSION to inline or menu")
+require("infill").setup(vim.tbl_deep_extend("force", {
+  settings = { model = assert(vim.env.INFILL_TEST_MODEL), device = "cpu" },
+}, session.setup))
+local list = {}
+for _, name in ipairs(session.scenarios) do
+  table.insert(list, { name, assert(scenarios[name], name) })
+end
+H.run_all(list, assert(vim.env.INFILL_RESULTS), 240000)
