@@ -106,6 +106,11 @@ function H.run_all(scenarios, results_path, timeout_ms)
       local name, run = scenario[1], scenario[2]
       H.log("--- scenario " .. name)
       local ok, err = xpcall(run, debug.traceback)
+      -- Errors in callbacks (the plugin's or Neovim's) only reach :messages.
+      local messages = vim.api.nvim_exec2("messages", { output = true }).output
+      if ok and (messages:match("E%d+:") or messages:match("[Ee]rror")) then
+        ok, err = false, "errors in :messages"
+      end
       results[name] = ok and "passed" or (tostring(err) .. "\n" .. diagnostics())
       H.log(ok and "passed" or ("FAILED: " .. results[name]))
       write_results(results_path, results)

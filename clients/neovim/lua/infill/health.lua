@@ -83,12 +83,7 @@ local function check_running_servers()
     return
   end
   for _, client in ipairs(clients) do
-    local response
-    if vim.fn.has("nvim-0.11") == 1 then
-      response = client:request_sync("infill/status", vim.empty_dict(), 5000)
-    else
-      response = client.request_sync("infill/status", vim.empty_dict(), 5000)
-    end
+    local response = infill.client_call(client, "request_sync", "infill/status", vim.empty_dict(), 5000)
     local status = response and response.result
     if not status then
       local err = response and response.err

@@ -23,7 +23,7 @@ local defaults = {
   -- or when Neovim is older, suggestions appear in the completion menu instead.
   inline = true,
   -- Completion-menu mode only: open the menu by itself after a pause in typing
-  -- (milliseconds), or false to open it only with <C-x><C-o>.
+  -- (milliseconds), or false to open it only through require("infill").complete().
   menu_autotrigger_ms = 300,
   -- Report model-loading progress with vim.notify.
   progress = true,
@@ -45,15 +45,15 @@ M.last_status = {} -- client id -> last `infill/statusChanged` payload
 
 local has_inline = vim.lsp.inline_completion ~= nil -- Neovim 0.12
 local has_lsp_config = vim.fn.has("nvim-0.11") == 1 -- vim.lsp.config / vim.lsp.enable
-local has_menu_completion = vim.lsp.completion ~= nil -- Neovim 0.11
 
--- Client methods are called with `:` from 0.11 on and with `.` before.
-local function client_call(client, method, ...)
+--- Calls {client}'s {method}: with `:` from Neovim 0.11 on, with `.` before.
+function M.client_call(client, method, ...)
   if has_lsp_config then
     return client[method](client, ...)
   end
   return client[method](...)
 end
+local client_call = M.client_call
 
 local function notify(message, level)
   vim.notify("infill: " .. message, level or vim.log.levels.INFO)
@@ -81,62 +81,25 @@ end
 -- Attaching to buffers
 ---------------------------------------------------------------------------
 
-local menu_timers = {} -- bufnr -> uv timer for the completion-menu autotrigger
-
-local function open_menu()
-  if vim.fn.mode() ~= "i" or vim.fn.pumvisible() == 1 then
-    return
-  end
-  if has_menu_completion then
-    vim.lsp.completion.get()
-  else
-    vim.api.nvim_feedkeys(vim.keycode("<C-x><C-o>"), "n", false)
-  end
-end
-
--- Completion-menu mode: ask for a suggestion after a pause in typing, the way
--- ghost text would appear.
-local function start_menu_autotrigger(bufnr)
-  local delay = M.config.menu_autotrigger_ms
-  if not delay then
-    return
-  end
-  vim.api.nvim_create_autocmd("TextChangedI", {
-    group = vim.api.nvim_create_augroup("infill.menu." .. bufnr, { clear = true }),
-    buffer = bufnr,
-    callback = function()
-      if not M.enabled then
-        return
-      end
-      local timer = menu_timers[bufnr] or vim.uv.new_timer()
-      menu_timers[bufnr] = timer
-      timer:stop()
-      timer:start(delay, 0, vim.schedule_wrap(function()
-        if vim.api.nvim_get_current_buf() == bufnr then
-          open_menu()
-        end
-      end))
-    end,
-  })
-end
-
 -- Turns suggestions on or off in one buffer, according to M.enabled.
-local function apply_enabled(bufnr, client)
+-- (In completion-menu mode the menu checks M.enabled before asking.)
+local function apply_enabled(bufnr)
   if M.uses_inline() then
     vim.lsp.inline_completion.enable(M.enabled, { bufnr = bufnr })
-  elseif has_menu_completion then
-    vim.lsp.completion.enable(M.enabled, client.id, bufnr, { autotrigger = true })
   end
 end
 
-local function on_attach(bufnr, client)
-  apply_enabled(bufnr, client)
+-- The client that should answer for {bufnr} now, if suggestions are on.
+local function active_client(bufnr)
+  return M.enabled and M.clients(bufnr)[1] or nil
+end
+
+local function on_attach(bufnr)
   if M.uses_inline() then
+    apply_enabled(bufnr)
     require("infill.keymaps").map(bufnr, M.config.keymaps)
   else
-    -- Neovim 0.10 has no vim.lsp.completion; <C-x><C-o> asks the server.
-    vim.bo[bufnr].omnifunc = "v:lua.vim.lsp.omnifunc"
-    start_menu_autotrigger(bufnr)
+    require("infill.menu").attach(bufnr, M.config.menu_autotrigger_ms, active_client)
   end
 end
 
@@ -242,7 +205,7 @@ function M.setup(opts)
     callback = function(args)
       local client = vim.lsp.get_client_by_id(args.data.client_id)
       if client and client.name == M.client_name then
-        on_attach(args.buf, client)
+        on_attach(args.buf)
       end
     end,
   })
@@ -277,7 +240,7 @@ function M.set_enabled(enabled)
     -- The server pulls the new settings with workspace/configuration.
     client_call(client, "notify", "workspace/didChangeConfiguration", { settings = client.settings })
     for bufnr in pairs(client.attached_buffers) do
-      apply_enabled(bufnr, client)
+      apply_enabled(bufnr)
     end
   end
   notify(enabled and "suggestions on" or "suggestions off")
@@ -343,6 +306,14 @@ function M.statusline()
     return ""
   end
   return "infill:" .. (M.enabled and status.state or "off")
+end
+
+--- Asks for a suggestion now and shows it in the completion menu.
+function M.complete()
+  local client = active_client(vim.api.nvim_get_current_buf())
+  if client then
+    require("infill.menu").trigger(client)
+  end
 end
 
 -- Suggestion actions, for use in your own mappings (see |infill-keymaps|).
