@@ -133,7 +133,16 @@ class Session:
 
 # Must match `sessions` in tests/neovim/scenarios.lua.
 SESSIONS = {
-    "inline": ["accept", "dismiss", "tab_with_menu_open", "accept_word", "checkhealth", "commands"],
+    "inline": [
+        "accept",
+        "dismiss",
+        "tab_with_menu_open",
+        "accept_word",
+        "accept_line",
+        "cycle",
+        "checkhealth",
+        "commands",
+    ],
     "menu": ["completion_menu"],
 }
 
@@ -162,6 +171,14 @@ def test_tab_belongs_to_an_open_completion_menu(inline_session):
 
 def test_accept_word_takes_one_word(inline_session):
     inline_session.check("accept_word")
+
+
+def test_accept_line_takes_the_first_line(inline_session):
+    inline_session.check("accept_line")
+
+
+def test_next_and_previous_cycle_suggestions(inline_session):
+    inline_session.check("cycle")
 
 
 def test_checkhealth_reports_ok(inline_session):

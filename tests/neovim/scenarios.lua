@@ -78,22 +78,26 @@ end
 
 local scenarios = {}
 
--- Records the items of every answer to {method} the client receives, so a test
+-- Records the items of every answer the client receives, per method, so a test
 -- can compare the buffer with what the server sent (the tiny model's text may
 -- hold control characters that ghost text cannot show faithfully).
 local last_items = {}
-local function record_answers(method)
+local function record_answers()
   local client = require("infill").clients(0)[1]
+  if client.recorded_by_test then
+    return
+  end
+  client.recorded_by_test = true
   local request = client.request
-  client.request = function(self, request_method, params, handler, ...)
-    if request_method == method and handler then
+  client.request = function(self, method, params, handler, ...)
+    if handler then
       local original_handler = handler
       handler = function(err, result, ...)
         last_items[method] = result and (result.items or result)
         return original_handler(err, result, ...)
       end
     end
-    return request(self, request_method, params, handler, ...)
+    return request(self, method, params, handler, ...)
   end
 end
 
@@ -130,7 +134,7 @@ function scenarios.accept()
   open_file("accept")
   wait_until_model_ready()
   H.expect(#notifications_matching("loading model") > 0, "no model-loading progress was reported with vim.notify")
-  record_answers("textDocument/inlineCompletion")
+  record_answers()
   type_and_wait_for_ghost_text("total = ")
   local item = assert(last_items["textDocument/inlineCompletion"][1], "ghost text but no recorded item")
   local expected = lines_after_edit(item.range, item.insertText)
@@ -183,6 +187,38 @@ function scenarios.accept_word()
   H.wait_for("one word of the suggestion in the buffer", function()
     return current_line() == typed .. word
   end, 5000)
+end
+
+-- <M-C-Right> takes the rest of the suggestion's first line.
+function scenarios.accept_line()
+  open_file("accept_line")
+  wait_until_model_ready()
+  record_answers()
+  local typed = "line = "
+  type_and_wait_for_ghost_text(typed)
+  local item = assert(last_items["textDocument/inlineCompletion"][1], "ghost text but no recorded item")
+  local expected = typed .. item.insertText:match("^[^\n]*")
+  H.type("<M-C-Right>")
+  H.wait_for("the suggestion's first line in the buffer", function()
+    return current_line() == expected
+  end, 5000, function()
+    return ("expected %q, line is %q"):format(expected, current_line())
+  end)
+  H.expect_equal(vim.api.nvim_win_get_cursor(0)[2], #current_line(), "cursor column after accepting a line")
+end
+
+-- <M-]> and <M-[> cycle through the suggestions (the server sends one: 1/1).
+function scenarios.cycle()
+  open_file("cycle")
+  wait_until_model_ready()
+  type_and_wait_for_ghost_text("item = ")
+  for _, key in ipairs({ "<M-]>", "<M-[>" }) do
+    H.type(key)
+    H.wait_for("the suggestion counter after " .. key, function()
+      local ghost = ghost_text()
+      return ghost and ghost[#ghost]:match("%(1/1%)$")
+    end, 2000)
+  end
 end
 
 -- :InfillDisable stops suggestions, :InfillEnable brings them back, and
@@ -241,7 +277,7 @@ end
 function scenarios.completion_menu()
   open_file("completion_menu")
   wait_until_model_ready()
-  record_answers("textDocument/completion")
+  record_answers()
   H.type("Gocount = ")
   H.wait_for("the completion menu with a suggestion", function()
     return vim.fn.pumvisible() == 1 and #vim.fn.complete_info({ "items" }).items > 0
@@ -260,7 +296,16 @@ local sessions = {
   inline = {
     setup = {},
     -- `commands` turns suggestions off and on again: it runs last.
-    scenarios = { "accept", "dismiss", "tab_with_menu_open", "accept_word", "checkhealth", "commands" },
+    scenarios = {
+      "accept",
+      "dismiss",
+      "tab_with_menu_open",
+      "accept_word",
+      "accept_line",
+      "cycle",
+      "checkhealth",
+      "commands",
+    },
   },
   menu = {
     setup = { inline = false, menu_autotrigger_ms = 100 },

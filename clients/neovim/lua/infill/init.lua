@@ -112,23 +112,33 @@ local function on_status_changed(_, status, ctx)
   vim.api.nvim_exec_autocmds("User", { pattern = "InfillStatusChanged", data = status, modeline = false })
 end
 
+local progress_titles = {} -- progress token -> title of its begin message
+
 local function on_progress(args)
   local client = vim.lsp.get_client_by_id(args.data.client_id)
   if not client or client.name ~= M.client_name or not M.config.progress then
     return
   end
-  local value = args.data.params.value
+  local token, value = args.data.params.token, args.data.params.value
   if type(value) ~= "table" then
     return
   end
-  local percent = value.percentage and (" (%d%%)"):format(value.percentage) or ""
   if value.kind == "begin" then
-    notify(("%s%s%s"):format(value.title or "working", value.message and (": " .. value.message) or "", percent))
-  elseif value.kind == "report" then
+    progress_titles[token] = value.title or "infill-ls"
+  end
+  local title = progress_titles[token] or "infill-ls"
+  local text = title .. (value.message and (": " .. value.message) or "")
+  if value.percentage then
+    text = ("%s (%d%%)"):format(text, value.percentage)
+  end
+  if value.kind == "report" then
     -- Progress steps are transient: echo them without filling :messages.
-    vim.api.nvim_echo({ { ("infill: %s%s"):format(value.message or "", percent) } }, false, {})
-  elseif value.kind == "end" then
-    notify(value.message or "done")
+    vim.api.nvim_echo({ { text } }, false, {})
+  else
+    vim.notify(text, vim.log.levels.INFO)
+  end
+  if value.kind == "end" then
+    progress_titles[token] = nil
   end
 end
 
