@@ -26,11 +26,6 @@ REPO = Path(__file__).resolve().parent.parent
 PLUGIN = REPO / "clients" / "neovim"
 SCENARIOS = REPO / "tests" / "neovim" / "scenarios.lua"
 
-EXAMPLE_PY = '''\
-def add(a, b):
-    return a + b
-'''
-
 pytestmark = pytest.mark.slow
 
 
@@ -90,8 +85,6 @@ class Session:
         self.name = name
         files = work / "project"
         files.mkdir()
-        for scenario in SESSIONS[name]:
-            (files / f"{scenario}.py").write_text(EXAMPLE_PY)
         home = work / "home"
         self.state_dir = home / "state"
         self.results_file = work / "results.json"
@@ -129,22 +122,6 @@ class Session:
             + f"\n--- lsp.log:\n{lsp_log(self.state_dir)}",
             pytrace=False,
         )
-
-
-# Must match `sessions` in tests/neovim/scenarios.lua.
-SESSIONS = {
-    "inline": [
-        "accept",
-        "dismiss",
-        "tab_with_menu_open",
-        "accept_word",
-        "accept_line",
-        "cycle",
-        "checkhealth",
-        "commands",
-    ],
-    "menu": ["completion_menu"],
-}
 
 
 @pytest.fixture(scope="module")

@@ -3,15 +3,19 @@
 --   INFILL_SESSION=inline|menu INFILL_TEST_MODEL=<dir> INFILL_TEST_DIR=<dir> \
 --   INFILL_RESULTS=<file.json> nvim --clean --headless --cmd 'set rtp^=clients/neovim' \
 --     -S tests/neovim/scenarios.lua
--- INFILL_TEST_DIR holds one <scenario>.py per scenario to edit.
+-- Each scenario edits its own <scenario>.py in INFILL_TEST_DIR.
 
 local H = dofile(vim.fs.joinpath(vim.fs.dirname(debug.getinfo(1, "S").source:sub(2)), "harness.lua"))
 
 local ghost_text_ns = vim.api.nvim_create_namespace("nvim.lsp.inline_completion")
 
+local EXAMPLE = { "def add(a, b):", "    return a + b" }
+
 -- Each scenario starts by editing its own copy of the example file.
 local function open_file(name)
-  vim.cmd.edit(vim.fs.joinpath(assert(vim.env.INFILL_TEST_DIR), name .. ".py"))
+  local path = vim.fs.joinpath(assert(vim.env.INFILL_TEST_DIR), name .. ".py")
+  vim.fn.writefile(EXAMPLE, path)
+  vim.cmd.edit(path)
 end
 
 local function infill_status()
