@@ -162,6 +162,10 @@ def test_checkhealth_reports_ok(inline_session):
     inline_session.check("checkhealth")
 
 
+def test_tab_mapped_by_another_plugin_stays_theirs(inline_session):
+    inline_session.check("keymap_conflict")
+
+
 def test_enable_disable_and_status_commands(inline_session):
     inline_session.check("commands")
 

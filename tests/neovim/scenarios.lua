@@ -225,6 +225,36 @@ function scenarios.cycle()
   end
 end
 
+-- A <Tab> mapped by another plugin (here a plain Lua mapping, as completion
+-- plugins make) stays theirs, and :checkhealth infill says so.
+function scenarios.keymap_conflict()
+  local default_tab = vim.fn.maparg("<Tab>", "i", false, true)
+  local function other_plugins_tab()
+    vim.api.nvim_put({ "<other>" }, "c", false, true)
+  end
+  vim.keymap.set("i", "<Tab>", other_plugins_tab, { desc = "another plugin" })
+  local ok, err = pcall(function()
+    open_file("keymap_conflict")
+    wait_until_model_ready()
+    type_and_wait_for_ghost_text("other = ")
+    H.type("<Tab>")
+    H.expect_equal(current_line(), "other = <other>", "line after <Tab> owned by another plugin")
+    -- infill's other keys are still mapped.
+    H.wait_for("ghost text after <other>", ghost_text, 20000)
+    H.type("<C-]>")
+    H.wait_for("the ghost text to go", function()
+      return ghost_text() == nil
+    end, 2000)
+    H.expect_equal(current_line(), "other = <other>", "line after dismissing")
+    vim.cmd("checkhealth infill")
+    local report = table.concat(vim.api.nvim_buf_get_lines(0, 0, -1, false), "\n")
+    H.expect(report:match("WARNING <Tab> is already mapped"), "no keymap warning in :checkhealth infill:\n" .. report)
+  end)
+  vim.keymap.del("i", "<Tab>")
+  vim.fn.mapset("i", false, default_tab)
+  H.expect(ok, err)
+end
+
 -- :InfillDisable stops suggestions, :InfillEnable brings them back, and
 -- :InfillStatus reports the model, device, precision and latency.
 function scenarios.commands()
@@ -308,6 +338,9 @@ local sessions = {
       "accept_line",
       "cycle",
       "checkhealth",
+      -- Maps <Tab> globally for a while: after the scenarios that use <Tab>
+      -- and the :checkhealth that must show no warning.
+      "keymap_conflict",
       "commands",
     },
   },

@@ -14,7 +14,7 @@ local defaults = {
   cmd = { "infill-ls" },
   -- Filetypes to attach to; nil attaches to every buffer that has a file.
   filetypes = nil,
-  -- Files that mark a project root (the server reads neighbouring files for context).
+  -- Files that mark the project root, sent to the server as the workspace folder.
   root_markers = { ".git" },
   -- The server's `infill` settings section: model, quantization, device,
   -- maxNewTokens, contextTokens, debounceMs, multiline, timeoutMs, enable, ...

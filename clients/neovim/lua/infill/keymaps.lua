@@ -138,14 +138,11 @@ local descriptions = {
   dismiss = "infill: dismiss the suggestion",
 }
 
--- What {lhs} does in buffer {bufnr} when there is no ghost text to act on:
--- returns the keys to feed, or nil when another mapping owns the key.
--- An existing <expr> mapping with a Lua callback (like Neovim's own <Tab>
--- that jumps in snippets) is kept by calling it; other mappings are left alone.
-local function fallback_for(bufnr, lhs)
-  local existing = vim.api.nvim_buf_call(bufnr, function()
-    return vim.fn.maparg(lhs, "i", false, true)
-  end)
+-- What {lhs} should do in buffer {bufnr} when there is no ghost text to act
+-- on: a function returning the keys to feed, or nil when another mapping owns
+-- the key. An existing <expr> mapping with a Lua callback (like Neovim's own
+-- <Tab> that jumps in snippets) keeps working: it is called.
+local function fallback_for(existing, lhs)
   if vim.tbl_isempty(existing) then
     return function()
       return lhs
@@ -157,19 +154,17 @@ local function fallback_for(bufnr, lhs)
   return nil
 end
 
-local function is_mapped_by_us(bufnr, lhs)
-  local existing = vim.api.nvim_buf_call(bufnr, function()
-    return vim.fn.maparg(lhs, "i", false, true)
-  end)
-  return (existing.desc or ""):match("^infill: ") ~= nil
-end
-
 --- Maps the keys in {keymaps} (action -> lhs or false) in buffer {bufnr}.
 --- A key another mapping owns is left alone and reported by :checkhealth infill.
 function M.map(bufnr, keymaps)
   for action, lhs in pairs(keymaps) do
-    if lhs and descriptions[action] and not is_mapped_by_us(bufnr, lhs) then
-      local fallback = fallback_for(bufnr, lhs)
+    local existing = lhs
+      and vim.api.nvim_buf_call(bufnr, function()
+        return vim.fn.maparg(lhs, "i", false, true)
+      end)
+    local ours = existing and (existing.desc or ""):match("^infill: ")
+    if existing and descriptions[action] and not ours then
+      local fallback = fallback_for(existing, lhs)
       if fallback then
         vim.keymap.set("i", lhs, function()
           return M[action]() and "" or fallback()
