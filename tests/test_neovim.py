@@ -170,5 +170,9 @@ def test_enable_disable_and_status_commands(inline_session):
     inline_session.check("commands")
 
 
+def test_model_errors_reach_the_user(inline_session):
+    inline_session.check("model_error")
+
+
 def test_completion_menu_fallback(menu_session):
     menu_session.check("completion_menu")

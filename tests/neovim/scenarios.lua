@@ -325,6 +325,37 @@ function scenarios.completion_menu()
   wait_for_buffer(expected)
 end
 
+-- A model that cannot load is reported with vim.notify, by :InfillStatus and
+-- by :checkhealth infill. (Changing the model also shows that settings reach
+-- the running server.)
+function scenarios.model_error()
+  open_file("model_error")
+  wait_until_model_ready()
+  local missing = vim.fs.joinpath(vim.env.INFILL_TEST_DIR, "no-such-model")
+  require("infill").update_settings({ model = missing })
+  H.wait_for("an error notification", function()
+    for _, n in ipairs(H.notifications) do
+      if n.level == vim.log.levels.ERROR and n.message:find("no-such-model", 1, true) then
+        return true
+      end
+    end
+  end, 30000, function()
+    return vim.inspect(H.notifications)
+  end)
+  H.wait_for("the server to report the error", function()
+    return (infill_status() or {}).state == "error"
+  end)
+  vim.cmd("InfillStatus")
+  local status = H.wait_for("the :InfillStatus message", function()
+    return notifications_matching("^infill%-ls ")[1]
+  end)
+  H.expect(status:match(": error"), ":InfillStatus does not show the error state: " .. status)
+  vim.cmd("checkhealth infill")
+  local report = table.concat(vim.api.nvim_buf_get_lines(0, 0, -1, false), "\n")
+  H.expect(report:match("ERROR model [^\n]* did not load: [^\n]*no%-such%-model"), "no model error in :checkhealth infill:\n" .. report)
+  vim.cmd("silent! messages clear") -- the error is expected here
+end
+
 -- Scenarios share a Neovim (and so one server start) per setup() they need.
 local sessions = {
   inline = {
@@ -342,6 +373,8 @@ local sessions = {
       -- and the :checkhealth that must show no warning.
       "keymap_conflict",
       "commands",
+      -- Leaves the server without a model: last.
+      "model_error",
     },
   },
   menu = {

@@ -89,15 +89,20 @@ local function check_running_servers()
       local err = response and response.err
       health.error(("client %d: infill/status failed: %s"):format(client.id, err and err.message or "no answer"))
     else
-      local summary = ("model %s on %s (%s)"):format(status.model or "?", status.device or "?", status.precision or "?")
+      local summary = "model " .. infill.describe_model(status)
       if status.state == "ready" then
-        health.ok(("%s loaded, server %s"):format(summary, status.version or "?"))
+        health.ok(("%s loaded, server %s"):format(summary, tostring(status.version)))
       elseif status.state == "loading" then
         health.warn(("%s is still loading"):format(summary))
       elseif status.state == "disabled" then
         health.warn("suggestions are disabled", { ":InfillEnable turns them on" })
+      elseif status.state == "error" then
+        health.error(("%s did not load: %s"):format(summary, tostring(status.message)), {
+          "Check `settings.model` (a Hugging Face id or a local folder), `device` and `quantization`",
+          "The server's log is in Neovim's LSP log: " .. vim.lsp.log.get_filename(),
+        })
       else
-        health.error(("%s: %s"):format(status.state or "unknown state", status.message or "no message"))
+        health.error(("unknown state %s: %s"):format(tostring(status.state), tostring(status.message)))
       end
     end
   end

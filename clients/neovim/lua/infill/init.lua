@@ -239,16 +239,32 @@ function M.setup(opts)
   end
 end
 
---- Turns suggestions on (true) or off (false) everywhere.
-function M.set_enabled(enabled)
-  M.enabled = enabled
-  if M.config and has_lsp_config then
+-- Sends the current settings to the running servers (they pull them with
+-- workspace/configuration) and to the ones that start later.
+local function push_settings()
+  if has_lsp_config then
     vim.lsp.config[M.client_name] = client_config()
   end
   for _, client in ipairs(M.clients()) do
     client.settings = { infill = server_settings() }
-    -- The server pulls the new settings with workspace/configuration.
     client_call(client, "notify", "workspace/didChangeConfiguration", { settings = client.settings })
+  end
+end
+
+--- Changes some of the server's settings (|infill-settings|), e.g.
+--- `update_settings({ model = "bigcode/starcoder2-7b" })`; a new model loads at once.
+function M.update_settings(changes)
+  M.config.settings = vim.tbl_extend("force", M.config.settings, changes)
+  push_settings()
+end
+
+--- Turns suggestions on (true) or off (false) everywhere.
+function M.set_enabled(enabled)
+  M.enabled = enabled
+  if M.config then
+    push_settings()
+  end
+  for _, client in ipairs(M.clients()) do
     for bufnr in pairs(client.attached_buffers) do
       apply_enabled(bufnr)
     end
@@ -280,18 +296,30 @@ function M.request_status(callback)
   end)
 end
 
+-- A status field for people: "-" when the server has no value (nil, null or "").
+local function shown(value)
+  if value == nil or value == vim.NIL or value == "" then
+    return "-"
+  end
+  return tostring(value)
+end
+
+--- "MODEL on DEVICE (PRECISION)" from an `infill/status` object.
+function M.describe_model(status)
+  return ("%s on %s (%s)"):format(shown(status.model), shown(status.device), shown(status.precision))
+end
+
 --- Formats an `infill/status` object for people.
 function M.format_status(status)
+  local latency = type(status.lastLatencyMs) == "number" and ("%.0f ms"):format(status.lastLatencyMs) or "-"
   local lines = {
-    ("infill-ls %s: %s%s"):format(status.version or "?", status.state or "?", M.enabled and "" or " (off in Neovim)"),
-    ("model: %s"):format(status.model or "-"),
-    ("device: %s, precision: %s"):format(status.device or "-", status.precision or "-"),
-    ("last latency: %s"):format(
-      type(status.lastLatencyMs) == "number" and ("%.0f ms"):format(status.lastLatencyMs) or "-"
-    ),
+    ("infill-ls %s: %s%s"):format(shown(status.version), shown(status.state), M.enabled and "" or " (off in Neovim)"),
+    ("model: %s"):format(shown(status.model)),
+    ("device: %s, precision: %s"):format(shown(status.device), shown(status.precision)),
+    ("last latency: %s"):format(latency),
     ("shown as: %s"):format(M.uses_inline() and "ghost text" or "completion menu"),
   }
-  if type(status.message) == "string" and status.message ~= "" then
+  if shown(status.message) ~= "-" then
     table.insert(lines, status.message)
   end
   return table.concat(lines, "\n")
