@@ -105,14 +105,16 @@ function H.run_all(scenarios, results_path, timeout_ms)
     for _, scenario in ipairs(scenarios) do
       local name, run = scenario[1], scenario[2]
       H.log("--- scenario " .. name)
+      local started = vim.uv.hrtime()
       local ok, err = xpcall(run, debug.traceback)
+      local elapsed_ms = (vim.uv.hrtime() - started) / 1e6
       -- Errors in callbacks (the plugin's or Neovim's) only reach :messages.
       local messages = vim.api.nvim_exec2("messages", { output = true }).output
       if ok and (messages:match("E%d+:") or messages:match("[Ee]rror")) then
         ok, err = false, "errors in :messages"
       end
       results[name] = ok and "passed" or (tostring(err) .. "\n" .. diagnostics())
-      H.log(ok and "passed" or ("FAILED: " .. results[name]))
+      H.log(("%s (%.0f ms)"):format(ok and "passed" or ("FAILED: " .. results[name]), elapsed_ms))
       write_results(results_path, results)
       reset()
     end
