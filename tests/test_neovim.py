@@ -103,7 +103,14 @@ class Session:
             INFILL_TEST_DIR=str(files),
             INFILL_RESULTS=str(self.results_file),
         )
-        command = [str(nvim), "--clean", "--headless", "--cmd", f"set runtimepath^={PLUGIN}", "-S", str(SCENARIOS)]
+        if name == "packaging":
+            # Installed the way `packadd` users do: a copy in an opt/ package folder.
+            package = work / "site" / "pack" / "infill" / "opt" / "infill"
+            shutil.copytree(PLUGIN, package)
+            load_plugin = f"set packpath^={work / 'site'}"
+        else:
+            load_plugin = f"set runtimepath^={PLUGIN}"
+        command = [str(nvim), "--clean", "--headless", "--cmd", load_plugin, "-S", str(SCENARIOS)]
         try:
             done = subprocess.run(command, cwd=files, env=env, capture_output=True, text=True, errors="replace", timeout=300)
             self.returncode, self.stdout, self.stderr = done.returncode, done.stdout, done.stderr
@@ -132,6 +139,15 @@ def inline_session(nvim, server_bin, tiny_model, tmp_path_factory) -> Session:
 @pytest.fixture(scope="module")
 def menu_session(nvim, server_bin, tiny_model, tmp_path_factory) -> Session:
     return Session("menu", nvim, server_bin, tiny_model, tmp_path_factory.mktemp("nvim-menu"))
+
+
+@pytest.fixture(scope="module")
+def packaging_session(nvim, server_bin, tiny_model, tmp_path_factory) -> Session:
+    return Session("packaging", nvim, server_bin, tiny_model, tmp_path_factory.mktemp("nvim-packaging"))
+
+
+def test_packadd_defines_commands_only_and_help(packaging_session):
+    packaging_session.check("packadd")
 
 
 def test_ghost_text_appears_and_tab_accepts_it(inline_session):

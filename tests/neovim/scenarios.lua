@@ -1,6 +1,6 @@
 -- End-to-end scenarios for the infill Neovim plugin against the real infill-ls,
 -- run by tests/test_neovim.py in one Neovim per session:
---   INFILL_SESSION=inline|menu INFILL_TEST_MODEL=<dir> INFILL_TEST_DIR=<dir> \
+--   INFILL_SESSION=inline|menu|packaging INFILL_TEST_MODEL=<dir> INFILL_TEST_DIR=<dir> \
 --   INFILL_RESULTS=<file.json> nvim --clean --headless --cmd 'set rtp^=clients/neovim' \
 --     -S tests/neovim/scenarios.lua
 -- Each scenario edits its own <scenario>.py in INFILL_TEST_DIR.
@@ -356,6 +356,22 @@ function scenarios.model_error()
   vim.cmd("silent! messages clear") -- the error is expected here
 end
 
+-- Installed as a package (|packadd|): loading it defines the commands and
+-- nothing else, and :help infill works.
+function scenarios.packadd()
+  H.expect(vim.fn.exists(":InfillStatus") == 0, "commands defined before packadd")
+  vim.cmd.packadd("infill")
+  for _, command in ipairs({ "InfillEnable", "InfillDisable", "InfillToggle", "InfillStatus" }) do
+    H.expect(vim.fn.exists(":" .. command) == 2, command .. " missing after packadd")
+  end
+  H.expect(package.loaded["infill"] == nil, "plugin/infill.lua loaded the Lua module at startup")
+  vim.cmd("InfillStatus") -- before setup(): says so, raises nothing
+  H.expect(notifications_matching("not running")[1], "no 'not running' message from :InfillStatus before setup()")
+  vim.cmd("helptags ALL")
+  vim.cmd("help infill-keymaps")
+  H.expect_equal(vim.fn.expand("%:t"), "infill.txt", "help file for infill-keymaps")
+end
+
 -- Scenarios share a Neovim (and so one server start) per setup() they need.
 local sessions = {
   inline = {
@@ -381,12 +397,16 @@ local sessions = {
     setup = { inline = false, menu_autotrigger_ms = 100 },
     scenarios = { "completion_menu" },
   },
+  -- The plugin is only on 'packpath' here, and setup() is not called.
+  packaging = { scenarios = { "packadd" } },
 }
 
-local session = assert(sessions[vim.env.INFILL_SESSION], "set INFILL_SESSION to inline or menu")
-require("infill").setup(vim.tbl_deep_extend("force", {
-  settings = { model = assert(vim.env.INFILL_TEST_MODEL), device = "cpu" },
-}, session.setup))
+local session = assert(sessions[vim.env.INFILL_SESSION], "set INFILL_SESSION to a session name")
+if session.setup then
+  require("infill").setup(vim.tbl_deep_extend("force", {
+    settings = { model = assert(vim.env.INFILL_TEST_MODEL), device = "cpu" },
+  }, session.setup))
+end
 local list = {}
 for _, name in ipairs(session.scenarios) do
   table.insert(list, { name, assert(scenarios[name], name) })
