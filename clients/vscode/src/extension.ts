@@ -1,0 +1,294 @@
+// The VS Code side: starts infill-ls with vscode-languageclient, which registers the inline
+// completion provider itself when the server advertises `inlineCompletionProvider`.
+// The decisions (settings, restarts, messages, status texts) live in vscode-free modules.
+import * as vscode from 'vscode';
+import {
+  CloseAction,
+  CloseHandlerResult,
+  DidChangeConfigurationNotification,
+  ErrorAction,
+  LanguageClient,
+  LanguageClientOptions,
+  ServerCapabilities,
+  StaticFeature,
+  TransportKind,
+  WorkDoneProgressBegin,
+  WorkDoneProgressEnd,
+  WorkDoneProgressReport,
+} from 'vscode-languageclient/node';
+import { findExecutable } from './executable';
+import { INSTALL_COMMAND, serverGaveUpMessage, serverNotFoundMessage, serverStartFailedMessage } from './messages';
+import { RestartPolicy } from './restartPolicy';
+import { SECTION, serverLaunch, serverSettings } from './settings';
+import { LoadingProgress, ServerStatus, StatusView, statusBarContent } from './status';
+
+const STATUS_REQUEST = 'infill/status';
+const STATUS_CHANGED_NOTIFICATION = 'infill/statusChanged';
+
+export async function activate(context: vscode.ExtensionContext): Promise<void> {
+  const log = vscode.window.createOutputChannel('infill', { log: true });
+  const statusItem = vscode.window.createStatusBarItem('infill.status', vscode.StatusBarAlignment.Right, 100);
+  statusItem.name = 'infill';
+  statusItem.command = 'infill.showLog';
+  statusItem.show();
+  const server = new ServerController(log, statusItem);
+  context.subscriptions.push(
+    log,
+    statusItem,
+    server,
+    vscode.commands.registerCommand('infill.enableSuggestions', () => setSuggestionsEnabled(true)),
+    vscode.commands.registerCommand('infill.disableSuggestions', () => setSuggestionsEnabled(false)),
+    vscode.commands.registerCommand('infill.restartServer', () => server.restart()),
+    vscode.commands.registerCommand('infill.showLog', () => log.show()),
+    vscode.workspace.onDidChangeConfiguration((event) => {
+      // The other settings reach the running server through workspace/configuration.
+      if (event.affectsConfiguration(`${SECTION}.server`)) {
+        void server.restart();
+      }
+    }),
+  );
+  await server.start();
+}
+
+export function deactivate(): void {}
+
+/** The server's settings as VS Code has them for `scope`, ready to send. */
+function currentServerSettings(scope?: vscode.Uri): Record<string, unknown> {
+  // The JSON round trip keeps the setting values and drops the accessor methods.
+  return serverSettings(JSON.parse(JSON.stringify(vscode.workspace.getConfiguration(SECTION, scope))));
+}
+
+function suggestionsEnabled(document: vscode.TextDocument): boolean {
+  return vscode.workspace.getConfiguration(SECTION, document).get<boolean>('enable', true);
+}
+
+/** Sets `infill.enable` where it is set now (so a workspace value does not win over it), else in user settings. */
+async function setSuggestionsEnabled(enabled: boolean): Promise<void> {
+  const config = vscode.workspace.getConfiguration(SECTION);
+  const current = config.inspect<boolean>('enable');
+  const target = current?.workspaceFolderValue !== undefined
+    ? vscode.ConfigurationTarget.WorkspaceFolder
+    : current?.workspaceValue !== undefined
+      ? vscode.ConfigurationTarget.Workspace
+      : vscode.ConfigurationTarget.Global;
+  await config.update('enable', enabled, target);
+}
+
+function firstWorkspaceFolder(): string | undefined {
+  return vscode.workspace.workspaceFolders?.[0]?.uri.fsPath;
+}
+
+/**
+ * Ignores the server's `completionProvider`: VS Code shows the same suggestions as ghost text,
+ * and a second request per keystroke would compete with the inline one for the model.
+ */
+class InlineOnlyFeature implements StaticFeature {
+  fillClientCapabilities(): void {}
+  preInitialize(capabilities: ServerCapabilities): void {
+    // Runs before the built-in features read the capabilities (on a copy the client keeps).
+    delete capabilities.completionProvider;
+  }
+  initialize(): void {}
+  getState() {
+    return { kind: 'static' as const };
+  }
+  clear(): void {}
+}
+
+/** Owns the language client: starting, restarting after crashes, and the status bar. */
+class ServerController implements vscode.Disposable {
+  private client: LanguageClient | undefined;
+  private restartTimer: NodeJS.Timeout | undefined;
+  private readonly restartPolicy = new RestartPolicy();
+  private view: StatusView = { state: 'starting' };
+  private progress: LoadingProgress | undefined;
+
+  constructor(
+    private readonly log: vscode.LogOutputChannel,
+    private readonly statusItem: vscode.StatusBarItem,
+  ) {}
+
+  async start(): Promise<void> {
+    const folder = firstWorkspaceFolder();
+    const launch = serverLaunch(vscode.workspace.getConfiguration(SECTION).get('server'), folder);
+    const executable = findExecutable(launch.command, process.env);
+    if (executable === undefined) {
+      const message = serverNotFoundMessage(launch.command);
+      this.log.error(message);
+      this.show({ state: 'stopped', message });
+      void this.offerInstallHelp(message);
+      return;
+    }
+    this.log.info(`starting ${[executable, ...launch.args].join(' ')}`);
+    const client: LanguageClient = new LanguageClient(
+      'infill',
+      'infill',
+      { command: executable, args: launch.args, transport: TransportKind.stdio, options: { cwd: folder } },
+      this.clientOptions((): LanguageClient => client),
+    );
+    client.registerFeature(new InlineOnlyFeature());
+    this.client = client;
+    client.onNotification(STATUS_CHANGED_NOTIFICATION, (status: ServerStatus) => this.show(status));
+    this.restartPolicy.started(Date.now());
+    this.show({ state: 'starting' });
+    try {
+      await client.start();
+    } catch (error) {
+      // A server that exits during start-up also closes the connection: wait for that
+      // handler, which schedules a restart, before deciding that the start itself failed.
+      await new Promise((resolve) => setImmediate(resolve));
+      if (this.client === client && this.restartTimer === undefined && this.view.state !== 'stopped') {
+        const message = serverStartFailedMessage(error instanceof Error ? error.message : String(error));
+        this.log.error(message);
+        this.show({ state: 'stopped', message });
+        void this.offerLog(message);
+      }
+      return;
+    }
+    const serverInfo = client.initializeResult?.serverInfo;
+    this.log.info(`started ${serverInfo?.name ?? 'the server'} ${serverInfo?.version ?? ''}`.trimEnd());
+    if (!client.initializeResult?.capabilities.inlineCompletionProvider) {
+      this.log.warn('the server does not offer inline completions (textDocument/inlineCompletion): is it infill-ls?');
+    }
+    try {
+      this.show(await client.sendRequest<ServerStatus>(STATUS_REQUEST, {}));
+    } catch (error) {
+      this.log.warn(`${STATUS_REQUEST} failed: ${error}`);
+    }
+  }
+
+  async restart(): Promise<void> {
+    clearTimeout(this.restartTimer);
+    this.restartTimer = undefined;
+    await this.stopClient();
+    this.restartPolicy.reset();
+    await this.start();
+  }
+
+  dispose(): void {
+    clearTimeout(this.restartTimer);
+    void this.stopClient();
+  }
+
+  private async stopClient(): Promise<void> {
+    const client = this.client;
+    this.client = undefined;
+    if (client !== undefined) {
+      try {
+        await client.dispose();
+      } catch (error) {
+        this.log.warn(`stopping the language server: ${error}`);
+      }
+    }
+  }
+
+  private clientOptions(currentClient: () => LanguageClient): LanguageClientOptions {
+    return {
+      // Every file and unsaved buffer, in any language: the model completes any text.
+      documentSelector: [{ scheme: 'file' }, { scheme: 'untitled' }],
+      outputChannel: this.log,
+      initializationOptions: () => currentServerSettings(),
+      synchronize: { configurationSection: SECTION },
+      initializationFailedHandler: () => false,
+      errorHandler: {
+        error: () => ({ action: ErrorAction.Continue }),
+        closed: () => this.serverStopped(currentClient()),
+      },
+      middleware: {
+        workspace: {
+          // Answer for "infill" with the same object as the initialization options.
+          configuration: async (params, token, next) => {
+            const answers = await next(params, token);
+            if (!Array.isArray(answers)) {
+              return answers;
+            }
+            return params.items.map((item, index) =>
+              item.section === SECTION
+                ? currentServerSettings(item.scopeUri ? vscode.Uri.parse(item.scopeUri) : undefined)
+                : answers[index],
+            );
+          },
+          didChangeConfiguration: async () => {
+            await currentClient().sendNotification(DidChangeConfigurationNotification.type, {
+              settings: { [SECTION]: currentServerSettings() },
+            });
+          },
+        },
+        handleWorkDoneProgress: (token, params, next) => {
+          this.showProgress(params);
+          next(token, params);
+        },
+        provideInlineCompletionItems: (document, position, context, token, next) =>
+          suggestionsEnabled(document) ? next(document, position, context, token) : null,
+      },
+    };
+  }
+
+  /** The connection closed without our asking: restart with backoff, or give up and say so. */
+  private serverStopped(client: LanguageClient): CloseHandlerResult {
+    if (client !== this.client) {
+      return { action: CloseAction.DoNotRestart, handled: true };
+    }
+    const decision = this.restartPolicy.stopped(Date.now());
+    if (decision.restart) {
+      this.log.warn(`the language server stopped; restart ${decision.attempt} in ${decision.delayMs} ms`);
+      this.show({ state: 'restarting', delayMs: decision.delayMs, attempt: decision.attempt });
+      this.restartTimer = setTimeout(() => {
+        this.restartTimer = undefined;
+        void this.stopClient().then(() => this.start());
+      }, decision.delayMs);
+    } else {
+      const message = serverGaveUpMessage(decision.crashes);
+      this.log.error(message);
+      this.show({ state: 'stopped', message });
+      void this.offerLog(message);
+    }
+    return { action: CloseAction.DoNotRestart, handled: true };
+  }
+
+  private showProgress(params: WorkDoneProgressBegin | WorkDoneProgressReport | WorkDoneProgressEnd): void {
+    if (params.kind === 'end') {
+      this.progress = undefined;
+    } else {
+      this.progress = { message: params.message ?? this.progress?.message, percentage: params.percentage };
+    }
+    this.render();
+  }
+
+  private show(view: StatusView): void {
+    this.view = view;
+    if (view.state !== 'loading') {
+      this.progress = undefined;
+    }
+    this.render();
+  }
+
+  private render(): void {
+    const content = statusBarContent(this.view, this.progress);
+    this.statusItem.text = content.text;
+    this.statusItem.tooltip = content.tooltip;
+    this.statusItem.backgroundColor = content.isError ? new vscode.ThemeColor('statusBarItem.errorBackground') : undefined;
+  }
+
+  private async offerInstallHelp(message: string): Promise<void> {
+    const openSettings = 'Open Settings';
+    const copyCommand = `Copy "${INSTALL_COMMAND}"`;
+    const choice = await vscode.window.showErrorMessage(message, openSettings, copyCommand);
+    if (choice === openSettings) {
+      await vscode.commands.executeCommand('workbench.action.openSettings', `${SECTION}.server.path`);
+    } else if (choice === copyCommand) {
+      await vscode.env.clipboard.writeText(INSTALL_COMMAND);
+    }
+  }
+
+  private async offerLog(message: string): Promise<void> {
+    const showLog = 'Show Log';
+    const restart = 'Restart Server';
+    const choice = await vscode.window.showErrorMessage(message, showLog, restart);
+    if (choice === showLog) {
+      this.log.show();
+    } else if (choice === restart) {
+      await this.restart();
+    }
+  }
+}

@@ -1,0 +1,76 @@
+// End-to-end check in a real VS Code: drives code-server in Debian's Chromium with playwright-core.
+// Run by tests/test_vscode.py, which starts code-server with the extension installed:
+//   node test/e2e/ghostText.mjs '{"url": ..., "file": "main.py", "type": "...", "model": "...", "screenshot": "...", "timeoutMs": ...}'
+// Prints one JSON object on stdout: what was shown and accepted. Progress goes to stderr.
+import { chromium } from 'playwright-core';
+
+const options = JSON.parse(process.argv[2]);
+const log = (message) => console.error(`[e2e ${new Date().toISOString().slice(11, 23)}] ${message}`);
+
+// Known to work with Debian's Chromium on these machines (see shared NOTES.md).
+const CHROMIUM_FLAGS = [
+  '--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
+  '--disable-background-networking', '--disable-component-update', '--disable-sync',
+];
+const GHOST_TEXT = '.monaco-editor .ghost-text-decoration, .monaco-editor .ghost-text';
+
+const browser = await chromium.launch({ executablePath: options.chromium ?? '/usr/bin/chromium', args: CHROMIUM_FLAGS });
+const page = await browser.newPage({ viewport: { width: 1280, height: 800 } });
+page.setDefaultTimeout(options.timeoutMs);
+try {
+  log(`opening ${options.url}`);
+  await page.goto(options.url);
+  await page.locator('.monaco-workbench .part.statusbar').waitFor();
+
+  // The model loads in the background; the status bar says when it is ready.
+  const status = page.locator('.part.statusbar .statusbar-item', { hasText: 'infill' }).first();
+  await status.waitFor();
+  log(`status bar: ${await status.innerText()}`);
+  await page.waitForFunction(
+    ({ model }) => [...document.querySelectorAll('.part.statusbar .statusbar-item')]
+      .some((item) => item.textContent.includes(`infill: ${model}`)),
+    { model: options.model },
+  );
+  const readyStatus = (await status.innerText()).trim();
+  log(`status bar: ${readyStatus}`);
+
+  log(`opening ${options.file}`);
+  await page.keyboard.press('Control+P');
+  await page.locator('.quick-input-widget input').waitFor();
+  await page.keyboard.type(options.file);
+  await page.locator('.quick-input-list .monaco-list-row', { hasText: options.file }).first().waitFor();
+  await page.keyboard.press('Enter');
+  const editor = page.locator('.editor-instance .monaco-editor').first();
+  await editor.locator('.view-lines').waitFor();
+  // Click into the text so that the editor, not another panel, has the keyboard.
+  await editor.locator('.view-lines').click();
+  await page.keyboard.press('Control+End');
+
+  log(`typing ${JSON.stringify(options.type)}`);
+  await page.keyboard.type(options.type, { delay: 40 });
+  await page.locator(GHOST_TEXT).first().waitFor();
+  // Let the ghost text settle: a later keystroke's answer may replace the first one.
+  await page.waitForTimeout(500);
+  // The first line is drawn token by token inside the cursor's line, the others as lines below it.
+  const ghostText = await page.evaluate(() => {
+    const firstLine = [...document.querySelectorAll('.monaco-editor .ghost-text-decoration')].map((span) => span.textContent);
+    const otherLines = [...document.querySelectorAll('.monaco-editor .ghost-text .view-line')].map((line) => line.textContent);
+    return [firstLine.join(''), ...otherLines].join('\n').replaceAll('\u00a0', ' ');
+  });
+  log(`ghost text: ${JSON.stringify(ghostText)}`);
+  await page.screenshot({ path: options.screenshot });
+
+  await page.keyboard.press('Tab');
+  await page.locator(GHOST_TEXT).first().waitFor({ state: 'detached' });
+  await page.keyboard.press('Control+S');
+  await page.locator('.tabs-container .tab.active.dirty').waitFor({ state: 'detached' });
+  log('accepted with Tab and saved');
+  console.log(JSON.stringify({ readyStatus, ghostText }));
+} catch (error) {
+  if (options.failureScreenshot) {
+    await page.screenshot({ path: options.failureScreenshot }).catch(() => {});
+  }
+  throw error;
+} finally {
+  await browser.close();
+}
