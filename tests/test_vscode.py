@@ -166,6 +166,7 @@ def test_ghost_text_in_code_server(tmp_path, tiny_model, vsix):
                 "file": source.name,
                 "type": TYPED,
                 "model": tiny_model.name,
+                "missingServer": str(tmp_path / "no-such-dir" / "infill-ls"),
                 "chromium": str(CHROMIUM),
                 "screenshot": str(screenshot),
                 "failureScreenshot": str(failure_screenshot),
@@ -178,6 +179,7 @@ def test_ghost_text_in_code_server(tmp_path, tiny_model, vsix):
                 f"the browser test failed (screenshot: {failure_screenshot})\n{driver.stdout}\n{driver.stderr}\n"
                 f"--- code-server\n{tail(server_log)}\n{extension_logs(user_data)}"
             )
+        print(driver.stderr)
         shown = json.loads(driver.stdout.strip().splitlines()[-1])
         print(f"ghost text screenshot: {screenshot}")
         print(f"status bar when ready: {shown['readyStatus']}; ghost text: {shown['ghostText']!r}")
@@ -191,6 +193,11 @@ def test_ghost_text_in_code_server(tmp_path, tiny_model, vsix):
         assert first_line.strip(), f"no ghost text was shown: {shown!r}"
         assert accepted.startswith(first_line), f"accepted {accepted!r}, ghost text {shown['ghostText']!r}"
         assert screenshot.stat().st_size > 0
+
+        # A live change of infill.server.path restarts the server; a missing one gets a message
+        # that says how to install it.
+        assert str(tmp_path / "no-such-dir" / "infill-ls") in shown["notFoundMessage"]
+        assert "pip install infill-ls" in shown["notFoundMessage"]
     finally:
         os.killpg(code_server.pid, signal.SIGTERM)
         try:

@@ -1,7 +1,11 @@
 // End-to-end check in a real VS Code: drives code-server in Debian's Chromium with playwright-core.
 // Run by tests/test_vscode.py, which starts code-server with the extension installed:
-//   node test/e2e/ghostText.mjs '{"url": ..., "file": "main.py", "type": "...", "model": "...", "screenshot": "...", "timeoutMs": ...}'
-// Prints one JSON object on stdout: what was shown and accepted. Progress goes to stderr.
+//   node test/e2e/ghostText.mjs '{"url": ..., "file": "main.py", "type": "...", "model": "...",
+//     "missingServer": "...", "screenshot": "...", "timeoutMs": ...}'
+// 1. waits for the model to load, types, waits for the ghost text, accepts it with Tab, saves;
+// 2. points infill.server.path at a server that does not exist (a live settings change)
+//    and waits for the notification that says how to install it.
+// Prints one JSON object on stdout: what was shown. Progress goes to stderr.
 import { chromium } from 'playwright-core';
 
 const options = JSON.parse(process.argv[2]);
@@ -65,7 +69,22 @@ try {
   await page.keyboard.press('Control+S');
   await page.locator('.tabs-container .tab.active.dirty').waitFor({ state: 'detached' });
   log('accepted with Tab and saved');
-  console.log(JSON.stringify({ readyStatus, ghostText }));
+
+  log(`setting infill.server.path to ${options.missingServer} in the Settings editor`);
+  await page.keyboard.press('Control+Comma');
+  await page.locator('.settings-editor').waitFor();
+  await page.keyboard.type('infill.server.path');
+  // A machine-scoped setting: in code-server it lives in the Remote tab.
+  await page.locator('.settings-editor .settings-tabs-widget .action-label', { hasText: 'Remote' }).click();
+  const pathInput = page.locator('.settings-editor .setting-item-text input').first();
+  await pathInput.waitFor();
+  await pathInput.fill(options.missingServer);
+  await pathInput.press('Tab');
+  const notification = page.locator('.notifications-toasts .notification-toast', { hasText: 'was not found' }).first();
+  await notification.waitFor();
+  const notFoundMessage = (await notification.locator('.notification-list-item-message').innerText()).trim();
+  log(`notification: ${notFoundMessage}`);
+  console.log(JSON.stringify({ readyStatus, ghostText, notFoundMessage }));
 } catch (error) {
   if (options.failureScreenshot) {
     await page.screenshot({ path: options.failureScreenshot }).catch(() => {});
