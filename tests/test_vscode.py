@@ -6,6 +6,7 @@ scripts/test-deps.d/30-vscode.sh installs what these tests need.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
@@ -40,6 +41,25 @@ def run(cmd: list[str], cwd: Path, timeout: float, env: dict | None = None) -> s
 def require(path: Path) -> None:
     if not path.exists():
         pytest.fail(f"{path} is missing: run scripts/test-deps.d/30-vscode.sh")
+
+
+def test_settings_schema_matches_the_server():
+    """Every server setting has a typed, described `infill.*` setting with the same default."""
+    from infill_ls.settings import Settings
+
+    manifest = json.loads((EXTENSION / "package.json").read_text())
+    properties = manifest["contributes"]["configuration"]["properties"]
+    server_defaults = {field.name: getattr(Settings(), field.name) for field in dataclasses.fields(Settings)}
+    extension_settings = {
+        key.removeprefix("infill."): schema for key, schema in properties.items()
+        if not key.startswith(("infill.server.", "infill.trace."))
+    }
+    assert sorted(extension_settings) == sorted(server_defaults)
+    for name, schema in extension_settings.items():
+        if name == "model":
+            assert schema["default"] == "", "empty: the server chooses its default model"
+        else:
+            assert schema["default"] == server_defaults[name], name
 
 
 def test_extension_unit_tests():
@@ -85,13 +105,6 @@ def extension_logs(user_data: Path) -> str:
 
 
 @pytest.fixture(scope="module")
-def tiny_model(tmp_path_factory) -> Path:
-    model_dir = tmp_path_factory.mktemp("vscode-model") / "tiny-starcoder2"
-    run([sys.executable, str(REPO / "tests" / "tiny_model.py"), str(model_dir)], cwd=REPO, timeout=300)
-    return model_dir
-
-
-@pytest.fixture(scope="module")
 def vsix() -> Path:
     require(EXTENSION / "node_modules")
     run(["npm", "run", "package"], cwd=EXTENSION, timeout=300)
@@ -117,7 +130,7 @@ def test_ghost_text_in_code_server(tmp_path, tiny_model, vsix):
     (user_data / "User" / "settings.json").write_text(json.dumps({
         # The real server from this checkout, on the tiny model.
         "infill.server.path": sys.executable,
-        "infill.server.args": ["-m", "infill_ls"],
+        "infill.server.args": ["-m", "infill_ls", "serve"],
         "infill.model": str(tiny_model),
         "infill.device": "cpu",
         "infill.logLevel": "debug",

@@ -11,7 +11,6 @@ import {
   LanguageClientOptions,
   ServerCapabilities,
   StaticFeature,
-  TransportKind,
   WorkDoneProgressBegin,
   WorkDoneProgressEnd,
   WorkDoneProgressReport,
@@ -123,7 +122,8 @@ class ServerController implements vscode.Disposable {
     const client: LanguageClient = new LanguageClient(
       'infill',
       'infill',
-      { command: executable, args: launch.args, transport: TransportKind.stdio, options: { cwd: folder } },
+      // No `transport`: with TransportKind.stdio the client would append `--stdio` to the arguments.
+      { command: executable, args: launch.args, options: { cwd: folder } },
       this.clientOptions((): LanguageClient => client),
     );
     client.registerFeature(new InlineOnlyFeature());
@@ -173,7 +173,7 @@ class ServerController implements vscode.Disposable {
   private async stopClient(): Promise<void> {
     const client = this.client;
     this.client = undefined;
-    if (client !== undefined) {
+    if (client?.needsStop()) {
       try {
         await client.dispose();
       } catch (error) {

@@ -34,7 +34,7 @@ describe('settings → initialization options', () => {
       model: '/models/starcoder2-3b',
     });
     assert.deepEqual(Object.keys(options).sort(), [
-      'contextTokens', 'debounceMs', 'device', 'enable', 'logLevel', 'maxNewTokens', 'model',
+      'contextTokens', 'debounceMs', 'device', 'enable', 'loadWaitMs', 'logLevel', 'maxNewTokens', 'model',
       'multiline', 'quantization', 'template', 'timeoutMs', 'trustRemoteCode',
     ]);
     assert.equal(options.model, '/models/starcoder2-3b');
