@@ -207,6 +207,9 @@ def test_ghost_text_in_code_server(tmp_path, tiny_model, vsix):
         assert accepted.startswith(first_line), f"accepted {accepted!r}, ghost text {shown['ghostText']!r}"
         assert screenshot.stat().st_size > 0
 
+        # "infill: Disable Suggestions" went through the settings to the server and back.
+        assert shown["disabledStatus"].endswith("infill: off"), shown
+
         # A live change of infill.server.path restarts the server; a missing one gets a message
         # that says how to install it.
         assert str(tmp_path / "no-such-dir" / "infill-ls") in shown["notFoundMessage"]

@@ -59,7 +59,11 @@ export function statusBarContent(view: StatusView, progress?: LoadingProgress): 
         isError: false,
       };
     case 'disabled':
-      return { text: '$(circle-slash) infill', tooltip: 'infill: suggestions are disabled', isError: false };
+      return {
+        text: '$(circle-slash) infill: off',
+        tooltip: 'infill: suggestions are disabled ("infill: Enable Suggestions" turns them on)',
+        isError: false,
+      };
     case 'error':
       return {
         text: '$(error) infill',

@@ -3,7 +3,8 @@
 //   node test/e2e/ghostText.mjs '{"url": ..., "file": "main.py", "type": "...", "model": "...",
 //     "missingServer": "...", "screenshot": "...", "timeoutMs": ...}'
 // 1. waits for the model to load, types, waits for the ghost text, accepts it with Tab, saves;
-// 2. points infill.server.path at a server that does not exist (a live settings change)
+// 2. runs "infill: Disable Suggestions" and waits for the status bar to say so;
+// 3. points infill.server.path at a server that does not exist (a live settings change)
 //    and waits for the notification that says how to install it.
 // Prints one JSON object on stdout: what was shown. Progress goes to stderr.
 import { chromium } from 'playwright-core';
@@ -70,6 +71,17 @@ try {
   await page.locator('.tabs-container .tab.active.dirty').waitFor({ state: 'detached' });
   log('accepted with Tab and saved');
 
+  // The command changes infill.enable; the server hears of it and reports the new state.
+  log('running "infill: Disable Suggestions"');
+  await page.keyboard.press('Control+Shift+P');
+  await page.locator('.quick-input-widget input').waitFor();
+  await page.keyboard.type('infill: Disable Suggestions');
+  await page.locator('.quick-input-list .monaco-list-row', { hasText: 'Disable Suggestions' }).first().waitFor();
+  await page.keyboard.press('Enter');
+  await page.locator('.part.statusbar .statusbar-item', { hasText: 'infill: off' }).waitFor();
+  const disabledStatus = (await status.innerText()).trim();
+  log(`status bar: ${disabledStatus}`);
+
   log(`setting infill.server.path to ${options.missingServer} in the Settings editor`);
   await page.keyboard.press('Control+Comma');
   await page.locator('.settings-editor').waitFor();
@@ -84,7 +96,7 @@ try {
   await notification.waitFor();
   const notFoundMessage = (await notification.locator('.notification-list-item-message').innerText()).trim();
   log(`notification: ${notFoundMessage}`);
-  console.log(JSON.stringify({ readyStatus, ghostText, notFoundMessage }));
+  console.log(JSON.stringify({ readyStatus, ghostText, disabledStatus, notFoundMessage }));
 } catch (error) {
   if (options.failureScreenshot) {
     await page.screenshot({ path: options.failureScreenshot }).catch(() => {});

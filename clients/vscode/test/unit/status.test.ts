@@ -25,6 +25,7 @@ describe('status bar', () => {
     assert.match(error.tooltip, /CUDA out of memory/);
     assert.match(error.tooltip, /show the log/);
     assert.equal(statusBarContent({ state: 'stopped', message: 'gave up' }).isError, true);
+    assert.equal(statusBarContent({ state: 'disabled' }).text, '$(circle-slash) infill: off');
     assert.equal(statusBarContent({ state: 'disabled' }).isError, false);
   });
 
