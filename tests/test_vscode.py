@@ -9,7 +9,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import shutil
 import signal
 import socket
 import subprocess
@@ -44,7 +43,7 @@ def require(path: Path) -> None:
 
 
 def test_settings_schema_matches_the_server():
-    """Every server setting has a typed, described `infill.*` setting with the same default."""
+    """Every server setting has an `infill.*` setting with the same default, and no more."""
     from infill_ls.settings import Settings
 
     manifest = json.loads((EXTENSION / "package.json").read_text())
