@@ -196,6 +196,10 @@ def test_ghost_text_in_code_server(tmp_path, tiny_model, vsix):
         print(f"ghost text screenshot: {screenshot}")
         print(f"status bar when ready: {shown['readyStatus']}; ghost text: {shown['ghostText']!r}")
 
+        # The status bar followed the server: $/progress while loading, then model, precision, device.
+        assert any(text.startswith("infill: loading") for text in shown["statusTexts"]), shown["statusTexts"]
+        assert shown["readyStatus"] == f"infill: {tiny_model.name} · float32 · cpu", shown
+
         saved = wait_for_file_change(source, ORIGINAL_SOURCE, timeout=10)
         typed_part = ORIGINAL_SOURCE + TYPED
         assert saved.startswith(typed_part), saved

@@ -107,6 +107,7 @@ class ServerController {
   private readonly restartPolicy = new RestartPolicy();
   private view: StatusView = { state: 'starting' };
   private progress: LoadingProgress | undefined;
+  private loadingProgressToken: string | number | undefined;
   private queue: Promise<void> = Promise.resolve();
 
   constructor(
@@ -240,9 +241,20 @@ class ServerController {
             });
           },
         },
+        // The model load's progress goes to our status bar item instead of a second one of
+        // VS Code's; any other progress keeps the default display.
         handleWorkDoneProgress: (token, params, next) => {
+          if (params.kind === 'begin' && this.view.state === 'loading') {
+            this.loadingProgressToken = token;
+          }
+          if (token !== this.loadingProgressToken) {
+            next(token, params);
+            return;
+          }
+          if (params.kind === 'end') {
+            this.loadingProgressToken = undefined;
+          }
           this.showProgress(params);
-          next(token, params);
         },
         provideInlineCompletionItems: (document, position, context, token, next) =>
           suggestionsEnabled(document) ? next(document, position, context, token) : null,

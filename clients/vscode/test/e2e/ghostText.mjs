@@ -2,7 +2,7 @@
 // Run by tests/test_vscode.py, which starts code-server with the extension installed:
 //   node test/e2e/ghostText.mjs '{"url": ..., "file": "main.py", "type": "...", "model": "...",
 //     "missingServer": "...", "screenshot": "...", "timeoutMs": ...}'
-// 1. waits for the model to load, types, waits for the ghost text, accepts it with Tab, saves;
+// 1. waits for the model to load (recording the status bar texts), types, waits for the ghost text, accepts it with Tab, saves;
 // 2. runs "infill: Disable Suggestions" and waits for the status bar to say so;
 // 3. points infill.server.path at a server that does not exist (a live settings change)
 //    and waits for the notification that says how to install it.
@@ -28,16 +28,32 @@ try {
   await page.locator('.monaco-workbench .part.statusbar').waitFor();
 
   // The model loads in the background; the status bar says when it is ready.
+  // Record every text the infill item shows on the way (starting, loading N%, ready).
+  await page.evaluate(() => {
+    window.infillStatusTexts = [];
+    const record = () => {
+      for (const item of document.querySelectorAll('.part.statusbar .statusbar-item')) {
+        const text = item.textContent.trim();
+        if (text.startsWith('infill') && window.infillStatusTexts.at(-1) !== text) {
+          window.infillStatusTexts.push(text);
+        }
+      }
+    };
+    new MutationObserver(record).observe(document.querySelector('.part.statusbar'), {
+      subtree: true, childList: true, characterData: true,
+    });
+    record();
+  });
   const status = page.locator('.part.statusbar .statusbar-item', { hasText: 'infill' }).first();
   await status.waitFor();
-  log(`status bar: ${await status.innerText()}`);
   await page.waitForFunction(
     ({ model }) => [...document.querySelectorAll('.part.statusbar .statusbar-item')]
       .some((item) => item.textContent.includes(`infill: ${model}`)),
     { model: options.model },
   );
   const readyStatus = (await status.innerText()).trim();
-  log(`status bar: ${readyStatus}`);
+  const statusTexts = await page.evaluate(() => window.infillStatusTexts);
+  log(`status bar: ${statusTexts.join(' → ')}`);
 
   log(`opening ${options.file}`);
   await page.keyboard.press('Control+P');
@@ -96,7 +112,7 @@ try {
   await notification.waitFor();
   const notFoundMessage = (await notification.locator('.notification-list-item-message').innerText()).trim();
   log(`notification: ${notFoundMessage}`);
-  console.log(JSON.stringify({ readyStatus, ghostText, disabledStatus, notFoundMessage }));
+  console.log(JSON.stringify({ statusTexts, readyStatus, ghostText, disabledStatus, notFoundMessage }));
 } catch (error) {
   if (options.failureScreenshot) {
     await page.screenshot({ path: options.failureScreenshot }).catch(() => {});
