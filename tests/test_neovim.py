@@ -150,6 +150,10 @@ def test_packadd_defines_commands_only_and_help(packaging_session):
     packaging_session.check("packadd")
 
 
+def test_missing_server_is_reported(packaging_session):
+    packaging_session.check("missing_server")
+
+
 def test_ghost_text_appears_and_tab_accepts_it(inline_session):
     inline_session.check("accept")
 

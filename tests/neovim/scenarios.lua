@@ -372,6 +372,18 @@ function scenarios.packadd()
   H.expect_equal(vim.fn.expand("%:t"), "infill.txt", "help file for infill-keymaps")
 end
 
+-- A server that is not installed: setup() warns, :checkhealth infill says
+-- what to do.
+function scenarios.missing_server()
+  require("infill").setup({ cmd = { "no-such-infill-ls" } })
+  H.expect(notifications_matching("no%-such%-infill%-ls not found")[1], "no warning from setup() about the missing server")
+  vim.cmd("checkhealth infill")
+  local report = table.concat(vim.api.nvim_buf_get_lines(0, 0, -1, false), "\n")
+  H.expect(report:match("ERROR no%-such%-infill%-ls not found"), "no ERROR in :checkhealth infill:\n" .. report)
+  H.expect(report:match("pip install infill%-ls"), "no install advice in :checkhealth infill:\n" .. report)
+  vim.cmd("silent! messages clear") -- the warning is expected here
+end
+
 -- Scenarios share a Neovim (and so one server start) per setup() they need.
 local sessions = {
   inline = {
@@ -398,7 +410,7 @@ local sessions = {
     scenarios = { "completion_menu" },
   },
   -- The plugin is only on 'packpath' here, and setup() is not called.
-  packaging = { scenarios = { "packadd" } },
+  packaging = { scenarios = { "packadd", "missing_server" } },
 }
 
 local session = assert(sessions[vim.env.INFILL_SESSION], "set INFILL_SESSION to a session name")
