@@ -21,6 +21,7 @@ from pygls.protocol import LanguageServerProtocol
 
 from . import __version__
 from .completion import SuggestionResult, suggest
+from .documents import use_lsp_line_endings
 from .engine.base import ModelLoadError
 from .engine.local import LocalEngine
 from .postprocess import CursorContext
@@ -284,6 +285,7 @@ def build_server(settings: Settings) -> InfillServer:
     @server.feature(types.INITIALIZE)
     def on_initialize(ls: InfillServer, params: types.InitializeParams) -> None:
         ls.initialized = True
+        use_lsp_line_endings(ls.workspace)
         changed = ls.apply_settings(params.initialization_options)
         log.info("initialize from %s; settings changed by initializationOptions: %s",
                  params.client_info.name if params.client_info else "unknown client", sorted(changed))
