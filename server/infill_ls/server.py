@@ -255,7 +255,7 @@ def cursor_context(server: InfillServer, uri: str, position: types.Position) -> 
         raise JsonRpcInvalidParams(f"document {uri} is not open (send textDocument/didOpen first)")
     lines = document.lines
     source = document.source
-    line_count = len(lines) + (1 if not lines or source.endswith("\n") else 0)
+    line_count = len(lines) + (1 if not lines or source.endswith(("\n", "\r")) else 0)
     if position.line < 0 or position.line >= line_count:
         raise JsonRpcInvalidParams(f"line {position.line} is outside the document ({line_count} lines)")
     line_text = lines[position.line] if position.line < len(lines) else ""
