@@ -21,6 +21,7 @@ from pygls.protocol import LanguageServerProtocol
 
 from . import __version__
 from .completion import SuggestionResult, suggest
+from .debug import register_debug_features
 from .documents import use_lsp_line_endings
 from .engine.base import ModelLoadError
 from .engine.local import LocalEngine
@@ -347,4 +348,5 @@ def build_server(settings: Settings) -> InfillServer:
     def on_shutdown(ls: InfillServer, params: Any) -> None:
         ls.scheduler.cancel_all()
 
+    register_debug_features(server)
     return server
