@@ -15,17 +15,28 @@ from pygls.workspace import TextDocument, Workspace
 
 # A line with its ending, or the last line without one.
 LSP_LINE = re.compile(r"[^\r\n]*(?:\r\n|\r|\n)|[^\r\n]+\Z")
+# What str.splitlines breaks at besides \n, \r\n and \r.
+OTHER_LINE_BREAKS = re.compile("[\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029]")
 
 
 def split_lines(text: str) -> tuple[str, ...]:
     """``text.splitlines(keepends=True)`` with LSP's line endings only."""
+    if OTHER_LINE_BREAKS.search(text) is None:
+        return tuple(text.splitlines(True))  # the same split, 2-3x faster
     return tuple(LSP_LINE.findall(text))
 
 
 class LspTextDocument(TextDocument):
+    _lines_of: str | None = None
+    _lines: tuple[str, ...] = ()
+
     @property
     def lines(self) -> tuple[str, ...]:
-        return split_lines(self.source)
+        # pygls asks for the lines several times per change; split a big file once.
+        source = self.source
+        if source is not self._lines_of:
+            self._lines, self._lines_of = split_lines(source), source
+        return self._lines
 
 
 class LspWorkspace(Workspace):
