@@ -95,6 +95,12 @@ class InfillServer(LanguageServer):
     def report_server_error(self, error: Exception, source: Any) -> None:
         # Malformed input is logged (and answered, see InfillProtocol), not shown as a popup.
         log.warning("protocol error: %s: %s", type(error).__name__, error)
+        if source is JsonRpcException and not isinstance(error, JsonRpcException):
+            # pygls' reader could not make a JSON-RPC message of the frame and answers
+            # nothing; JSON-RPC says to answer with id null.
+            unreadable = isinstance(error, (ValueError, RecursionError))  # bad JSON or UTF-8, too deep
+            code, what = (-32700, "parse error") if unreadable else (-32600, "invalid request")
+            self.protocol._send_response(None, error=types.ResponseError(code=code, message=f"{what}: {error}"))
 
     def count(self, event: str) -> None:
         self.status.counters[event] = self.status.counters.get(event, 0) + 1
