@@ -97,7 +97,8 @@ async def test_storm_of_requests_with_cancels_and_edits(tiny_model):
         finished = sum(delta.get(k, 0) for k in FINISHED)
         with_items = sum(1 for a in answers if not isinstance(a, Exception) and a.items)
         assert finished <= with_items + len(cancelled) // 10, delta
-        assert sum(delta.values()) >= STORM, delta
+        # Each request that was not cancelled was either superseded or ran a generation.
+        assert sum(delta.values()) >= STORM - len(cancelled), delta
 
         report = {"requests": STORM, "cancelled": len(cancelled), "sendSeconds": round(sent_s, 2),
                   "statusRoundTrips": len(samples), "worstLoopLatencyMs": round(max(samples), 1),
