@@ -27,6 +27,7 @@ from collections import Counter, OrderedDict, deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
+from urllib.parse import unquote
 
 import pathspec
 
@@ -161,10 +162,14 @@ def workspace_folders(workspace) -> list[Path]:
 
 
 def snapshot_documents(workspace) -> list[OpenDocument]:
-    """The open documents of a pygls workspace, taken on the event loop (cheap: no copies)."""
+    """The open documents of a pygls workspace, taken on the event loop (cheap: no copies).
+
+    pygls keys documents by unquoted URI; ``gather`` compares URIs the same way.
+    """
     return [
-        OpenDocument(uri, uri_to_path(uri), doc.source, doc.version, doc.language_id or "")
-        for uri, doc in list(workspace.text_documents.items())
+        OpenDocument(key, Path(doc.path) if doc.uri.startswith("file:") and doc.path else None,
+                     doc.source, doc.version, doc.language_id or "")
+        for key, doc in list(workspace.text_documents.items())
     ]
 
 
@@ -223,7 +228,8 @@ class Workspace:
         self._worker.submit(self._scan_logged)
 
     def wait(self, timeout: float | None = None) -> bool:
-        return self._scanned.wait(timeout)
+        """Whether the scan has finished (False at once when none was started)."""
+        return self.state != "idle" and self._scanned.wait(timeout)
 
     def _scan_logged(self) -> None:
         try:
@@ -512,7 +518,7 @@ class ContextProvider:
         for change in changes:
             change_range = getattr(change, "range", None)
             if change_range is not None:
-                self.recent.record(uri, change_range.start.line)
+                self.recent.record(unquote(uri), change_range.start.line)
 
     def gather_now(self, path: Path, context: CursorContext) -> RepoContext | None:
         """``gather`` for the command line: waits for the scan and reads what it needs."""
@@ -523,14 +529,16 @@ class ContextProvider:
             self.workspace.load_now(self.workspace.neighbours(*located, document.text))
         return self.gather(document.uri, context, [document])
 
-    def note_open(self, document: OpenDocument) -> None:
+    def note_open(self, uri: str, documents: list[OpenDocument]) -> None:
         """Start loading what a newly opened file will want (no waiting)."""
-        located = document.path and self.workspace.locate(document.path)
+        document = next((d for d in documents if d.uri == unquote(uri)), None)
+        located = document and document.path and self.workspace.locate(document.path)
         if self.enabled and located:
             self.workspace.prefetch(*located, document.text)
 
     def gather(self, uri: str, context: CursorContext, documents: list[OpenDocument]) -> RepoContext | None:
         """Ranked snippets for a cursor in ``uri``; None when the file is in no workspace folder."""
+        uri = unquote(uri)
         current = next((d for d in documents if d.uri == uri), None)
         located = current and current.path and self.workspace.locate(current.path)
         if not located:
@@ -548,7 +556,7 @@ class ContextProvider:
         language = language_of(rel)
         open_paths = {rel}
         recent_by_uri: dict[str, list[int]] = {}
-        for uri, line in self.recent.places:
+        for uri, line in list(self.recent.places):  # a copy: the event loop appends meanwhile
             recent_by_uri.setdefault(uri, []).append(line)
         # Open documents only once the scan has read every .gitignore: an ignored
         # file open in the editor must not slip in before.
@@ -559,7 +567,8 @@ class ContextProvider:
                 continue
             other = located[1]
             open_paths.add(other)
-            if len(document.text) > MAX_FILE_BYTES or self.workspace.refusal(root, other):
+            # The same rules as for files on disk (an editor may show a binary file as text).
+            if len(document.text) > MAX_FILE_BYTES or "\0" in document.text[:8192] or self.workspace.refusal(root, other):
                 continue
             same = language_of(other) == language
             for line in recent_by_uri.get(document.uri, []):

@@ -369,8 +369,7 @@ def build_server(settings: Settings) -> InfillServer:
     @server.feature(types.TEXT_DOCUMENT_DID_OPEN)
     def on_did_open(ls: InfillServer, params: types.DidOpenTextDocumentParams) -> None:
         if ls.context:
-            uri = params.text_document.uri
-            ls.context.note_open(next(d for d in snapshot_documents(ls.workspace) if d.uri == uri))
+            ls.context.note_open(params.text_document.uri, snapshot_documents(ls.workspace))
 
     @server.feature(types.TEXT_DOCUMENT_DID_CHANGE)
     def on_did_change(ls: InfillServer, params: types.DidChangeTextDocumentParams) -> None:
@@ -394,6 +393,7 @@ def build_server(settings: Settings) -> InfillServer:
         prompt, repo = await ls.scheduler.run(job)
         return {
             "prompt": engine.tokenizer.decode(prompt.ids),
+            "ids": prompt.ids,
             **prompt_summary(prompt, repo, settings.contextTokens - settings.maxNewTokens, engine.template.name),
             "workspace": provider.describe() if provider else None,
         }
