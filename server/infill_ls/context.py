@@ -26,6 +26,7 @@ import time
 from collections import Counter, OrderedDict, deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path, PurePosixPath
 from urllib.parse import unquote
 
@@ -84,6 +85,7 @@ LANGUAGE_BY_SUFFIX = {
 }
 
 
+@lru_cache(maxsize=4096)
 def language_of(path: str) -> str:
     suffix = PurePosixPath(path).suffix.lower()
     return LANGUAGE_BY_SUFFIX.get(suffix, suffix)
@@ -126,13 +128,6 @@ def query_tokens(context: CursorContext) -> frozenset[str]:
     before = context.prefix.split("\n")[-QUERY_LINES_BEFORE:]
     after = context.suffix.split("\n")[:QUERY_LINES_AFTER]
     return identifiers("\n".join(before + after))
-
-
-def jaccard(a: frozenset[str], b: frozenset[str]) -> float:
-    if not a or not b:
-        return 0.0
-    common = len(a & b)
-    return common / (len(a) + len(b) - common)
 
 
 @dataclass(frozen=True)
@@ -414,7 +409,7 @@ class Workspace:
         found: list[tuple[Path, str]] = []
         for target in imported_paths(rel, text):
             for candidate_root, candidate in self.by_name.get(PurePosixPath(target).name, []):
-                if candidate_root == root and (candidate == target or candidate.endswith("/" + target)):
+                if (candidate == target or candidate.endswith("/" + target)) and candidate_root == root:
                     found.append((root, candidate))
         folder = PurePosixPath(rel).parent.as_posix()
         files = self.files.get(root, {})
@@ -488,10 +483,12 @@ class RecentEdits:
 
 @dataclass
 class Candidate:
+    """The windows of one file, from one source, with the weight of its language."""
+
     path: str
     source: str
-    window: Window
-    same_language: bool
+    windows: list[Window]
+    weight: float
 
 
 class ContextProvider:
@@ -503,6 +500,7 @@ class ContextProvider:
         self.workspace = Workspace(folders, max_files, self.rules)
         self.recent = RecentEdits()
         self._doc_windows: OrderedDict[tuple[str, int | None], list[Window]] = OrderedDict()
+        self._open_files: dict[str, tuple[Path, str, bool] | None] = {}  # uri -> (root, rel, refused)
         if enabled and self.workspace.roots:
             self.workspace.start()
 
@@ -554,6 +552,7 @@ class ContextProvider:
 
     def candidates(self, root: Path, rel: str, current: OpenDocument, documents: list[OpenDocument]):
         language = language_of(rel)
+        weight = lambda path: 1.0 if language_of(path) == language else OTHER_LANGUAGE_WEIGHT  # noqa: E731
         open_paths = {rel}
         recent_by_uri: dict[str, list[int]] = {}
         for uri, line in list(self.recent.places):  # a copy: the event loop appends meanwhile
@@ -562,24 +561,31 @@ class ContextProvider:
         # file open in the editor must not slip in before.
         scanned = self.workspace.wait(0)
         for document in documents if scanned else []:
-            located = document.path and self.workspace.locate(document.path)
-            if document.uri == current.uri or not located or located[0] != root:
+            if document is current:
                 continue
-            other = located[1]
+            located = self._open_file(document)
+            if not located or located[0] != root:
+                continue
+            other, refused = located[1], located[2]
             open_paths.add(other)
             # The same rules as for files on disk (an editor may show a binary file as text).
-            if len(document.text) > MAX_FILE_BYTES or "\0" in document.text[:8192] or self.workspace.refusal(root, other):
+            if refused or len(document.text) > MAX_FILE_BYTES or "\0" in document.text[:8192]:
                 continue
-            same = language_of(other) == language
-            for line in recent_by_uri.get(document.uri, []):
-                yield Candidate(other, "recent", window_around(document.text, line), same)
-            for window in self._windows_of(document):
-                yield Candidate(other, "open", window, same)
+            recent = [window_around(document.text, line) for line in recent_by_uri.get(document.uri, [])]
+            if recent:
+                yield Candidate(other, "recent", recent, weight(other))
+            yield Candidate(other, "open", self._windows_of(document), weight(other))
         neighbours = [k for k in self.workspace.neighbours(root, rel, current.text) if k[1] not in open_paths]
         self.workspace.load_later(neighbours)
         for key in neighbours:
-            for window in self.workspace.windows(*key) or []:
-                yield Candidate(key[1], "workspace", window, language_of(key[1]) == language)
+            yield Candidate(key[1], "workspace", self.workspace.windows(*key) or [], weight(key[1]))
+
+    def _open_file(self, document: OpenDocument) -> tuple[Path, str, bool] | None:
+        """(root, relative path, refused by the path rules) of an open document, cached by URI."""
+        if document.uri not in self._open_files:
+            located = document.path and self.workspace.locate(document.path)
+            self._open_files[document.uri] = (*located, self.workspace.refusal(*located) is not None) if located else None
+        return self._open_files[document.uri]
 
     def _windows_of(self, document: OpenDocument) -> list[Window]:
         key = (document.uri, document.version)
@@ -595,26 +601,29 @@ class ContextProvider:
     @staticmethod
     def rank(candidates, query: frozenset[str], context: CursorContext) -> list[ContextFile]:
         scored = []
+        size = len(query)
         for c in candidates:
-            score = jaccard(query, c.window.tokens) * (1.0 if c.same_language else OTHER_LANGUAGE_WEIGHT)
-            if c.source == "recent":
-                score += RECENT_EDIT_BONUS
-            if score >= MIN_SCORE:
-                scored.append((score, c))
-        scored.sort(key=lambda sc: (-sc[0], sc[1].path, sc[1].window.start))
+            bonus = RECENT_EDIT_BONUS if c.source == "recent" else 0.0
+            for window in c.windows:
+                common = len(query & window.tokens)  # Jaccard, inlined: this loop is the hot path
+                if common:
+                    score = common / (size + len(window.tokens) - common) * c.weight + bonus
+                    if score >= MIN_SCORE:
+                        scored.append((score, c.path, window.start, c.source, window))
+        scored.sort(key=lambda item: (-item[0], item[1], item[2]))
         chosen: list[ContextFile] = []
         taken: dict[str, list[int]] = {}
         seen_text: set[str] = set()
         near_cursor = context.prefix[-20000:] + context.suffix[:20000]
-        for score, c in scored:
-            starts = taken.setdefault(c.path, [])
-            overlaps = any(abs(c.window.start - s) < WINDOW_LINES for s in starts)
-            body = c.window.text.strip()
+        for score, path, start, source, window in scored:
+            starts = taken.setdefault(path, [])
+            overlaps = any(abs(start - s) < WINDOW_LINES for s in starts)
+            body = window.text.strip()
             if len(starts) >= MAX_WINDOWS_PER_FILE or overlaps or body in seen_text or body in near_cursor:
                 continue
-            starts.append(c.window.start)
+            starts.append(start)
             seen_text.add(body)
-            chosen.append(ContextFile(c.path, c.window.text, round(score, 4), c.source, c.window.start))
+            chosen.append(ContextFile(path, window.text, round(score, 4), source, start))
             if len(chosen) >= MAX_SNIPPETS:
                 break
         return chosen
