@@ -6,13 +6,14 @@ Plain functions over plain data; the LSP handlers and the command line both call
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 import time
 from dataclasses import dataclass, field
 
-from .engine.base import Generation, GenerationRequest
+from .engine.base import EngineOutOfMemory, Generation, GenerationRequest
 from .postprocess import CursorContext, clean_suggestion, first_line_stop, wants_single_line
-from .prompt import Prompt, PromptTokenizer, build_fim_prompt
+from .prompt import Prompt, PromptTokenizer, RepoContext, build_fim_prompt
 from .settings import Settings
 from .templates import FimTemplate
 
@@ -25,11 +26,18 @@ class SuggestionResult:
     prompt: Prompt
     generation: Generation
     timings_ms: dict[str, float] = field(default_factory=dict)
+    retried_smaller: bool = False  # the first try ran out of device memory; this one used half the prompt
 
 
-def build_prompt(tokenizer: PromptTokenizer, template: FimTemplate, context: CursorContext, settings: Settings) -> Prompt:
+def build_prompt(
+    tokenizer: PromptTokenizer,
+    template: FimTemplate,
+    context: CursorContext,
+    settings: Settings,
+    repo: RepoContext | None = None,
+) -> Prompt:
     budget = settings.contextTokens - settings.maxNewTokens
-    return build_fim_prompt(tokenizer, template, context.prefix, context.suffix, budget)
+    return build_fim_prompt(tokenizer, template, context.prefix, context.suffix, budget, repo)
 
 
 def suggest(
@@ -38,10 +46,11 @@ def suggest(
     settings: Settings,
     cancel: threading.Event | None = None,
     deadline: float | None = None,
+    repo: RepoContext | None = None,
 ) -> SuggestionResult:
     started = time.perf_counter()
     single_line = wants_single_line(context, settings.multiline)
-    prompt = build_prompt(engine.tokenizer, engine.template, context, settings)
+    prompt = build_prompt(engine.tokenizer, engine.template, context, settings, repo)
     prompt_done = time.perf_counter()
     generation = engine.generate(
         GenerationRequest(
@@ -66,3 +75,19 @@ def suggest(
         "total": (finished - started) * 1000,
     }
     return SuggestionResult(text, context, single_line, prompt, generation, timings)
+
+
+def suggest_retrying_smaller(engine, context: CursorContext, settings: Settings, **options) -> SuggestionResult:
+    """``suggest``, retried once with half the prompt budget when the device runs out of memory.
+
+    Out of memory mid-request is most often the KV cache of a long prompt; the
+    retried result has ``retried_smaller`` set so the caller can tell the user.
+    """
+    try:
+        return suggest(engine, context, settings, **options)
+    except EngineOutOfMemory:
+        budget = settings.contextTokens - settings.maxNewTokens
+        smaller = dataclasses.replace(settings, contextTokens=settings.maxNewTokens + max(budget // 2, 32))
+        result = suggest(engine, context, smaller, **options)
+        result.retried_smaller = True
+        return result

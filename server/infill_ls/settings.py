@@ -55,6 +55,10 @@ class Settings:
     # The model name sent to the server; empty: the first model the server lists.
     remoteModel: str = ""
     requestTimeoutMs: int = 10000
+    # Repository context (context.py): snippets of other files in the prompt.
+    contextFiles: bool = True
+    maxContextFiles: int = 5000
+    contextExclude: tuple[str, ...] = ()
 
     def merged(self, updates: dict[str, Any] | None) -> tuple["Settings", list[str]]:
         """Apply ``updates``; return the new settings and one message per rejected value.
@@ -80,7 +84,7 @@ class Settings:
                 shown = "(not shown)" if key in SECRET_LOOKING_KEYS else repr(value)
                 errors.append(f"invalid infill.{key} = {shown}: {problem}; keeping {getattr(self, key)!r}")
             else:
-                changes[key] = value
+                changes[key] = tuple(value) if isinstance(value, list) else value
         merged = dataclasses.replace(self, **changes)
         problem = check_budget(merged)
         if problem:
@@ -111,6 +115,7 @@ def _validate(key: str, value: Any) -> str | None:
         "timeoutMs": (10, 600000),
         "loadWaitMs": (0, 3600000),
         "requestTimeoutMs": (100, 600000),
+        "maxContextFiles": (0, 1000000),
     }
     if key in choices:
         return None if value in choices[key] else f"expected one of {', '.join(choices[key])}"
@@ -119,7 +124,10 @@ def _validate(key: str, value: Any) -> str | None:
         if isinstance(value, bool) or not isinstance(value, int):
             return "expected a whole number"
         return None if low <= value <= high else f"expected {low}..{high}"
-    if key in ("enable", "trustRemoteCode"):
+    if key == "contextExclude":
+        ok = isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value)
+        return None if ok else "expected a list of gitignore-style patterns"
+    if key in ("enable", "trustRemoteCode", "contextFiles"):
         return None if isinstance(value, bool) else "expected true or false"
     if key == "device":
         if not isinstance(value, str):
