@@ -378,6 +378,10 @@ def build_server(settings: Settings) -> InfillServer:
         if ls.context:
             ls.context.note_change(params.text_document.uri, params.content_changes)
 
+    @server.feature(types.WORKSPACE_DID_CHANGE_WORKSPACE_FOLDERS)
+    def on_workspace_folders(ls: InfillServer, params: types.DidChangeWorkspaceFoldersParams) -> None:
+        ls.reset_context()  # pygls has updated its folders; scan the new set
+
     @server.feature("infill/prompt")
     async def on_prompt(ls: InfillServer, params: Any) -> dict:
         """The prompt the model would get at a position, with its snippets ("why this suggestion")."""
