@@ -6,11 +6,12 @@ Plain functions over plain data; the LSP handlers and the command line both call
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 import time
 from dataclasses import dataclass, field
 
-from .engine.base import Generation, GenerationRequest
+from .engine.base import EngineOutOfMemory, Generation, GenerationRequest
 from .postprocess import CursorContext, clean_suggestion, first_line_stop, wants_single_line
 from .prompt import Prompt, PromptTokenizer, RepoContext, build_fim_prompt
 from .settings import Settings
@@ -25,6 +26,7 @@ class SuggestionResult:
     prompt: Prompt
     generation: Generation
     timings_ms: dict[str, float] = field(default_factory=dict)
+    retried_smaller: bool = False  # the first try ran out of device memory; this one used half the prompt
 
 
 def build_prompt(
@@ -73,3 +75,19 @@ def suggest(
         "total": (finished - started) * 1000,
     }
     return SuggestionResult(text, context, single_line, prompt, generation, timings)
+
+
+def suggest_retrying_smaller(engine, context: CursorContext, settings: Settings, **options) -> SuggestionResult:
+    """``suggest``, retried once with half the prompt budget when the device runs out of memory.
+
+    Out of memory mid-request is most often the KV cache of a long prompt; the
+    retried result has ``retried_smaller`` set so the caller can tell the user.
+    """
+    try:
+        return suggest(engine, context, settings, **options)
+    except EngineOutOfMemory:
+        budget = settings.contextTokens - settings.maxNewTokens
+        smaller = dataclasses.replace(settings, contextTokens=settings.maxNewTokens + max(budget // 2, 32))
+        result = suggest(engine, context, smaller, **options)
+        result.retried_smaller = True
+        return result

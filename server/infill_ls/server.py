@@ -20,9 +20,11 @@ from pygls.lsp.server import LanguageServer
 from pygls.protocol import LanguageServerProtocol
 
 from . import __version__
-from .completion import SuggestionResult, build_prompt, suggest
+from .completion import SuggestionResult, build_prompt, suggest_retrying_smaller
 from .context import ContextProvider, snapshot_documents, workspace_folders
-from .engine.base import ModelLoadError
+from .debug import register_debug_features
+from .documents import use_lsp_line_endings
+from .engine.base import EngineOutOfMemory, ModelLoadError
 from .engine.local import LocalEngine
 from .prompt import prompt_summary
 from .postprocess import CursorContext
@@ -88,6 +90,7 @@ class InfillServer(LanguageServer):
         self._load_number = 0
         self._model_ready: asyncio.Event | None = None
         self.pending_messages: list[str] = []
+        self._failure_shown: str | None = None  # the kind of generation failure last shown to the user
         self.context: ContextProvider | None = None
 
     # ----- status and messages -----
@@ -99,6 +102,12 @@ class InfillServer(LanguageServer):
     def report_server_error(self, error: Exception, source: Any) -> None:
         # Malformed input is logged (and answered, see InfillProtocol), not shown as a popup.
         log.warning("protocol error: %s: %s", type(error).__name__, error)
+        if source is JsonRpcException and not isinstance(error, JsonRpcException):
+            # pygls' reader could not make a JSON-RPC message of the frame and answers
+            # nothing; JSON-RPC says to answer with id null.
+            unreadable = isinstance(error, (ValueError, RecursionError))  # bad JSON or UTF-8, too deep
+            code, what = (-32700, "parse error") if unreadable else (-32600, "invalid request")
+            self.protocol._send_response(None, error=types.ResponseError(code=code, message=f"{what}: {error}"))
 
     def count(self, event: str) -> None:
         self.status.counters[event] = self.status.counters.get(event, 0) + 1
@@ -106,6 +115,13 @@ class InfillServer(LanguageServer):
     def show_error(self, message: str) -> None:
         log.error("%s", message)
         self.window_show_message(types.ShowMessageParams(type=types.MessageType.Error, message=f"infill-ls: {message}"))
+
+    def report_generation_failure(self, kind: str, message: str, level=types.MessageType.Error) -> None:
+        """Tell the user once per kind of failure, not on every keystroke while it lasts."""
+        log.log(logging.ERROR if level == types.MessageType.Error else logging.WARNING, "%s", message)
+        if self._failure_shown != kind:
+            self._failure_shown = kind
+            self.window_show_message(types.ShowMessageParams(type=level, message=f"infill-ls: {message}"))
 
     def model_ready(self) -> asyncio.Event:
         if self._model_ready is None:
@@ -240,7 +256,7 @@ class InfillServer(LanguageServer):
 
         def job(cancel):
             repo = provider.gather(uri, context, documents) if provider else None
-            result = suggest(engine, context, settings, cancel=cancel, deadline=deadline, repo=repo)
+            result = suggest_retrying_smaller(engine, context, settings, cancel=cancel, deadline=deadline, repo=repo)
             # Counted here, on the worker, so generations whose request was cancelled count too.
             self.count(result.generation.stop_reason)
             self.status.lastGeneratedTokens = len(result.generation.token_ids)
@@ -251,6 +267,26 @@ class InfillServer(LanguageServer):
         except Superseded:
             self.count("superseded")
             return None
+        except EngineOutOfMemory as error:
+            self.count("outOfMemory")
+            self.report_generation_failure(
+                "outOfMemory",
+                f"out of device memory even with half the prompt; lower infill.contextTokens or use "
+                f"quantization 8bit/4bit ({error})",
+            )
+            return None
+        except Exception as error:  # a failing generation must not fail the request or stop the server
+            log.exception("generation failed")
+            self.count("error")
+            self.report_generation_failure("error", f"suggestion failed: {type(error).__name__}: {error} (details in the log)")
+            return None
+        if result.retried_smaller:
+            self.count("retriedSmaller")
+            self.report_generation_failure(
+                "retriedSmaller", "out of device memory: the suggestion was made with half the prompt", types.MessageType.Warning
+            )
+        else:
+            self._failure_shown = None  # working again: a later failure deserves a new message
         if result.generation.stop_reason == "timeout":
             log.info("suggestion cut at timeoutMs=%d", settings.timeoutMs)
         self.status.lastLatencyMs = round((time.monotonic() - received) * 1000, 1)
@@ -269,7 +305,7 @@ def cursor_context(server: InfillServer, uri: str, position: types.Position) -> 
         raise JsonRpcInvalidParams(f"document {uri} is not open (send textDocument/didOpen first)")
     lines = document.lines
     source = document.source
-    line_count = len(lines) + (1 if not lines or source.endswith("\n") else 0)
+    line_count = len(lines) + (1 if not lines or source.endswith(("\n", "\r")) else 0)
     if position.line < 0 or position.line >= line_count:
         raise JsonRpcInvalidParams(f"line {position.line} is outside the document ({line_count} lines)")
     line_text = lines[position.line] if position.line < len(lines) else ""
@@ -312,6 +348,7 @@ def build_server(settings: Settings) -> InfillServer:
     @server.feature(types.INITIALIZE)
     def on_initialize(ls: InfillServer, params: types.InitializeParams) -> None:
         ls.initialized = True
+        use_lsp_line_endings(ls.workspace)
         changed = ls.apply_settings(params.initialization_options)
         log.info("initialize from %s; settings changed by initializationOptions: %s",
                  params.client_info.name if params.client_info else "unknown client", sorted(changed))
@@ -414,4 +451,5 @@ def build_server(settings: Settings) -> InfillServer:
         if ls.context:
             ls.context.close()
 
+    register_debug_features(server)
     return server
