@@ -6,7 +6,17 @@ from dataclasses import dataclass
 
 # Bytes per parameter at each precision, with the quantized ones measured on the
 # StarCoder2-15B architecture (16,565 MB at 8-bit, 8,889 MB at nf4 for 15.96 B params).
-BYTES_PER_PARAM = {"bf16": 2.0, "8bit": 1.04, "4bit": 0.56}
+BYTES_PER_PARAM = {"bf16": 2.0, "8bit": 1.04, "4bit": 0.56, "int8wo": 1.04, "int4wo": 0.6}
+# The CPU precision for quantization auto/none.  bench/cpu.py (engine loop, bundled
+# model's shape, 2-core x86, 2026-11-25): decode float32 184 ms/token, bf16 577,
+# int8dyn 408, int8wo 814, int4wo 843 — float32 wins on CPUs without bf16/int8 matmul units.
+CPU_PRECISION = "float32"
+CPU_CHOICES = ("float32", "bf16", "8bit", "4bit", "int8wo", "int4wo", "int8dyn")
+# Decode ms/token on the StarCoder2-15B architecture per GPU precision, from
+# bench/gpu.py (results/gpu-latest.json).  ``auto`` takes the fastest that fits;
+# precisions without a figure come after measured ones, in the order of GPU_ORDER.
+GPU_DECODE_MS_PER_TOKEN: dict[str, float] = {}
+GPU_ORDER = ("bf16", "8bit", "4bit")
 # Room kept free beside the weights for the KV cache, activations and the CUDA context.
 HEADROOM_BYTES = 2 * 1024**3
 HEADROOM_FRACTION = 0.10
@@ -45,29 +55,41 @@ def choose_placement(device: str, quantization: str, parameter_count: int | None
     elif device == "cuda":
         device = "cuda:0"
     if device == "cpu" or device == "mps":
-        if quantization in ("8bit", "4bit"):
+        if quantization in CPU_CHOICES:
             return Placement(device, quantization, f"{quantization} requested on {device}")
-        return Placement(device, "float32", f"{device}: float32 (bf16 matmuls are slow on most CPUs)")
+        return Placement(device, CPU_PRECISION, f"{device}: {CPU_PRECISION} (measured fastest on CPU, bench/cpu.py)")
     if not device.startswith("cuda") or not torch.cuda.is_available():
         raise ValueError(f"device {device} is not available (torch.cuda.is_available() is False)")
     if quantization == "none":
         return Placement(device, "bf16", "quantization none: bf16")
-    if quantization in ("8bit", "4bit"):
+    if quantization in ("8bit", "4bit", "int8wo", "int4wo"):
         return Placement(device, quantization, f"quantization {quantization} requested")
+    if quantization == "int8dyn":
+        return Placement(device, "bf16", "int8dyn runs on the CPU only; bf16 on the GPU")
     free = cuda_free_bytes(device) or 0
     if parameter_count is None:
         return Placement(device, "bf16", "model size unknown: bf16")
-    options = ["bf16"] + (["8bit", "4bit"] if bitsandbytes_available() else [])
+    options = gpu_options(bitsandbytes_available())
     for precision in options:
         need = parameter_count * BYTES_PER_PARAM[precision] * (1 + HEADROOM_FRACTION) + HEADROOM_BYTES
         if need <= free:
             return Placement(
                 device, precision, f"{precision} needs ~{need / 2**30:.1f} GiB, {free / 2**30:.1f} GiB free on {device}"
             )
-    smallest = options[-1]
+    smallest = min(options, key=BYTES_PER_PARAM.get)
     return Placement(
         device,
         smallest,
         f"no precision fits {free / 2**30:.1f} GiB free on {device}; trying {smallest}"
         + ("" if bitsandbytes_available() else " (install infill-ls[gpu] for 8-bit/4-bit)"),
     )
+
+
+def gpu_options(with_bitsandbytes: bool) -> list[str]:
+    """GPU precisions for ``auto``, fastest first: measured ones by decode time, then GPU_ORDER."""
+    known = [p for p in GPU_ORDER if with_bitsandbytes or p not in ("8bit", "4bit")]
+    measured = sorted(
+        (p for p in GPU_DECODE_MS_PER_TOKEN if with_bitsandbytes or p not in ("8bit", "4bit")),
+        key=GPU_DECODE_MS_PER_TOKEN.get,
+    )
+    return measured + [p for p in known if p not in measured]
