@@ -58,12 +58,18 @@ def machine() -> dict:
     return info
 
 
+RUN_STAMP = time.strftime("%Y%m%d-%H%M%S", time.gmtime())
+
+
 def write_result(name: str, payload: dict) -> Path:
-    """Write ``bench/results/NAME-<timestamp>.json`` and ``NAME-latest.json``; return the first."""
+    """Write ``bench/results/NAME-<run start>.json`` and ``NAME-latest.json``; return the first.
+
+    Written again as a run goes on, the same files hold its latest figures.
+    """
     RESULTS.mkdir(parents=True, exist_ok=True)
     payload = {"benchmark": name, "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "machine": machine(), **payload}
     text = json.dumps(payload, indent=2)
-    path = RESULTS / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}.json"
+    path = RESULTS / f"{name}-{RUN_STAMP}.json"
     path.write_text(text)
     (RESULTS / f"{name}-latest.json").write_text(text)
     return path

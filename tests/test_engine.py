@@ -179,6 +179,18 @@ def test_static_cache_decoder_matches_the_eager_path(tiny_model):
     assert generate(fast, long_ids).path == "dynamic"
 
 
+def test_static_decode_step_is_one_graph(tiny_model):
+    """torch.compile(fullgraph=True) captures the decode step whole (no graph break), checked on the CPU."""
+    eager = load_engine(tiny_model)
+    fast = load_engine(tiny_model)
+    fast.start_fast_decoding(max_tokens=512, compile=False)
+    fast.fast.ready.clear()
+    fast.fast.compile(mode=None, backend="eager", warmup_runs=1)
+    ids = prompt_ids(eager, SOURCE[:600], "", context_tokens=400)
+    for lookup in (False, True):
+        assert generate(fast, ids, prompt_lookup=lookup).token_ids == generate(eager, ids, prompt_lookup=lookup).token_ids
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="compiled fast decoding needs CUDA (CPU checks it uncompiled)")
 def test_compiled_fast_decoding_on_cuda_matches_eager(tiny_model):
     eager = load_engine(tiny_model, device="cuda", quantization="none", fastDecode=False)
