@@ -1,6 +1,6 @@
 """Which precision decodes fastest on this CPU: float32, bf16, dynamic int8, weight-only int8/int4.
 
-    python bench/cpu.py [--model DIR] [--prompt 1024] [--new 32]
+    python bench/cpu.py [--model DIR] [--prompt 1024] [--new 32] [--threads N]
 
 Runs the engine's real greedy loop on the bundled model's shape with random weights
 (or a real checkpoint with --model) and writes bench/results/cpu-*.json; the choice
@@ -39,8 +39,12 @@ def main() -> None:
     parser.add_argument("--prompt", type=int, default=1024, help="prompt tokens")
     parser.add_argument("--new", type=int, default=32, help="generated tokens")
     parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--threads", type=int, help="torch threads (default: what the engine picks for this size)")
     args = parser.parse_args()
     import torch
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
 
     results = {}
     for precision in PRECISIONS:

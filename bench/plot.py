@@ -44,7 +44,7 @@ def main() -> None:
         raise SystemExit("no results yet: run bench/typing.py (and bench/gpu.py on a GPU) first")
     figure, axes = plt.subplots(len(panels), 1, figsize=(8, 2.6 * len(panels)), squeeze=False)
     for axis, (title, series, machine) in zip(axes[:, 0], panels):
-        axis.boxplot(list(series.values()), vert=False, tick_labels=list(series.keys()), whis=(5, 95), showfliers=True)
+        axis.boxplot(list(series.values()), orientation="horizontal", tick_labels=list(series.keys()), whis=(5, 95), showfliers=True)
         axis.set_title(f"{title}\n{machine}", fontsize=9)
         axis.set_xscale("log")
         axis.grid(axis="x", alpha=0.3)

@@ -1,6 +1,6 @@
 """Typing replay on the CPU: the real server over LSP, driven like an editor.
 
-    python bench/typing.py [--model DIR] [--chars 300] [--lines 5000] [--no-lookup]
+    python bench/typing.py [--model DIR] [--chars 300] [--lines 5000] [--no-lookup] [--context-tokens 2048]
 
 Opens a 5,000-line Python file, deletes a stretch of it and types it back at
 30 ms per character (a 300 ms pause after each line and every few words), sending
@@ -182,8 +182,9 @@ async def replay(model: str, lines: int, chars: int, settings: dict) -> dict:
         with_text += bool(message["result"]["items"])
     timings = [json.loads(m.group(1)) for m in map(TIMINGS.search, stderr_lines) if m]
     finished = [t for t in timings if t["stop"] != "cancelled"]
-    # Context building, prompt, post-processing and the worker's own bookkeeping.
-    overhead = [t["context_ms"] + t["request_ms"] - t["waited_ms"] - t["model_ms"] for t in finished]
+    # Context building, prompt, post-processing and the worker's own bookkeeping, for
+    # every generation (a cancelled one skips only post-processing).
+    overhead = [t["context_ms"] + t["request_ms"] - t["waited_ms"] - t["model_ms"] for t in timings]
     generations = sum(counters.get(k, 0) for k in ("eos", "rule", "length", "cancelled", "timeout"))
     thrown = counters.get("cancelled", 0)
     hits = [t for t in timings if t["reused_tokens"] > 0]
@@ -195,6 +196,7 @@ async def replay(model: str, lines: int, chars: int, settings: dict) -> dict:
         "keystroke_to_suggestion_ms": summary(answered),
         "server_overhead_ms": summary(overhead),
         "model_ms": summary([t["model_ms"] for t in finished]),
+        "overhead_parts_ms": {part: summary([t[f"{part}_ms"] for t in timings]) for part in ("context", "prompt", "postprocess")},
         "prompt_tokens": summary([t["prompt_tokens"] for t in timings]),
         "generations_started": generations,
         "generations_thrown_away": thrown,
@@ -229,12 +231,13 @@ def main() -> None:
     parser.add_argument("--chars", type=int, default=300, help="characters typed")
     parser.add_argument("--no-lookup", action="store_true", help="promptLookup off")
     parser.add_argument("--debounce", type=int, default=30, help="debounceMs")
+    parser.add_argument("--context-tokens", type=int, default=2048, help="contextTokens")
     args = parser.parse_args()
     if args.model is None:
         from conftest import tiny_model_dir
 
         args.model = str(tiny_model_dir())
-    settings = {"debounceMs": args.debounce, "promptLookup": not args.no_lookup}
+    settings = {"debounceMs": args.debounce, "promptLookup": not args.no_lookup, "contextTokens": args.context_tokens}
     result = asyncio.run(replay(args.model, args.lines, args.chars, settings))
     print(json.dumps(result, indent=2))
     print(write_result("typing", {"model": args.model, "lines": args.lines, "chars_typed": args.chars,

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from ..hardware import Placement, bitsandbytes_available, choose_placement
+from ..hardware import Placement, bitsandbytes_available, choose_placement, cpu_threads
 from ..prompt import PromptTokenizer
 from ..settings import Settings
 from ..templates import FimTemplate, TemplateError, choose_template
@@ -144,6 +144,9 @@ class LocalEngine:
             parameters = count_parameters(config)
             placement: Placement = choose_placement(settings.device, settings.quantization, parameters)
             log.info("placement for %s: %s %s (%s)", settings.model, placement.device, placement.precision, placement.reason)
+            threads = cpu_threads(parameters) if placement.device == "cpu" else None
+            if threads:
+                torch.set_num_threads(threads)
             report("loading tokenizer", 15)
             tokenizer, template = load_tokenizer(settings)
             report(f"loading weights ({placement.precision} on {placement.device})", 30)
