@@ -125,8 +125,9 @@ def typing_replay(engine, requests: int, reuse: bool, context_tokens: int) -> di
         took = (time.perf_counter() - started) * 1000
         latencies.append(took)
         reused.append(generation.reused_tokens)
-        # The user typed on meanwhile: the next request is for where the cursor is now.
-        position += max(1, int(took // 30))
+        # The user typed on meanwhile: the next request is for where the cursor is now
+        # (capped, so a slow machine still replays typing rather than jumps).
+        position += min(max(1, int(took // 30)), room // 8)
     return {"single_line_suggestion_ms": summary(latencies), "reused_tokens": summary(reused), "requests": requests,
             "samples_ms": [round(v, 2) for v in latencies]}
 
