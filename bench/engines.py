@@ -25,7 +25,8 @@ def random_model(shape: dict, dtype, device: str):
                               tie_word_embeddings=False, dtype=dtype)
     with torch.device("meta"):
         model = Starcoder2ForCausalLM(config)
-    model = model.to_empty(device=device).to(dtype)
+    # Cast while still on the meta device: a float32 15B model would not fit an H100.
+    model = model.to(dtype).to_empty(device=device)
     with torch.no_grad():
         for name, parameter in model.named_parameters():
             if "norm" in name and name.endswith("weight"):
