@@ -59,6 +59,7 @@ def suggest(
             stop_rule=first_line_stop if single_line else None,
             cancel=cancel or threading.Event(),
             deadline=deadline,
+            prompt_lookup=settings.promptLookup,
         )
     )
     model_done = time.perf_counter()
