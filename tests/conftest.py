@@ -15,7 +15,9 @@ from lsprotocol import types
 from pytest_lsp.client import LanguageClient, make_test_lsp_client
 
 REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO / "tests"))
+# This checkout's package and test helpers come first, also when another checkout
+# (a git worktree) is the one installed in editable mode.
+sys.path[:0] = [str(REPO / "server"), str(REPO / "tests")]
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["TRANSFORMERS_OFFLINE"] = "1"
 
