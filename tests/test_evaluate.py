@@ -50,7 +50,7 @@ def test_eval_command_writes_a_report(tiny_model, tmp_path):
     report_path = tmp_path / "report.json"
     run = subprocess.run(
         [sys.executable, "-m", "infill_ls", "eval", "--model", str(tiny_model), "--limit", "2", "--seed", "1",
-         "--max-new-tokens", "8", "--output", str(report_path), "--samples"],
+         "--max-new-tokens", "8", "--output", str(report_path), "--samples", "--typing", "2"],
         env=server_env(), capture_output=True, text=True, timeout=600,
     )
     assert run.returncode == 0, run.stderr
@@ -61,3 +61,8 @@ def test_eval_command_writes_a_report(tiny_model, tmp_path):
         assert 0 <= arm["all"]["editSimilarity"] <= 1
     assert len(report["samples"]) == 4
     assert all(sample["generatedTokens"] <= 8 for sample in report["samples"])
+    typing = report["typing"]
+    holes = [sample for sample in report["samples"] if sample["arm"].startswith("postprocess=on")]
+    # A request at the hole, then one after each keystroke (2, or fewer on a shorter first line).
+    assert typing["requests"] == sum(min(2, len(hole["expected"].split("\n")[0])) + 1 for hole in holes)
+    assert 0 <= typing["cacheHits"] <= typing["requests"]

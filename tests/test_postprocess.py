@@ -41,6 +41,8 @@ GOLDEN = [
      "def f(x):█\n", "\n    return x\nprint(f(1))\n", "\n    return x", 0, "auto"),
     ("next line of the document repeated", "python",
      "def f(x):\n    █\n    return total\n", "total = sum(x)\n    return total\n", "total = sum(x)", 0, "auto"),
+    ("next line's text deeper in the suggestion is not a repeat", "python",
+     "def f(x):\n    █\n    return\n", "if x:\n        return\n    x.close()\n    return\n", "if x:\n        return\n    x.close()", 0, "auto"),
     ("repetitive loop: the same line again and again", "python",
      "items = []\n█\n", "items.append(1)\nitems.append(1)\nitems.append(1)\nitems.append(1)\n", "items.append(1)", 0, "auto"),
     ("repetitive loop: a two-line block twice", "python",

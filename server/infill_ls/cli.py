@@ -119,6 +119,7 @@ def command_complete(args: argparse.Namespace, settings: Settings) -> None:
         print(json.dumps({
             "suggestion": result.text,
             "singleLine": result.single_line,
+            "replaceChars": result.replace_chars,
             "stopReason": result.generation.stop_reason,
             "promptTokens": len(result.prompt),
             "generatedTokens": len(result.generation.token_ids),

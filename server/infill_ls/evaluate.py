@@ -25,7 +25,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from .completion import build_prompt, suggest
+from .cache import SuggestionCache
+from .completion import build_prompt, cached_suggestion, suggest
 from .engine.base import GenerationRequest
 from .postprocess import CursorContext, cursor_syntax, first_line_stop
 from .settings import Settings
@@ -263,6 +264,24 @@ def run_eval(engine, settings: Settings, holes: list[Hole], arms: list[tuple[boo
     return {"arms": results, "samples": samples}
 
 
+def typing_run(engine, settings: Settings, holes: list[Hole], keystrokes: int) -> dict:
+    """Type the first characters of each hole one at a time, asking after every keystroke
+    as an editor does; count the requests the typed-through cache answered."""
+    cache = SuggestionCache()
+    requests = hits = 0
+    for hole in holes:
+        typed_text = hole.expected.split("\n")[0][:keystrokes]
+        for typed in range(len(typed_text) + 1):
+            context = CursorContext(prefix=hole.prefix + typed_text[:typed], suffix=hole.suffix, language="python", document=hole.file)
+            requests += 1
+            if cached_suggestion(cache, context, settings) is not None:
+                hits += 1
+            else:
+                suggest(engine, context, settings, cache=cache)
+    return {"requests": requests, "cacheHits": hits, "hitRate": round(hits / requests, 4) if requests else None,
+            "keystrokesPerHole": keystrokes}
+
+
 def main(args, settings: Settings) -> None:
     from .engine.base import ModelLoadError
     from .engine.local import LocalEngine
@@ -288,14 +307,21 @@ def main(args, settings: Settings) -> None:
         "seed": args.seed, "limit": args.limit, "kinds": args.kinds,
         "sources": [str(s) for s in sources], "files": len(files), "holes": len(holes),
         "python": sys.version.split()[0], "seconds": round(time.perf_counter() - started, 1),
+        "armsMeaning": {
+            "postprocess=on": "completion.suggest, the editor's path: stop rules in the loop and every post-processing rule",
+            "postprocess=off": "the same prompt and single/multi-line decision; the model's text cut at the first line "
+                               "break where one line is wanted, nothing else",
+        },
         **report,
     }
+    if args.typing:
+        report["typing"] = typing_run(engine, settings, holes, args.typing)
     if not args.samples:
         report.pop("samples")
     text = json.dumps(report, indent=2)
     if args.output:
         Path(args.output).write_text(text + "\n", encoding="utf-8")
-    print(text if not args.output else json.dumps({"arms": report["arms"]}, indent=2))
+    print(text if not args.output else json.dumps({k: report[k] for k in ("arms", "typing") if k in report}, indent=2))
 
 
 def add_arguments(parser) -> None:
@@ -308,4 +334,6 @@ def add_arguments(parser) -> None:
                         help="repository context in the prompt (needs the context module)")
     parser.add_argument("--output", help="write the JSON report here (stdout gets the summary)")
     parser.add_argument("--samples", action="store_true", help="include every hole and suggestion in the report")
+    parser.add_argument("--typing", type=int, default=0, metavar="N",
+                        help="also type the first N characters of each hole, one request per keystroke, and report the cache hit rate")
     parser.add_argument("--verbose", action="store_true", help="progress on stderr")

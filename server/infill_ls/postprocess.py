@@ -148,7 +148,8 @@ def next_line_stop(text: str, context: CursorContext, syntax: CursorSyntax) -> i
     start = 0
     for number, line in enumerate(lines[:-1]):  # complete lines only
         whole = context.line_prefix + line if number == 0 else line
-        if whole.strip() == syntax.next_line:
+        # Same text at the same depth: a nested ``return`` is not the ``return`` that follows.
+        if whole.strip() == syntax.next_line.strip() and indent_width(whole) == indent_width(syntax.next_line):
             return max(start - 1, 0)
         start += len(line) + 1
     return None

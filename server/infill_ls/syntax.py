@@ -246,7 +246,7 @@ class CursorSyntax:
     # The bracket closers right of the cursor on its line, as (index in the line suffix, char),
     # when the rest of the line is only closers (typically auto-inserted by the editor).
     line_closers: tuple[tuple[int, str], ...]
-    # The next non-blank line after the cursor's line, stripped (a model that writes it again is repeating).
+    # The next non-blank line after the cursor's line (a model that writes it again is repeating).
     next_line: str
     parsed: bool  # whether tree-sitter answered (False: the plain scanner did)
 
@@ -303,7 +303,7 @@ def analyze(prefix: str, suffix: str, language: str | None, multiline: str) -> C
     if is_only_closers(line_suffix):
         line_closers = tuple((i, ch) for i, ch in enumerate(line_suffix) if ch in CLOSERS)
     rest = suffix[newline + 1 :] if newline >= 0 else ""
-    next_line = next((line.strip() for line in rest.split("\n") if line.strip()), "")
+    next_line = next((line.rstrip() for line in rest.split("\n") if line.strip()), "")
     return CursorSyntax(
         language=language,
         lexicon=lexicon,
