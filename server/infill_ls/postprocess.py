@@ -9,6 +9,7 @@ triggers; and once more on the final text, for engines that cannot run them.
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass
 from typing import Callable, Iterator, Optional
 
@@ -140,6 +141,18 @@ def repetition_stop(text: str) -> int | None:
     return None
 
 
+# Some text (with a word in it) three times in a row within one line: a decoding loop.
+LOOP_IN_LINE = re.compile(r"([^\n]{4,80}?)\1\1")
+
+
+def loop_in_line_stop(text: str) -> int | None:
+    """Drop the line where the model starts repeating itself within a line (``a + a + a + …``)."""
+    for match in LOOP_IN_LINE.finditer(text):
+        if re.search(r"[A-Za-z_]{2}", match.group(1)):
+            return max(text.rfind("\n", 0, match.start()), 0)
+    return None
+
+
 def next_line_stop(text: str, context: CursorContext, syntax: CursorSyntax) -> int | None:
     """Cut where the model writes the line that already follows the cursor's line."""
     if not has_code(syntax.next_line):
@@ -161,13 +174,20 @@ StopRule = Callable[[str], Optional[int]]
 def stop_rule_for(context: CursorContext, syntax: CursorSyntax) -> StopRule:
     """The rule the generation loop checks after every token."""
     if syntax.single_line:
-        return first_line_stop
+        rules = [first_line_stop, loop_in_line_stop]
+    else:
+        rules = [
+            lambda text: block_end_stop(text, syntax),
+            repetition_stop,
+            loop_in_line_stop,
+            lambda text: next_line_stop(text, context, syntax),
+        ]
 
-    def multi_line_stop(text: str) -> int | None:
-        cuts = [cut for cut in (block_end_stop(text, syntax), repetition_stop(text), next_line_stop(text, context, syntax)) if cut is not None]
+    def earliest_cut(text: str) -> int | None:
+        cuts = [cut for cut in (rule(text) for rule in rules) if cut is not None]
         return min(cuts) if cuts else None
 
-    return multi_line_stop
+    return earliest_cut
 
 
 def apply_stop_rule(text: str, rule: StopRule) -> str:
