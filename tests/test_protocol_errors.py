@@ -65,5 +65,5 @@ def test_unknown_method_and_broken_json(raw):
     raw.request("what", "nonsense/method", {})
     assert raw.response("what")["error"]["code"] == -32601
     raw.send(b"{not json")
-    raw.request("after", "infill/status")
+    raw.send({"jsonrpc": "2.0", "id": "after", "method": "infill/status"})  # params omitted, as JSON-RPC allows
     assert raw.response("after")["result"]["version"]

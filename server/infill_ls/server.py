@@ -44,6 +44,8 @@ class InfillProtocol(LanguageServerProtocol):
     """
 
     def structure_message(self, data: dict):
+        if isinstance(data, dict) and "jsonrpc" in data and "method" in data:
+            data.setdefault("params", None)  # JSON-RPC lets a request omit params
         try:
             return super().structure_message(data)
         except JsonRpcException as error:
