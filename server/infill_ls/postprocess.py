@@ -146,10 +146,10 @@ LOOP_IN_LINE = re.compile(r"([^\n]{4,80}?)\1\1")
 
 
 def loop_in_line_stop(text: str) -> int | None:
-    """Drop the line where the model starts repeating itself within a line (``a + a + a + …``)."""
+    """Cut a loop within a line (``x.then(b).then(b).then(b)…``) after its first copy."""
     for match in LOOP_IN_LINE.finditer(text):
         if re.search(r"[A-Za-z_]{2}", match.group(1)):
-            return max(text.rfind("\n", 0, match.start()), 0)
+            return match.start() + len(match.group(1))
     return None
 
 
