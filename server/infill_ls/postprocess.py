@@ -1,9 +1,10 @@
 """Rules that shape raw model text into a suggestion.
 
 Each rule is a small function of plain strings so it can be tested alone.  The
-stop rules (one line, end of block, repetition, the next line again) run twice:
-inside the generation loop, every token, so decoding stops as soon as one
-triggers; and once more on the final text, for engines that cannot run them.
+stop rules (one line, end of block, repeated lines, a loop within a line, the
+document's next line again) run twice: inside the generation loop, every token,
+so decoding stops as soon as one triggers; and once more on the final text, for
+engines that cannot run them.
 """
 
 from __future__ import annotations
@@ -11,8 +12,9 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass
-from typing import Callable, Iterator, Optional
+from typing import Iterator
 
+from .engine.base import StopRule
 from .syntax import CLOSERS, OPENERS, CursorSyntax, analyze, code_characters, indent_width, is_only_closers, language_of
 
 
@@ -166,9 +168,6 @@ def next_line_stop(text: str, context: CursorContext, syntax: CursorSyntax) -> i
             return max(start - 1, 0)
         start += len(line) + 1
     return None
-
-
-StopRule = Callable[[str], Optional[int]]
 
 
 def stop_rule_for(context: CursorContext, syntax: CursorSyntax) -> StopRule:
