@@ -6,14 +6,15 @@ Plain functions over plain data; the LSP handlers and the command line both call
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 import time
 from dataclasses import dataclass, field
 
 from .cache import SuggestionCache
-from .engine.base import Generation, GenerationRequest
+from .engine.base import EngineOutOfMemory, Generation, GenerationRequest
 from .postprocess import CursorContext, cursor_syntax, finish_suggestion, stop_rule_for
-from .prompt import Prompt, PromptTokenizer, build_fim_prompt
+from .prompt import Prompt, PromptTokenizer, RepoContext, build_fim_prompt
 from .settings import Settings
 from .templates import FimTemplate
 
@@ -28,11 +29,18 @@ class SuggestionResult:
     timings_ms: dict[str, float] = field(default_factory=dict)
     # Characters right of the cursor (same line) that ``text`` replaces: auto-inserted closers it writes itself.
     replace_chars: int = 0
+    retried_smaller: bool = False  # the first try ran out of device memory; this one used half the prompt
 
 
-def build_prompt(tokenizer: PromptTokenizer, template: FimTemplate, context: CursorContext, settings: Settings) -> Prompt:
+def build_prompt(
+    tokenizer: PromptTokenizer,
+    template: FimTemplate,
+    context: CursorContext,
+    settings: Settings,
+    repo: RepoContext | None = None,
+) -> Prompt:
     budget = settings.contextTokens - settings.maxNewTokens
-    return build_fim_prompt(tokenizer, template, context.prefix, context.suffix, budget)
+    return build_fim_prompt(tokenizer, template, context.prefix, context.suffix, budget, repo)
 
 
 def suggest(
@@ -41,11 +49,12 @@ def suggest(
     settings: Settings,
     cancel: threading.Event | None = None,
     deadline: float | None = None,
+    repo: RepoContext | None = None,
     cache: SuggestionCache | None = None,
 ) -> SuggestionResult:
     started = time.perf_counter()
     syntax = cursor_syntax(context, settings.multiline)
-    prompt = build_prompt(engine.tokenizer, engine.template, context, settings)
+    prompt = build_prompt(engine.tokenizer, engine.template, context, settings, repo)
     prompt_done = time.perf_counter()
     generation = engine.generate(
         GenerationRequest(
@@ -73,7 +82,7 @@ def suggest(
         "total": (finished - started) * 1000,
     }
     text, replace_chars = (suggestion.text, suggestion.replace_chars) if suggestion else (None, 0)
-    return SuggestionResult(text, context, syntax.single_line, prompt, generation, timings, replace_chars)
+    return SuggestionResult(text, context, syntax.single_line, prompt, generation, timings, replace_chars=replace_chars)
 
 
 def cached_suggestion(cache: SuggestionCache, context: CursorContext, settings: Settings) -> SuggestionResult | None:
@@ -83,4 +92,20 @@ def cached_suggestion(cache: SuggestionCache, context: CursorContext, settings: 
     if hit is None:
         return None
     timings = {"total": (time.perf_counter() - started) * 1000}
-    return SuggestionResult(hit.text, context, "\n" not in hit.text, None, None, timings, hit.replace_chars)
+    return SuggestionResult(hit.text, context, "\n" not in hit.text, None, None, timings, replace_chars=hit.replace_chars)
+
+
+def suggest_retrying_smaller(engine, context: CursorContext, settings: Settings, **options) -> SuggestionResult:
+    """``suggest``, retried once with half the prompt budget when the device runs out of memory.
+
+    Out of memory mid-request is most often the KV cache of a long prompt; the
+    retried result has ``retried_smaller`` set so the caller can tell the user.
+    """
+    try:
+        return suggest(engine, context, settings, **options)
+    except EngineOutOfMemory:
+        budget = settings.contextTokens - settings.maxNewTokens
+        smaller = dataclasses.replace(settings, contextTokens=settings.maxNewTokens + max(budget // 2, 32))
+        result = suggest(engine, context, smaller, **options)
+        result.retried_smaller = True
+        return result

@@ -21,9 +21,13 @@ from pygls.protocol import LanguageServerProtocol
 
 from . import __version__
 from .cache import SuggestionCache
-from .completion import SuggestionResult, cached_suggestion, suggest
-from .engine.base import ModelLoadError
+from .completion import SuggestionResult, build_prompt, cached_suggestion, suggest_retrying_smaller
+from .context import ContextProvider, snapshot_documents, workspace_folders
+from .debug import register_debug_features
+from .documents import use_lsp_line_endings
+from .engine.base import EngineOutOfMemory, ModelLoadError
 from .engine.local import LocalEngine
+from .prompt import prompt_summary
 from .postprocess import CursorContext
 from .scheduler import Scheduler, Superseded
 from .settings import Settings
@@ -34,6 +38,8 @@ log = logging.getLogger("infill_ls")
 # Settings whose change needs the model loaded again.
 MODEL_SETTINGS = ("model", "quantization", "device", "template", "trustRemoteCode")
 CONFIGURATION_TIMEOUT_S = 5
+# Settings whose change rebuilds the repository context (a new workspace scan).
+CONTEXT_SETTINGS = ("contextFiles", "maxContextFiles", "contextExclude")
 
 
 class InfillProtocol(LanguageServerProtocol):
@@ -86,6 +92,8 @@ class InfillServer(LanguageServer):
         self._load_number = 0
         self._model_ready: asyncio.Event | None = None
         self.pending_messages: list[str] = []
+        self._failure_shown: str | None = None  # the kind of generation failure last shown to the user
+        self.context: ContextProvider | None = None
 
     # ----- status and messages -----
 
@@ -96,6 +104,12 @@ class InfillServer(LanguageServer):
     def report_server_error(self, error: Exception, source: Any) -> None:
         # Malformed input is logged (and answered, see InfillProtocol), not shown as a popup.
         log.warning("protocol error: %s: %s", type(error).__name__, error)
+        if source is JsonRpcException and not isinstance(error, JsonRpcException):
+            # pygls' reader could not make a JSON-RPC message of the frame and answers
+            # nothing; JSON-RPC says to answer with id null.
+            unreadable = isinstance(error, (ValueError, RecursionError))  # bad JSON or UTF-8, too deep
+            code, what = (-32700, "parse error") if unreadable else (-32600, "invalid request")
+            self.protocol._send_response(None, error=types.ResponseError(code=code, message=f"{what}: {error}"))
 
     def count(self, event: str) -> None:
         self.status.counters[event] = self.status.counters.get(event, 0) + 1
@@ -103,6 +117,13 @@ class InfillServer(LanguageServer):
     def show_error(self, message: str) -> None:
         log.error("%s", message)
         self.window_show_message(types.ShowMessageParams(type=types.MessageType.Error, message=f"infill-ls: {message}"))
+
+    def report_generation_failure(self, kind: str, message: str, level=types.MessageType.Error) -> None:
+        """Tell the user once per kind of failure, not on every keystroke while it lasts."""
+        log.log(logging.ERROR if level == types.MessageType.Error else logging.WARNING, "%s", message)
+        if self._failure_shown != kind:
+            self._failure_shown = kind
+            self.window_show_message(types.ShowMessageParams(type=level, message=f"infill-ls: {message}"))
 
     def model_ready(self) -> asyncio.Event:
         if self._model_ready is None:
@@ -138,6 +159,12 @@ class InfillServer(LanguageServer):
             log.warning("workspace/configuration failed: %s", error)
             return None
         return result[0] if result else None
+
+    def reset_context(self) -> None:
+        """(Re)start the repository context for the declared workspace folders (scans in the background)."""
+        if self.context:
+            self.context.close()
+        self.context = ContextProvider.from_settings(workspace_folders(self.workspace), self.settings)
 
     # ----- model loading -----
 
@@ -231,9 +258,13 @@ class InfillServer(LanguageServer):
         settings = self.settings
         received = time.monotonic()
         deadline = received + settings.timeoutMs / 1000
+        provider, documents = self.context, snapshot_documents(self.workspace)
 
         def job(cancel):
-            result = suggest(engine, context, settings, cancel=cancel, deadline=deadline, cache=self.cache)
+            repo = provider.gather(uri, context, documents) if provider else None
+            result = suggest_retrying_smaller(
+                engine, context, settings, cancel=cancel, deadline=deadline, repo=repo, cache=self.cache
+            )
             # Counted here, on the worker, so generations whose request was cancelled count too.
             self.count(result.generation.stop_reason)
             self.status.lastGeneratedTokens = len(result.generation.token_ids)
@@ -244,6 +275,26 @@ class InfillServer(LanguageServer):
         except Superseded:
             self.count("superseded")
             return None
+        except EngineOutOfMemory as error:
+            self.count("outOfMemory")
+            self.report_generation_failure(
+                "outOfMemory",
+                f"out of device memory even with half the prompt; lower infill.contextTokens or use "
+                f"quantization 8bit/4bit ({error})",
+            )
+            return None
+        except Exception as error:  # a failing generation must not fail the request or stop the server
+            log.exception("generation failed")
+            self.count("error")
+            self.report_generation_failure("error", f"suggestion failed: {type(error).__name__}: {error} (details in the log)")
+            return None
+        if result.retried_smaller:
+            self.count("retriedSmaller")
+            self.report_generation_failure(
+                "retriedSmaller", "out of device memory: the suggestion was made with half the prompt", types.MessageType.Warning
+            )
+        else:
+            self._failure_shown = None  # working again: a later failure deserves a new message
         if result.generation.stop_reason == "timeout":
             log.info("suggestion cut at timeoutMs=%d", settings.timeoutMs)
         self.status.lastLatencyMs = round((time.monotonic() - received) * 1000, 1)
@@ -262,7 +313,7 @@ def cursor_context(server: InfillServer, uri: str, position: types.Position) -> 
         raise JsonRpcInvalidParams(f"document {uri} is not open (send textDocument/didOpen first)")
     lines = document.lines
     source = document.source
-    line_count = len(lines) + (1 if not lines or source.endswith("\n") else 0)
+    line_count = len(lines) + (1 if not lines or source.endswith(("\n", "\r")) else 0)
     if position.line < 0 or position.line >= line_count:
         raise JsonRpcInvalidParams(f"line {position.line} is outside the document ({line_count} lines)")
     line_text = lines[position.line] if position.line < len(lines) else ""
@@ -284,6 +335,19 @@ def replaced_end(document, position: types.Position, result: SuggestionResult) -
     return types.Position(line=position.line, character=position.character + units)
 
 
+def prompt_request(params: Any) -> tuple[str, types.Position]:
+    """``{textDocument: {uri}, position: {line, character}}`` of a custom request (dict or pygls object)."""
+    def field(value: Any, name: str) -> Any:
+        return value.get(name) if isinstance(value, dict) else getattr(value, name, None)
+
+    document, position = field(params, "textDocument"), field(params, "position")
+    uri = field(document, "uri")
+    line, character = field(position, "line"), field(position, "character")
+    if not isinstance(uri, str) or not isinstance(line, int) or not isinstance(character, int):
+        raise JsonRpcInvalidParams("infill/prompt expects {textDocument: {uri}, position: {line, character}}")
+    return uri, types.Position(line=line, character=character)
+
+
 def word_before(line_prefix: str) -> str:
     """The identifier characters right before the cursor (what a completion menu filters on)."""
     start = len(line_prefix)
@@ -298,6 +362,7 @@ def build_server(settings: Settings) -> InfillServer:
     @server.feature(types.INITIALIZE)
     def on_initialize(ls: InfillServer, params: types.InitializeParams) -> None:
         ls.initialized = True
+        use_lsp_line_endings(ls.workspace)
         changed = ls.apply_settings(params.initialization_options)
         log.info("initialize from %s; settings changed by initializationOptions: %s",
                  params.client_info.name if params.client_info else "unknown client", sorted(changed))
@@ -305,12 +370,15 @@ def build_server(settings: Settings) -> InfillServer:
     @server.feature(types.INITIALIZED)
     async def on_initialized(ls: InfillServer, params: types.InitializedParams) -> None:
         ls.apply_settings(await ls.pull_configuration())
+        ls.reset_context()
         await ls.load_model()
 
     @server.feature(types.WORKSPACE_DID_CHANGE_CONFIGURATION)
     async def on_configuration(ls: InfillServer, params: types.DidChangeConfigurationParams) -> None:
         pushed = params.settings.get("infill") if isinstance(params.settings, dict) else None
         changed = ls.apply_settings(pushed if pushed is not None else await ls.pull_configuration())
+        if changed & set(CONTEXT_SETTINGS):
+            ls.reset_context()
         if changed & set(MODEL_SETTINGS):
             await ls.load_model()
         elif "enable" in changed and ls.status.state in ("ready", "disabled"):
@@ -352,6 +420,38 @@ def build_server(settings: Settings) -> InfillServer:
         )
         return types.CompletionList(is_incomplete=True, items=[item])
 
+    @server.feature(types.TEXT_DOCUMENT_DID_OPEN)
+    def on_did_open(ls: InfillServer, params: types.DidOpenTextDocumentParams) -> None:
+        if ls.context:
+            ls.context.note_open(params.text_document.uri, snapshot_documents(ls.workspace))
+
+    @server.feature(types.TEXT_DOCUMENT_DID_CHANGE)
+    def on_did_change(ls: InfillServer, params: types.DidChangeTextDocumentParams) -> None:
+        if ls.context:
+            ls.context.note_change(params.text_document.uri, params.content_changes)
+
+    @server.feature("infill/prompt")
+    async def on_prompt(ls: InfillServer, params: Any) -> dict:
+        """The prompt the model would get at a position, with its snippets ("why this suggestion")."""
+        uri, position = prompt_request(params)
+        context = cursor_context(ls, uri, position)
+        engine = await ls.wait_for_engine()
+        if engine is None:
+            return {"prompt": None, "message": ls.status.message or "the model is not loaded"}
+        provider, documents, settings = ls.context, snapshot_documents(ls.workspace), ls.settings
+
+        def job():
+            repo = provider.gather(uri, context, documents) if provider else None
+            return build_prompt(engine.tokenizer, engine.template, context, settings, repo), repo
+
+        prompt, repo = await ls.scheduler.run(job)
+        return {
+            "prompt": engine.tokenizer.decode(prompt.ids),
+            "ids": prompt.ids,
+            **prompt_summary(prompt, repo, settings.contextTokens - settings.maxNewTokens, engine.template.name),
+            "workspace": provider.describe() if provider else None,
+        }
+
     @server.feature("infill/status")
     def on_status(ls: InfillServer, params: Any) -> dict:
         return dataclasses.asdict(ls.status)
@@ -359,5 +459,8 @@ def build_server(settings: Settings) -> InfillServer:
     @server.feature(types.SHUTDOWN)
     def on_shutdown(ls: InfillServer, params: Any) -> None:
         ls.scheduler.cancel_all()
+        if ls.context:
+            ls.context.close()
 
+    register_debug_features(server)
     return server

@@ -33,3 +33,7 @@ class Generation:
 
 class ModelLoadError(RuntimeError):
     """The model could not be loaded; the message says why and what to do."""
+
+
+class EngineOutOfMemory(RuntimeError):
+    """The device ran out of memory during a generation; a smaller prompt may fit."""

@@ -19,7 +19,8 @@ from ..hardware import Placement, bitsandbytes_available, choose_placement
 from ..prompt import PromptTokenizer
 from ..settings import Settings
 from ..templates import FimTemplate, TemplateError, choose_template
-from .base import Generation, GenerationRequest, ModelLoadError
+from ..debug import injected_faults
+from .base import EngineOutOfMemory, Generation, GenerationRequest, ModelLoadError
 
 log = logging.getLogger(__name__)
 
@@ -152,7 +153,13 @@ class LocalEngine:
         import torch
 
         with self._lock, torch.inference_mode():
-            return self._generate(request)
+            try:
+                return self._generate(request)
+            except torch.cuda.OutOfMemoryError as error:
+                # _generate dropped its cache before the failing forward; give the memory back.
+                if torch.cuda.is_available():
+                    torch.cuda.empty_cache()
+                raise EngineOutOfMemory(f"out of GPU memory with a {len(request.prompt_ids)}-token prompt: {error}") from error
 
     def _reusable_tokens(self, ids: list[int], max_new_tokens: int) -> int:
         """How many leading tokens of ``ids`` the cached keys/values already cover."""
@@ -174,6 +181,7 @@ class LocalEngine:
     def _forward(self, ids: list[int], cache):
         import torch
 
+        injected_faults.maybe_raise()  # fault-injection hook for tests: a no-op unless INFILL_LS_INJECT_FAULT is set
         input_ids = torch.tensor([ids], device=self.device)
         out = self.model(input_ids=input_ids, cache=cache, use_cache=True, logits_to_keep=1)
         return out.logits[0, -1]
