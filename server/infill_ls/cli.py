@@ -1,4 +1,4 @@
-"""The ``infill-ls`` command: serve, complete, prompt, doctor."""
+"""The ``infill-ls`` command: serve, complete, prompt, doctor, eval."""
 
 from __future__ import annotations
 
@@ -88,7 +88,7 @@ def cursor_from_file(location: str):
     if column > len(line_text) + 1:
         sys.exit(f"infill-ls: line {line} of {path} has {len(line_text)} characters, no column {column}")
     offset = sum(len(x) for x in lines[: line - 1]) + column - 1
-    return path, CursorContext(prefix=text[:offset], suffix=text[offset:])
+    return path, CursorContext(prefix=text[:offset], suffix=text[offset:], document=str(path))
 
 
 def repo_context(args: argparse.Namespace, settings: Settings, path: Path, context):
@@ -141,6 +141,7 @@ def command_complete(args: argparse.Namespace, settings: Settings) -> None:
         print(json.dumps({
             "suggestion": result.text,
             "singleLine": result.single_line,
+            "replaceChars": result.replace_chars,
             "stopReason": result.generation.stop_reason,
             "promptTokens": len(result.prompt),
             "generatedTokens": len(result.generation.token_ids),
@@ -194,6 +195,12 @@ def command_doctor(args: argparse.Namespace, settings: Settings) -> None:
     provider.close()
 
 
+def command_eval(args: argparse.Namespace, settings: Settings) -> None:
+    from .evaluate import main as evaluate
+
+    evaluate(args, settings)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="infill-ls", description=__doc__)
     parser.add_argument("--version", action="version", version=f"infill-ls {__version__}")
@@ -202,7 +209,8 @@ def main(argv: list[str] | None = None) -> None:
     complete = commands.add_parser("complete", help="print the suggestion for FILE:LINE:COL")
     prompt = commands.add_parser("prompt", help="print the prompt for FILE:LINE:COL without running the model")
     doctor = commands.add_parser("doctor", help="versions, devices and what auto would choose")
-    for sub in (serve, complete, prompt, doctor):
+    evaluation = commands.add_parser("eval", help="fill holes cut in real code; report exact match, similarity, latency")
+    for sub in (serve, complete, prompt, doctor, evaluation):
         add_model_flags(sub)
     for sub in (complete, prompt):
         sub.add_argument("location", metavar="FILE:LINE:COL")
@@ -210,6 +218,9 @@ def main(argv: list[str] | None = None) -> None:
     for sub in (serve,):
         sub.add_argument("--tcp", action="store_true", help="serve on TCP 127.0.0.1 instead of stdio")
         sub.add_argument("--port", type=int, default=2087)
+    from .evaluate import add_arguments as add_eval_arguments
+
+    add_eval_arguments(evaluation)
     # `infill-ls --model X` means `infill-ls serve --model X`.
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] not in commands.choices and argv[0] not in ("-h", "--help", "--version"):
@@ -217,5 +228,6 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     settings = settings_from_args(args)
     setup_logging(settings, args.log_file)
-    handlers = {"serve": command_serve, "complete": command_complete, "prompt": command_prompt, "doctor": command_doctor}
+    handlers = {"serve": command_serve, "complete": command_complete, "prompt": command_prompt, "doctor": command_doctor,
+                "eval": command_eval}
     handlers[args.command](args, settings)

@@ -20,7 +20,8 @@ from pygls.lsp.server import LanguageServer
 from pygls.protocol import LanguageServerProtocol
 
 from . import __version__
-from .completion import SuggestionResult, build_prompt, suggest_retrying_smaller
+from .cache import SuggestionCache
+from .completion import SuggestionResult, build_prompt, cached_suggestion, suggest_retrying_smaller
 from .context import ContextProvider, snapshot_documents, workspace_folders
 from .debug import register_debug_features
 from .documents import use_lsp_line_endings
@@ -86,6 +87,7 @@ class InfillServer(LanguageServer):
         self.settings = settings
         self.scheduler = Scheduler()
         self.engine: LocalEngine | None = None
+        self.cache = SuggestionCache()
         self.status = Status(model=settings.model)
         self._load_number = 0
         self._model_ready: asyncio.Event | None = None
@@ -286,6 +288,10 @@ class InfillServer(LanguageServer):
         context_ms = (time.monotonic() - received) * 1000
         if not self.settings.enable:
             return None
+        cached = cached_suggestion(self.cache, context, self.settings)
+        if cached is not None:  # the user is typing through the suggestion shown
+            self.count("cacheHits")
+            return cached
         engine = await self.wait_for_engine()
         if engine is None:
             return None
@@ -299,7 +305,9 @@ class InfillServer(LanguageServer):
             started = time.monotonic()
             repo = provider.gather(uri, context, documents) if provider else None
             gathered = time.monotonic()
-            result = suggest_retrying_smaller(engine, context, settings, cancel=cancel, deadline=deadline, repo=repo)
+            result = suggest_retrying_smaller(
+                engine, context, settings, cancel=cancel, deadline=deadline, repo=repo, cache=self.cache
+            )
             if log.isEnabledFor(logging.DEBUG):
                 log_timings(position, result, context_ms + (gathered - started) * 1000,
                             waited_ms=(started - received) * 1000, request_ms=(time.monotonic() - received) * 1000)
@@ -389,7 +397,13 @@ def cursor_context(server: InfillServer, uri: str, position: types.Position) -> 
         )
     server_position = codec.position_from_client_units(lines, position)
     offset = sum(len(line) for line in lines[: position.line]) + server_position.character
-    return CursorContext(prefix=source[:offset], suffix=source[offset:])
+    return CursorContext(prefix=source[:offset], suffix=source[offset:], language=document.language_id or "", document=uri)
+
+
+def replaced_end(document, position: types.Position, result: SuggestionResult) -> types.Position:
+    """Where an item's range ends: the cursor, or past the closers right of it that the suggestion writes itself."""
+    units = document.position_codec.client_num_units(result.context.line_suffix[: result.replace_chars])
+    return types.Position(line=position.line, character=position.character + units)
 
 
 def prompt_request(params: Any) -> tuple[str, types.Position]:
@@ -448,7 +462,8 @@ def build_server(settings: Settings) -> InfillServer:
         result = await ls.suggestion_at("inline", params.text_document.uri, params.position)
         if result is None or result.text is None:
             return types.InlineCompletionList(items=[])
-        here = types.Range(start=params.position, end=params.position)
+        document = ls.workspace.get_text_document(params.text_document.uri)
+        here = types.Range(start=params.position, end=replaced_end(document, params.position, result))
         return types.InlineCompletionList(items=[types.InlineCompletionItem(insert_text=result.text, range=here)])
 
     @server.feature(types.TEXT_DOCUMENT_COMPLETION, types.CompletionOptions(trigger_characters=[".", "(", " "]))
@@ -472,7 +487,7 @@ def build_server(settings: Settings) -> InfillServer:
             filter_text=new_text,
             sort_text="0",
             insert_text_format=types.InsertTextFormat.PlainText,
-            text_edit=types.TextEdit(range=types.Range(start=start, end=params.position), new_text=new_text),
+            text_edit=types.TextEdit(range=types.Range(start=start, end=replaced_end(document, params.position, result)), new_text=new_text),
         )
         return types.CompletionList(is_incomplete=True, items=[item])
 
