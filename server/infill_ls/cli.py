@@ -1,4 +1,4 @@
-"""The ``infill-ls`` command: serve, complete, prompt, doctor."""
+"""The ``infill-ls`` command: serve, complete, prompt, doctor, eval."""
 
 from __future__ import annotations
 
@@ -92,14 +92,17 @@ def cursor_from_file(location: str):
     if column > len(line_text) + 1:
         sys.exit(f"infill-ls: line {line} of {path} has {len(line_text)} characters, no column {column}")
     offset = sum(len(x) for x in lines[: line - 1]) + column - 1
-    return path, CursorContext(prefix=text[:offset], suffix=text[offset:])
+    return path, CursorContext(prefix=text[:offset], suffix=text[offset:], document=str(path))
 
 
 def repo_context(args: argparse.Namespace, settings: Settings, path: Path, context):
     """The repository context of a file, as the server would gather it (waits for the scan)."""
-    from .context import ContextProvider
+    from .context import ContextProvider, inside
 
-    provider = ContextProvider.from_settings([args.workspace or Path.cwd()], settings)
+    folder = (args.workspace or Path.cwd()).resolve()
+    if not inside(path.resolve(), folder):
+        return None  # a file outside the workspace: the single-file prompt, no scan
+    provider = ContextProvider.from_settings([folder], settings)
     try:
         return provider.gather_now(path, context)
     finally:
@@ -143,6 +146,7 @@ def command_complete(args: argparse.Namespace, settings: Settings) -> None:
         print(json.dumps({
             "suggestion": result.text,
             "singleLine": result.single_line,
+            "replaceChars": result.replace_chars,
             "stopReason": result.generation.stop_reason,
             "promptTokens": len(result.prompt),
             "generatedTokens": len(result.generation.token_ids),
@@ -196,6 +200,12 @@ def command_doctor(args: argparse.Namespace, settings: Settings) -> None:
     provider.close()
 
 
+def command_eval(args: argparse.Namespace, settings: Settings) -> None:
+    from .evaluate import main as evaluate
+
+    evaluate(args, settings)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="infill-ls", description=__doc__)
     parser.add_argument("--version", action="version", version=f"infill-ls {__version__}")
@@ -204,7 +214,8 @@ def main(argv: list[str] | None = None) -> None:
     complete = commands.add_parser("complete", help="print the suggestion for FILE:LINE:COL")
     prompt = commands.add_parser("prompt", help="print the prompt for FILE:LINE:COL without running the model")
     doctor = commands.add_parser("doctor", help="versions, devices and what auto would choose")
-    for sub in (serve, complete, prompt, doctor):
+    evaluation = commands.add_parser("eval", help="fill holes cut in real code; report exact match, similarity, latency")
+    for sub in (serve, complete, prompt, doctor, evaluation):
         add_model_flags(sub)
     for sub in (complete, prompt):
         sub.add_argument("location", metavar="FILE:LINE:COL")
@@ -212,6 +223,9 @@ def main(argv: list[str] | None = None) -> None:
     for sub in (serve,):
         sub.add_argument("--tcp", action="store_true", help="serve on TCP 127.0.0.1 instead of stdio")
         sub.add_argument("--port", type=int, default=2087)
+    from .evaluate import add_arguments as add_eval_arguments
+
+    add_eval_arguments(evaluation)
     # `infill-ls --model X` means `infill-ls serve --model X`.
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] not in commands.choices and argv[0] not in ("-h", "--help", "--version"):
@@ -219,5 +233,6 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     settings = settings_from_args(args)
     setup_logging(settings, args.log_file)
-    handlers = {"serve": command_serve, "complete": command_complete, "prompt": command_prompt, "doctor": command_doctor}
+    handlers = {"serve": command_serve, "complete": command_complete, "prompt": command_prompt, "doctor": command_doctor,
+                "eval": command_eval}
     handlers[args.command](args, settings)

@@ -11,8 +11,9 @@ import threading
 import time
 from dataclasses import dataclass, field
 
+from .cache import SuggestionCache
 from .engine.base import EngineOutOfMemory, Generation, GenerationRequest
-from .postprocess import CursorContext, clean_suggestion, first_line_stop, wants_single_line
+from .postprocess import CursorContext, cursor_syntax, finish_suggestion, stop_rule_for
 from .prompt import Prompt, PromptTokenizer, RepoContext, build_fim_prompt
 from .settings import Settings
 from .templates import FimTemplate
@@ -23,9 +24,11 @@ class SuggestionResult:
     text: str | None  # what to insert at the cursor; None when there is no suggestion
     context: CursorContext
     single_line: bool
-    prompt: Prompt
-    generation: Generation
+    prompt: Prompt | None  # None (with generation) when answered from the cache
+    generation: Generation | None
     timings_ms: dict[str, float] = field(default_factory=dict)
+    # Characters right of the cursor (same line) that ``text`` replaces: auto-inserted closers it writes itself.
+    replace_chars: int = 0
     retried_smaller: bool = False  # the first try ran out of device memory; this one used half the prompt
 
 
@@ -47,24 +50,29 @@ def suggest(
     cancel: threading.Event | None = None,
     deadline: float | None = None,
     repo: RepoContext | None = None,
+    cache: SuggestionCache | None = None,
 ) -> SuggestionResult:
     started = time.perf_counter()
-    single_line = wants_single_line(context, settings.multiline)
+    syntax = cursor_syntax(context, settings.multiline)
     prompt = build_prompt(engine.tokenizer, engine.template, context, settings, repo)
     prompt_done = time.perf_counter()
     generation = engine.generate(
         GenerationRequest(
             prompt_ids=prompt.ids,
             max_new_tokens=settings.maxNewTokens,
-            stop_rule=first_line_stop if single_line else None,
+            stop_rule=stop_rule_for(context, syntax),
             cancel=cancel or threading.Event(),
             deadline=deadline,
+            prompt_lookup=settings.promptLookup,
         )
     )
     model_done = time.perf_counter()
-    text = None
+    suggestion = None
     if generation.stop_reason != "cancelled":
-        text = clean_suggestion(generation.text, context, single_line)
+        suggestion = finish_suggestion(generation.text, context, syntax)
+    # A suggestion cut by the time box is partial: not worth replaying.
+    if cache is not None and suggestion is not None and generation.stop_reason != "timeout":
+        cache.store(context, settings, suggestion)
     finished = time.perf_counter()
     timings = {
         "prompt": (prompt_done - started) * 1000,
@@ -74,7 +82,18 @@ def suggest(
         "postprocess": (finished - model_done) * 1000,
         "total": (finished - started) * 1000,
     }
-    return SuggestionResult(text, context, single_line, prompt, generation, timings)
+    text, replace_chars = (suggestion.text, suggestion.replace_chars) if suggestion else (None, 0)
+    return SuggestionResult(text, context, syntax.single_line, prompt, generation, timings, replace_chars=replace_chars)
+
+
+def cached_suggestion(cache: SuggestionCache, context: CursorContext, settings: Settings) -> SuggestionResult | None:
+    """The rest of a suggestion the user is typing through, without a model call."""
+    started = time.perf_counter()
+    hit = cache.lookup(context, settings)
+    if hit is None:
+        return None
+    timings = {"total": (time.perf_counter() - started) * 1000}
+    return SuggestionResult(hit.text, context, "\n" not in hit.text, None, None, timings, replace_chars=hit.replace_chars)
 
 
 def suggest_retrying_smaller(engine, context: CursorContext, settings: Settings, **options) -> SuggestionResult:

@@ -20,7 +20,8 @@ from pygls.lsp.server import LanguageServer
 from pygls.protocol import LanguageServerProtocol
 
 from . import __version__
-from .completion import SuggestionResult, build_prompt, suggest_retrying_smaller
+from .cache import SuggestionCache
+from .completion import SuggestionResult, build_prompt, cached_suggestion, suggest_retrying_smaller
 from .context import ContextProvider, snapshot_documents, workspace_folders
 from .debug import register_debug_features
 from .documents import use_lsp_line_endings
@@ -37,7 +38,7 @@ from .templates import TemplateError
 log = logging.getLogger("infill_ls")
 
 # Settings whose change needs the model loaded again.
-MODEL_SETTINGS = ("model", "quantization", "device", "template", "trustRemoteCode",
+MODEL_SETTINGS = ("model", "quantization", "device", "template", "trustRemoteCode", "fastDecode",
                   "backend", "endpoint", "apiKeyEnv", "remoteModel", "requestTimeoutMs")
 CONFIGURATION_TIMEOUT_S = 5
 # Settings whose change rebuilds the repository context (a new workspace scan).
@@ -69,7 +70,7 @@ class InfillProtocol(LanguageServerProtocol):
 
 @dataclasses.dataclass
 class Status:
-    state: str = "loading"  # loading | ready | error | disabled
+    state: str = "loading"  # loading | ready | error | disabled | unloaded (idle; reloads on the next request)
     model: str = ""
     device: str = ""
     precision: str = ""
@@ -89,12 +90,15 @@ class InfillServer(LanguageServer):
         self.settings = settings
         self.scheduler = Scheduler()
         self.engine: LocalEngine | None = None
+        self.cache = SuggestionCache()
         self.status = Status(model=settings.model)
         self._load_number = 0
         self._model_ready: asyncio.Event | None = None
         self.pending_messages: list[str] = []
         self._failure_shown: str | None = None  # the kind of generation failure last shown to the user
         self.context: ContextProvider | None = None
+        self.last_request = time.monotonic()
+        self._idle_watch: asyncio.Task | None = None
         self._engine_trouble: str | None = None  # what the remote engine last failed with
 
     # ----- status and messages -----
@@ -232,6 +236,7 @@ class InfillServer(LanguageServer):
                 precision=info.precision,
                 message=info.reason,
             )
+            self.watch_idle()
         ready.set()
 
     async def _begin_progress(self, model: str) -> str | None:
@@ -249,7 +254,42 @@ class InfillServer(LanguageServer):
         )
         return token
 
+    # ----- unloading when idle -----
+
+    def watch_idle(self) -> None:
+        if self._idle_watch is None:
+            self._idle_watch = asyncio.ensure_future(self._unload_when_idle())
+
+    async def _unload_when_idle(self) -> None:
+        """Free the model once ``idleUnloadMinutes`` pass without a suggestion request."""
+        while True:
+            minutes = self.settings.idleUnloadMinutes
+            await asyncio.sleep(min(max(minutes * 60 / 10, 0.05), 5) if minutes > 0 else 5)
+            idle = time.monotonic() - self.last_request
+            if minutes > 0 and self.engine is not None and idle >= minutes * 60:
+                await self.scheduler.run(self._unload)
+                if self.engine is None:  # no load started meanwhile
+                    self.set_status(state="unloaded", message=f"unloaded after {minutes:g} min without requests")
+
+    def _unload(self) -> None:
+        import gc
+
+        self.engine = None
+        gc.collect()
+        try:
+            import torch
+
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
+        except ImportError:
+            pass
+        log.info("model unloaded after %g idle minutes", self.settings.idleUnloadMinutes)
+
     async def wait_for_engine(self) -> LocalEngine | None:
+        self.last_request = time.monotonic()
+        if self.engine is None and self.status.state == "unloaded":
+            self.model_ready().clear()
+            asyncio.ensure_future(self.load_model())
         if self.engine is None:
             try:
                 await asyncio.wait_for(self.model_ready().wait(), self.settings.loadWaitMs / 1000)
@@ -261,20 +301,34 @@ class InfillServer(LanguageServer):
 
     async def suggestion_at(self, method: str, uri: str, position: types.Position) -> SuggestionResult | None:
         """The suggestion for a cursor, or None (disabled, not loaded, superseded)."""
+        received = time.monotonic()
         context = cursor_context(self, uri, position)
+        context_ms = (time.monotonic() - received) * 1000
         if not self.settings.enable:
             return None
+        cached = cached_suggestion(self.cache, context, self.settings)
+        if cached is not None:  # the user is typing through the suggestion shown
+            self.count("cacheHits")
+            return cached
         engine = await self.wait_for_engine()
         if engine is None:
             return None
         settings = self.settings
-        received = time.monotonic()
-        deadline = received + settings.timeoutMs / 1000
+        # The time box and lastLatencyMs start once the model is there (a request may wait for the load).
+        ready_at = time.monotonic()
+        deadline = ready_at + settings.timeoutMs / 1000
         provider, documents = self.context, snapshot_documents(self.workspace)
 
         def job(cancel):
+            started = time.monotonic()
             repo = provider.gather(uri, context, documents) if provider else None
-            result = suggest_retrying_smaller(engine, context, settings, cancel=cancel, deadline=deadline, repo=repo)
+            gathered = time.monotonic()
+            result = suggest_retrying_smaller(
+                engine, context, settings, cancel=cancel, deadline=deadline, repo=repo, cache=self.cache
+            )
+            if log.isEnabledFor(logging.DEBUG):
+                log_timings(position, result, context_ms + (gathered - started) * 1000,
+                            waited_ms=(started - received) * 1000, request_ms=(time.monotonic() - received) * 1000)
             # Counted here, on the worker, so generations whose request was cancelled count too.
             self.count(result.generation.stop_reason)
             self.status.lastGeneratedTokens = len(result.generation.token_ids)
@@ -312,9 +366,34 @@ class InfillServer(LanguageServer):
         self.engine_trouble(None)
         if result.generation.stop_reason == "timeout":
             log.info("suggestion cut at timeoutMs=%d", settings.timeoutMs)
-        self.status.lastLatencyMs = round((time.monotonic() - received) * 1000, 1)
-        log.debug("suggestion %r in %s ms (%s)", result.text, self.status.lastLatencyMs, result.timings_ms)
+        self.status.lastLatencyMs = round((time.monotonic() - ready_at) * 1000, 1)
+        log.debug("suggestion %r in %s ms", result.text, self.status.lastLatencyMs)
         return result
+
+
+def log_timings(
+    position: types.Position, result: SuggestionResult, context_ms: float, waited_ms: float, request_ms: float
+) -> None:
+    """One JSON line per generation (bench/typing.py reads them): where the time went."""
+    import json
+
+    generation = result.generation
+    record = {
+        "line": position.line,
+        "character": position.character,
+        **{f"{name}_ms": round(value, 3) for name, value in result.timings_ms.items()},
+        "context_ms": round(context_ms, 3),  # prefix/suffix around the cursor and snippets of other files
+        "waited_ms": round(waited_ms, 3),  # from receipt to the worker: context, debounce, queue
+        "request_ms": round(request_ms, 3),  # from receiving the request to the end of this job
+        "stop": generation.stop_reason,
+        "path": generation.path,
+        "prompt_tokens": generation.prompt_tokens,
+        "reused_tokens": generation.reused_tokens,
+        "generated_tokens": len(generation.token_ids),
+        "draft_tokens": generation.draft_tokens,
+        "accepted_draft_tokens": generation.accepted_draft_tokens,
+    }
+    log.debug("timings %s", json.dumps(record))
 
 
 def cursor_context(server: InfillServer, uri: str, position: types.Position) -> CursorContext:
@@ -341,7 +420,13 @@ def cursor_context(server: InfillServer, uri: str, position: types.Position) -> 
         )
     server_position = codec.position_from_client_units(lines, position)
     offset = sum(len(line) for line in lines[: position.line]) + server_position.character
-    return CursorContext(prefix=source[:offset], suffix=source[offset:])
+    return CursorContext(prefix=source[:offset], suffix=source[offset:], language=document.language_id or "", document=uri)
+
+
+def replaced_end(document, position: types.Position, result: SuggestionResult) -> types.Position:
+    """Where an item's range ends: the cursor, or past the closers right of it that the suggestion writes itself."""
+    units = document.position_codec.client_num_units(result.context.line_suffix[: result.replace_chars])
+    return types.Position(line=position.line, character=position.character + units)
 
 
 def prompt_request(params: Any) -> tuple[str, types.Position]:
@@ -400,7 +485,8 @@ def build_server(settings: Settings) -> InfillServer:
         result = await ls.suggestion_at("inline", params.text_document.uri, params.position)
         if result is None or result.text is None:
             return types.InlineCompletionList(items=[])
-        here = types.Range(start=params.position, end=params.position)
+        document = ls.workspace.get_text_document(params.text_document.uri)
+        here = types.Range(start=params.position, end=replaced_end(document, params.position, result))
         return types.InlineCompletionList(items=[types.InlineCompletionItem(insert_text=result.text, range=here)])
 
     @server.feature(types.TEXT_DOCUMENT_COMPLETION, types.CompletionOptions(trigger_characters=[".", "(", " "]))
@@ -424,7 +510,7 @@ def build_server(settings: Settings) -> InfillServer:
             filter_text=new_text,
             sort_text="0",
             insert_text_format=types.InsertTextFormat.PlainText,
-            text_edit=types.TextEdit(range=types.Range(start=start, end=params.position), new_text=new_text),
+            text_edit=types.TextEdit(range=types.Range(start=start, end=replaced_end(document, params.position, result)), new_text=new_text),
         )
         return types.CompletionList(is_incomplete=True, items=[item])
 
@@ -437,6 +523,10 @@ def build_server(settings: Settings) -> InfillServer:
     def on_did_change(ls: InfillServer, params: types.DidChangeTextDocumentParams) -> None:
         if ls.context:
             ls.context.note_change(params.text_document.uri, params.content_changes)
+
+    @server.feature(types.WORKSPACE_DID_CHANGE_WORKSPACE_FOLDERS)
+    def on_workspace_folders(ls: InfillServer, params: types.DidChangeWorkspaceFoldersParams) -> None:
+        ls.reset_context()  # pygls has updated its folders; scan the new set
 
     @server.feature("infill/prompt")
     async def on_prompt(ls: InfillServer, params: Any) -> dict:
