@@ -310,3 +310,26 @@ def test_idle_unload_setting_is_validated():
     assert settings.idleUnloadMinutes == 0 and "idleUnloadMinutes" in errors[0]
     settings, errors = Settings().merged({"idleUnloadMinutes": 0.5, "promptLookup": False, "quantization": "int4wo"})
     assert not errors and settings.idleUnloadMinutes == 0.5 and settings.quantization == "int4wo"
+
+
+# ----- cancellation -----
+
+
+def test_a_cancel_flag_set_during_generation_stops_the_loop_at_the_next_token(engine):
+    """The flag $/cancelRequest sets (scheduler.py) is read after every token."""
+    import threading
+
+    cancel = threading.Event()
+    seen: list[str] = []
+
+    def cancel_after_three_tokens(text: str):
+        seen.append(text)
+        if len(seen) == 3:  # another thread would do this; the effect is the same
+            cancel.set()
+        return None
+
+    ids = prompt_ids(engine, "def f(x):\n    ", "\n")
+    result = generate(engine, ids, max_new_tokens=500, stop_rule=cancel_after_three_tokens, cancel=cancel,
+                      prompt_lookup=False)
+    assert result.stop_reason == "cancelled"
+    assert len(result.token_ids) == 3
