@@ -179,10 +179,12 @@ class SampleMaker:
         f = self.rng.choices(files, weights=[min(len(x.text), 30_000) for x in files])[0]
         return repo, f
 
-    def sample(self, max_len: int) -> list[int]:
+    def sample(self, max_len: int) -> tuple[list[int], int]:
+        """Token ids and where the middle starts (len(ids) when there is no middle)."""
         repo, f = self._pick()
         if self.rng.random() >= self.fim_rate:
-            return self._plain(repo, f, max_len)
+            ids = self._plain(repo, f, max_len)
+            return ids, len(ids)
         return self._fim(repo, f, max_len)
 
     def _plain(self, repo: str, f: SourceFile, max_len: int) -> list[int]:
@@ -200,14 +202,14 @@ class SampleMaker:
                 break
         return (ids + [EOS])[:max_len]
 
-    def _fim(self, repo: str, f: SourceFile, max_len: int) -> list[int]:
+    def _fim(self, repo: str, f: SourceFile, max_len: int) -> tuple[list[int], int]:
         hole = choose_hole(self.rng, f.text)
         if hole is None:
-            return []
+            return [], 0
         middle = self.encode(f.text[hole.start:hole.end])[:MAX_MIDDLE_TOKENS]
         budget = max_len - len(middle) - 1
         if budget < 48:
-            return []
+            return [], 0
         prefix, suffix = f.text[:hole.start], f.text[hole.end:]
         share = self.rng.uniform(0.5, 0.9)
         if self.rng.random() < self.repo_rate:
@@ -219,16 +221,20 @@ class SampleMaker:
             prompt = fim_prompt(self.encode, prefix, suffix, budget, context, repo_display_name(repo), f.path, share)
         else:
             prompt = fim_prompt(self.encode, prefix, suffix, budget, prefix_share=share)
-        return prompt + middle + [EOS]
+        return prompt + middle + [EOS], len(prompt)
 
-    def rows(self, batch: int, seq_len: int, pad_id: int) -> tuple[list[list[int]], list[list[int]]]:
-        """A batch of packed rows: (input ids, labels with -100 on padding)."""
-        inputs, labels = [], []
+    def rows(self, batch: int, seq_len: int, pad_id: int) -> tuple[list[list[int]], list[list[int]], list[list[bool]]]:
+        """A batch of packed rows: input ids, labels (-100 on padding), and which tokens are FIM middles."""
+        inputs, labels, middles = [], [], []
         for _ in range(batch):
             row: list[int] = []
+            middle: list[bool] = []
             while seq_len - len(row) >= 128:
-                row += self.sample(seq_len - len(row))
+                ids, middle_start = self.sample(seq_len - len(row))
+                row += ids
+                middle += [i >= middle_start for i in range(len(ids))]
             pad = seq_len - len(row)
             inputs.append(row + [pad_id] * pad)
             labels.append(row + [-100] * pad)
-        return inputs, labels
+            middles.append(middle + [False] * pad)
+        return inputs, labels, middles
