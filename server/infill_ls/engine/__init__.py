@@ -1,0 +1,1 @@
+"""Inference engines: the local transformers one here; a remote one may sit beside it."""

@@ -1,0 +1,350 @@
+"""LSP wiring only: capabilities, handlers, progress, configuration, status.
+
+Handlers read params, call plain functions (completion.suggest, Settings.merged,
+LocalEngine.load) and convert results; model work runs on the scheduler's worker.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+import time
+import uuid
+from typing import Any
+
+from cattrs import ClassValidationError, transform_error
+from lsprotocol import types
+from pygls.exceptions import JsonRpcException, JsonRpcInvalidParams, JsonRpcServerNotInitialized
+from pygls.lsp.server import LanguageServer
+from pygls.protocol import LanguageServerProtocol
+
+from . import __version__
+from .completion import SuggestionResult, suggest
+from .engine.base import ModelLoadError
+from .engine.local import LocalEngine
+from .postprocess import CursorContext
+from .scheduler import Scheduler, Superseded
+from .settings import Settings
+from .templates import TemplateError
+
+log = logging.getLogger("infill_ls")
+
+# Settings whose change needs the model loaded again.
+MODEL_SETTINGS = ("model", "quantization", "device", "template", "trustRemoteCode")
+CONFIGURATION_TIMEOUT_S = 5
+
+
+class InfillProtocol(LanguageServerProtocol):
+    """pygls' protocol, answering requests whose params do not match the LSP types.
+
+    pygls drops such a request without a response (the client would wait forever);
+    here it gets a JSON-RPC error naming the problem.
+    """
+
+    def structure_message(self, data: dict):
+        if isinstance(data, dict) and "jsonrpc" in data and "method" in data:
+            data.setdefault("params", None)  # JSON-RPC lets a request omit params
+        try:
+            return super().structure_message(data)
+        except JsonRpcException as error:
+            if isinstance(data, dict) and "method" in data and "id" in data:
+                cause = error.__cause__
+                detail = "; ".join(transform_error(cause)) if isinstance(cause, ClassValidationError) else str(error)
+                self._send_response(
+                    data["id"],
+                    error=types.ResponseError(code=error.code, message=f"invalid params for {data['method']}: {detail}"),
+                )
+            raise
+
+
+@dataclasses.dataclass
+class Status:
+    state: str = "loading"  # loading | ready | error | disabled
+    model: str = ""
+    device: str = ""
+    precision: str = ""
+    lastLatencyMs: float | None = None
+    message: str | None = None
+    version: str = __version__
+    # How generations ended, by stop reason (eos, rule, length, cancelled, timeout), and
+    # how many requests were superseded before reaching the model.
+    counters: dict[str, int] = dataclasses.field(default_factory=dict)
+    lastGeneratedTokens: int | None = None
+
+
+class InfillServer(LanguageServer):
+    def __init__(self, settings: Settings):
+        super().__init__("infill-ls", __version__, protocol_cls=InfillProtocol)
+        self.initialized = False
+        self.settings = settings
+        self.scheduler = Scheduler()
+        self.engine: LocalEngine | None = None
+        self.status = Status(model=settings.model)
+        self._load_number = 0
+        self._model_ready: asyncio.Event | None = None
+        self.pending_messages: list[str] = []
+
+    # ----- status and messages -----
+
+    def set_status(self, **changes: Any) -> None:
+        self.status = dataclasses.replace(self.status, **changes)
+        self.protocol.notify("infill/statusChanged", dataclasses.asdict(self.status))
+
+    def report_server_error(self, error: Exception, source: Any) -> None:
+        # Malformed input is logged (and answered, see InfillProtocol), not shown as a popup.
+        log.warning("protocol error: %s: %s", type(error).__name__, error)
+
+    def count(self, event: str) -> None:
+        self.status.counters[event] = self.status.counters.get(event, 0) + 1
+
+    def show_error(self, message: str) -> None:
+        log.error("%s", message)
+        self.window_show_message(types.ShowMessageParams(type=types.MessageType.Error, message=f"infill-ls: {message}"))
+
+    def model_ready(self) -> asyncio.Event:
+        if self._model_ready is None:
+            self._model_ready = asyncio.Event()
+        return self._model_ready
+
+    # ----- settings -----
+
+    def apply_settings(self, updates: Any) -> set[str]:
+        """Merge client settings; report rejected values; return the names that changed."""
+        merged, errors = self.settings.merged(updates)
+        for error in errors:
+            self.show_error(error)
+        changed = {f.name for f in dataclasses.fields(Settings) if getattr(merged, f.name) != getattr(self.settings, f.name)}
+        self.settings = merged
+        if "logLevel" in changed:
+            logging.getLogger("infill_ls").setLevel(merged.logLevel.upper())
+        return changed
+
+    async def pull_configuration(self) -> Any:
+        """The client's ``infill`` section, or None when it has no workspace/configuration."""
+        workspace = self.client_capabilities.workspace
+        if not (workspace and workspace.configuration):
+            return None
+        try:
+            result = await asyncio.wait_for(
+                self.workspace_configuration_async(
+                    types.ConfigurationParams(items=[types.ConfigurationItem(section="infill")])
+                ),
+                CONFIGURATION_TIMEOUT_S,
+            )
+        except Exception as error:  # a client that fails or never answers must not stop the server
+            log.warning("workspace/configuration failed: %s", error)
+            return None
+        return result[0] if result else None
+
+    # ----- model loading -----
+
+    async def load_model(self) -> None:
+        """Load (or reload) the model on the worker, with work-done progress."""
+        self._load_number += 1
+        number = self._load_number
+        ready = self.model_ready()
+        ready.clear()
+        settings = self.settings
+        self.set_status(state="loading", model=settings.model, device="", precision="", message=None)
+        progress = await self._begin_progress(settings.model)
+        loop = asyncio.get_running_loop()
+
+        def report(message: str, percent: int) -> None:
+            if progress:
+                loop.call_soon_threadsafe(
+                    self.work_done_progress.report,
+                    progress,
+                    types.WorkDoneProgressReport(message=message, percentage=percent),
+                )
+
+        def load() -> LocalEngine:
+            self.engine = None  # free the old model before the new one takes memory
+            return LocalEngine.load(settings, report)
+
+        try:
+            engine = await self.scheduler.run(load)
+        except (ModelLoadError, TemplateError) as error:
+            engine = None
+            failure = str(error)
+        except Exception as error:  # never let a load failure take the server down
+            log.exception("model load failed")
+            engine, failure = None, f"{type(error).__name__}: {error}"
+        if progress:
+            self.work_done_progress.end(progress, types.WorkDoneProgressEnd(message="done" if engine else "failed"))
+        if number != self._load_number:
+            return  # a newer load (settings changed meanwhile) owns the state
+        self.engine = engine
+        if engine is None:
+            self.set_status(state="error", message=failure)
+            self.show_error(failure)
+        else:
+            info = engine.info
+            log.info("model ready: %s on %s as %s (%s)", info.name, info.device, info.precision, info.reason)
+            self.set_status(
+                state="ready" if self.settings.enable else "disabled",
+                device=info.device,
+                precision=info.precision,
+                message=info.reason,
+            )
+        ready.set()
+
+    async def _begin_progress(self, model: str) -> str | None:
+        window = self.client_capabilities.window
+        if not (window and window.work_done_progress):
+            return None
+        token = f"infill-load-{uuid.uuid4()}"
+        try:
+            await asyncio.wait_for(self.work_done_progress.create_async(token), CONFIGURATION_TIMEOUT_S)
+        except Exception as error:
+            log.warning("work done progress refused: %s", error)
+            return None
+        self.work_done_progress.begin(
+            token, types.WorkDoneProgressBegin(title="infill-ls: loading model", message=model, percentage=0)
+        )
+        return token
+
+    async def wait_for_engine(self) -> LocalEngine | None:
+        if self.engine is None:
+            try:
+                await asyncio.wait_for(self.model_ready().wait(), self.settings.loadWaitMs / 1000)
+            except asyncio.TimeoutError:
+                log.info("request answered empty: the model is still loading")
+        return self.engine
+
+    # ----- suggestions -----
+
+    async def suggestion_at(self, method: str, uri: str, position: types.Position) -> SuggestionResult | None:
+        """The suggestion for a cursor, or None (disabled, not loaded, superseded)."""
+        context = cursor_context(self, uri, position)
+        if not self.settings.enable:
+            return None
+        engine = await self.wait_for_engine()
+        if engine is None:
+            return None
+        settings = self.settings
+        received = time.monotonic()
+        deadline = received + settings.timeoutMs / 1000
+
+        def job(cancel):
+            result = suggest(engine, context, settings, cancel=cancel, deadline=deadline)
+            # Counted here, on the worker, so generations whose request was cancelled count too.
+            self.count(result.generation.stop_reason)
+            self.status.lastGeneratedTokens = len(result.generation.token_ids)
+            return result
+
+        try:
+            result = await self.scheduler.run_latest(f"{method} {uri}", settings.debounceMs, job)
+        except Superseded:
+            self.count("superseded")
+            return None
+        if result.generation.stop_reason == "timeout":
+            log.info("suggestion cut at timeoutMs=%d", settings.timeoutMs)
+        self.status.lastLatencyMs = round((time.monotonic() - received) * 1000, 1)
+        log.debug("suggestion %r in %s ms (%s)", result.text, self.status.lastLatencyMs, result.timings_ms)
+        return result
+
+
+def cursor_context(server: InfillServer, uri: str, position: types.Position) -> CursorContext:
+    """Prefix and suffix around ``position`` of an open document; InvalidParams when out of range."""
+    from urllib.parse import unquote
+
+    if not server.initialized:
+        raise JsonRpcServerNotInitialized("the server has not been initialized")
+    document = server.workspace.text_documents.get(unquote(uri))
+    if document is None:
+        raise JsonRpcInvalidParams(f"document {uri} is not open (send textDocument/didOpen first)")
+    lines = document.lines
+    source = document.source
+    line_count = len(lines) + (1 if not lines or source.endswith("\n") else 0)
+    if position.line < 0 or position.line >= line_count:
+        raise JsonRpcInvalidParams(f"line {position.line} is outside the document ({line_count} lines)")
+    line_text = lines[position.line] if position.line < len(lines) else ""
+    line_text = line_text.rstrip("\r\n")
+    codec = document.position_codec
+    if position.character < 0 or position.character > codec.client_num_units(line_text):
+        raise JsonRpcInvalidParams(
+            f"character {position.character} is past the end of line {position.line} "
+            f"({codec.client_num_units(line_text)} {codec.encoding} units)"
+        )
+    server_position = codec.position_from_client_units(lines, position)
+    offset = sum(len(line) for line in lines[: position.line]) + server_position.character
+    return CursorContext(prefix=source[:offset], suffix=source[offset:])
+
+
+def word_before(line_prefix: str) -> str:
+    """The identifier characters right before the cursor (what a completion menu filters on)."""
+    start = len(line_prefix)
+    while start > 0 and (line_prefix[start - 1].isalnum() or line_prefix[start - 1] == "_"):
+        start -= 1
+    return line_prefix[start:]
+
+
+def build_server(settings: Settings) -> InfillServer:
+    server = InfillServer(settings)
+
+    @server.feature(types.INITIALIZE)
+    def on_initialize(ls: InfillServer, params: types.InitializeParams) -> None:
+        ls.initialized = True
+        changed = ls.apply_settings(params.initialization_options)
+        log.info("initialize from %s; settings changed by initializationOptions: %s",
+                 params.client_info.name if params.client_info else "unknown client", sorted(changed))
+
+    @server.feature(types.INITIALIZED)
+    async def on_initialized(ls: InfillServer, params: types.InitializedParams) -> None:
+        ls.apply_settings(await ls.pull_configuration())
+        await ls.load_model()
+
+    @server.feature(types.WORKSPACE_DID_CHANGE_CONFIGURATION)
+    async def on_configuration(ls: InfillServer, params: types.DidChangeConfigurationParams) -> None:
+        pushed = params.settings.get("infill") if isinstance(params.settings, dict) else None
+        changed = ls.apply_settings(pushed if pushed is not None else await ls.pull_configuration())
+        if changed & set(MODEL_SETTINGS):
+            await ls.load_model()
+        elif "enable" in changed and ls.status.state in ("ready", "disabled"):
+            ls.set_status(state="ready" if ls.settings.enable else "disabled")
+
+    @server.feature(
+        types.TEXT_DOCUMENT_INLINE_COMPLETION, types.InlineCompletionOptions()
+    )
+    async def on_inline_completion(ls: InfillServer, params: types.InlineCompletionParams) -> types.InlineCompletionList:
+        result = await ls.suggestion_at("inline", params.text_document.uri, params.position)
+        if result is None or result.text is None:
+            return types.InlineCompletionList(items=[])
+        here = types.Range(start=params.position, end=params.position)
+        return types.InlineCompletionList(items=[types.InlineCompletionItem(insert_text=result.text, range=here)])
+
+    @server.feature(types.TEXT_DOCUMENT_COMPLETION, types.CompletionOptions(trigger_characters=[".", "(", " "]))
+    async def on_completion(ls: InfillServer, params: types.CompletionParams) -> types.CompletionList:
+        result = await ls.suggestion_at("completion", params.text_document.uri, params.position)
+        if result is None or result.text is None:
+            return types.CompletionList(is_incomplete=True, items=[])
+        document = ls.workspace.get_text_document(params.text_document.uri)
+        word = word_before(result.context.line_prefix)
+        start = types.Position(
+            line=params.position.line,
+            character=params.position.character - document.position_codec.client_num_units(word),
+        )
+        new_text = word + result.text
+        first_line = new_text.split("\n", 1)[0]
+        item = types.CompletionItem(
+            label=first_line if len(first_line) <= 60 else first_line[:57] + "...",
+            kind=types.CompletionItemKind.Snippet,
+            detail="infill-ls",
+            documentation=new_text,
+            filter_text=new_text,
+            sort_text="0",
+            insert_text_format=types.InsertTextFormat.PlainText,
+            text_edit=types.TextEdit(range=types.Range(start=start, end=params.position), new_text=new_text),
+        )
+        return types.CompletionList(is_incomplete=True, items=[item])
+
+    @server.feature("infill/status")
+    def on_status(ls: InfillServer, params: Any) -> dict:
+        return dataclasses.asdict(ls.status)
+
+    @server.feature(types.SHUTDOWN)
+    def on_shutdown(ls: InfillServer, params: Any) -> None:
+        ls.scheduler.cancel_all()
+
+    return server

@@ -1,0 +1,34 @@
+"""An independent reference: what the model itself generates for a FIM prompt.
+
+Built with the tokenizer and ``model.generate`` directly, not with infill-ls code,
+so a test comparing the server's answer with it checks the whole path.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+
+@lru_cache(maxsize=4)
+def _load(model_dir: str):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(model_dir), AutoModelForCausalLM.from_pretrained(model_dir).eval()
+
+
+def reference_generation(model_dir: Path, prefix: str, suffix: str, max_new_tokens: int) -> str:
+    """Greedy text the model generates between ``prefix`` and ``suffix`` (StarCoder2 PSM layout)."""
+    import torch
+
+    tokenizer, model = _load(str(model_dir))
+    encode = lambda text: tokenizer(text, add_special_tokens=False)["input_ids"]  # noqa: E731
+    special = tokenizer.convert_tokens_to_ids
+    ids = [special("<fim_prefix>"), *encode(prefix), special("<fim_suffix>"), *encode(suffix), special("<fim_middle>")]
+    stop = [special(t) for t in ("<|endoftext|>", "<fim_prefix>", "<fim_suffix>", "<fim_middle>", "<fim_pad>", "<file_sep>", "<repo_name>")]
+    with torch.inference_mode():
+        out = model.generate(
+            torch.tensor([ids]), max_new_tokens=max_new_tokens, do_sample=False, eos_token_id=stop, pad_token_id=0
+        )
+    new = [t for t in out[0, len(ids):].tolist() if t not in stop]
+    return tokenizer.decode(new)

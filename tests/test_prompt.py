@@ -1,0 +1,66 @@
+"""Prompt building and budgeting with the tiny model's real tokenizer."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given, settings as hsettings, strategies as st
+
+from infill_ls.prompt import PromptTokenizer, build_fim_prompt, split_budget
+from infill_ls.templates import STARCODER2, TemplateError, choose_template
+
+
+@pytest.fixture(scope="module")
+def tokenizer(tiny_model):
+    from transformers import AutoTokenizer
+
+    return PromptTokenizer(AutoTokenizer.from_pretrained(tiny_model))
+
+
+def test_special_tokens_are_single_ids_of_the_vocabulary(tokenizer):
+    prompt = build_fim_prompt(tokenizer, STARCODER2, "def f(", "):\n", 100)
+    vocab = tokenizer.tokenizer.get_vocab()
+    assert prompt.ids[0] == vocab["<fim_prefix>"]
+    assert prompt.ids[-1] == vocab["<fim_middle>"]
+    assert prompt.ids.count(vocab["<fim_suffix>"]) == 1
+    assert tokenizer.decode(prompt.ids) == "<fim_prefix>def f(<fim_suffix>):\n<fim_middle>"
+
+
+def test_special_token_text_in_a_file_is_not_a_control_token(tokenizer):
+    prompt = build_fim_prompt(tokenizer, STARCODER2, "x = '<fim_middle>'\n", "", 100)
+    middle = tokenizer.tokenizer.get_vocab()["<fim_middle>"]
+    assert prompt.ids.count(middle) == 1  # only the template's own
+
+
+def test_long_file_keeps_the_text_next_to_the_cursor(tokenizer):
+    prefix = "".join(f"line_{i} = {i}\n" for i in range(3000)) + "value = compute("
+    suffix = ")\n" + "".join(f"after_{i} = {i}\n" for i in range(3000))
+    prompt = build_fim_prompt(tokenizer, STARCODER2, prefix, suffix, 300)
+    text = tokenizer.decode(prompt.ids)
+    assert len(prompt) <= 300
+    assert prompt.prefix_cut and prompt.suffix_cut
+    assert "line_2999 = 2999\nvalue = compute(<fim_suffix>)\nafter_0 = 0\n" in text
+    assert "line_0 = 0\n" not in text and "after_2999" not in text
+
+
+def test_short_suffix_leaves_its_share_to_the_prefix():
+    assert split_budget(1000, 10, 200) == (190, 10)
+    assert split_budget(10, 1000, 200) == (10, 190)
+    assert split_budget(1000, 1000, 200) == (150, 50)
+    assert split_budget(5, 6, 200) == (5, 6)
+
+
+@hsettings(max_examples=60, deadline=None)
+@given(prefix=st.text(max_size=3000), suffix=st.text(max_size=3000), budget=st.integers(min_value=3, max_value=600))
+def test_prompt_never_exceeds_the_budget(tokenizer, prefix, suffix, budget):
+    prompt = build_fim_prompt(tokenizer, STARCODER2, prefix, suffix, budget)
+    assert len(prompt) <= budget
+    if not prompt.prefix_cut:
+        assert tokenizer.decode(prompt.ids[1 : 1 + prompt.prefix_tokens]) == prefix
+
+
+def test_template_choice_needs_the_fim_tokens(tokenizer):
+    assert choose_template("auto", tokenizer.vocabulary).name == "starcoder2"
+    with pytest.raises(TemplateError, match="no fill-in-the-middle tokens"):
+        choose_template("auto", {"a": 0})
+    with pytest.raises(TemplateError, match="unknown template"):
+        choose_template("gpt", tokenizer.vocabulary)
