@@ -7,7 +7,7 @@ import subprocess
 import sys
 
 from conftest import server_env
-from reference import reference_generation
+from reference import reference_suggestion
 
 SOURCE = "def add(a, b):\n    return a + b  # sum\n\nprint(add(1, 2))\n"
 
@@ -23,7 +23,7 @@ def test_complete_prints_the_models_suggestion(tmp_path, tiny_model):
     out = run("complete", f"{path}:2:12", "--model", str(tiny_model), "--json")
     report = json.loads(out.stdout)
     cursor = SOURCE.index("a + b")
-    expected = reference_generation(tiny_model, SOURCE[:cursor], SOURCE[cursor:], 64).split("\n")[0].rstrip()
+    expected = reference_suggestion(tiny_model, SOURCE[:cursor], SOURCE[cursor:])
     assert report["suggestion"] == expected
     assert report["singleLine"] is True
     assert report["device"] == "cpu" and report["precision"] == "float32"

@@ -9,7 +9,7 @@ from lsprotocol import types
 from pygls.exceptions import JsonRpcException
 
 from conftest import cancel_request, inline, send_inline, open_document, server_status as status, start_client, stop_client, wait_until_loaded
-from reference import reference_generation
+from reference import reference_suggestion
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
@@ -35,7 +35,7 @@ async def test_single_line_suggestion_is_what_the_model_generates(client, tiny_m
     line, character = 3, len("    result = ")
     result = await inline(client, uri, line, character)
     offset = CODE.index("sum(values)")
-    expected = reference_generation(tiny_model, CODE[:offset], CODE[offset:], 64).split("\n")[0].rstrip()
+    expected = reference_suggestion(tiny_model, CODE[:offset], CODE[offset:])
     assert len(result.items) == 1
     item = result.items[0]
     assert item.insert_text == expected
@@ -48,9 +48,8 @@ async def test_multi_line_suggestion_at_an_empty_line(client, tiny_model):
     text = "def f(x):\n    \n"
     open_document(client, uri, text)
     result = await inline(client, uri, 1, 4)
-    raw = reference_generation(tiny_model, text[: len("def f(x):\n    ")], "\n", 64)
-    expected = "\n".join(line.rstrip() for line in raw.rstrip("\ufffd").split("\n")).rstrip()
-    assert [i.insert_text for i in result.items] == ([expected] if expected.strip() else [])
+    expected = reference_suggestion(tiny_model, text[: len("def f(x):\n    ")], "\n")
+    assert [i.insert_text for i in result.items] == ([expected] if expected else [])
 
 
 async def test_completion_fallback_carries_a_text_edit(client):
@@ -84,7 +83,7 @@ async def test_positions_in_each_encoding_with_non_ascii_text(tiny_model, encodi
         uri = "file:///work/unicode.py"
         open_document(lsp, uri, text)
         result = await inline(lsp, uri, 0, units[encoding])
-        expected = reference_generation(tiny_model, text[:cursor], text[cursor:], 64).split("\n")[0].rstrip()
+        expected = reference_suggestion(tiny_model, text[:cursor], text[cursor:])
         assert [i.insert_text for i in result.items] == ([expected] if expected else [])
         assert result.items[0].range.start.character == units[encoding]
     finally:
@@ -267,7 +266,7 @@ async def test_edits_are_applied_before_the_next_suggestion(client, tiny_model):
     text = "x = 1\ny = compute(x) + 2\n"
     cursor = text.index("compute")
     result = await inline(client, uri, 1, len("y = "))
-    expected = reference_generation(tiny_model, text[:cursor], text[cursor:], 64).split("\n")[0].rstrip()
+    expected = reference_suggestion(tiny_model, text[:cursor], text[cursor:])
     assert [i.insert_text for i in result.items] == [expected]
 
 

@@ -1,4 +1,4 @@
-"""The ``infill-ls`` command: serve, complete, prompt, doctor."""
+"""The ``infill-ls`` command: serve, complete, prompt, doctor, eval."""
 
 from __future__ import annotations
 
@@ -29,13 +29,19 @@ def add_model_flags(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--trust-remote-code", action="store_true", default=None, dest="trustRemoteCode",
                        help="allow model repositories to run their own Python code (off by default)")
     group.add_argument("--workspace", type=Path, help="workspace folder (default: the current directory)")
+    group.add_argument("--no-context-files", action="store_false", default=None, dest="contextFiles",
+                       help="no snippets of other files in the prompt")
+    group.add_argument("--max-context-files", type=int, dest="maxContextFiles",
+                       help="most workspace files scanned for context (default 5000)")
+    group.add_argument("--context-exclude", action="append", dest="contextExclude", metavar="PATTERN",
+                       help="gitignore-style pattern of files never used as context (repeatable)")
     group.add_argument("--log-level", choices=LOG_LEVELS, dest="logLevel")
     group.add_argument("--log-file", type=Path, help="also write the log to this file")
 
 
 def settings_from_args(args: argparse.Namespace) -> Settings:
     keys = ("model", "quantization", "device", "maxNewTokens", "contextTokens", "multiline", "template",
-            "timeoutMs", "trustRemoteCode", "logLevel")
+            "timeoutMs", "trustRemoteCode", "logLevel", "contextFiles", "maxContextFiles", "contextExclude")
     settings, errors = Settings().merged({k: getattr(args, k, None) for k in keys})
     if errors:
         sys.exit("infill-ls: " + "; ".join(errors))
@@ -82,7 +88,21 @@ def cursor_from_file(location: str):
     if column > len(line_text) + 1:
         sys.exit(f"infill-ls: line {line} of {path} has {len(line_text)} characters, no column {column}")
     offset = sum(len(x) for x in lines[: line - 1]) + column - 1
-    return path, CursorContext(prefix=text[:offset], suffix=text[offset:])
+    return path, CursorContext(prefix=text[:offset], suffix=text[offset:], document=str(path))
+
+
+def repo_context(args: argparse.Namespace, settings: Settings, path: Path, context):
+    """The repository context of a file, as the server would gather it (waits for the scan)."""
+    from .context import ContextProvider, inside
+
+    folder = (args.workspace or Path.cwd()).resolve()
+    if not inside(path.resolve(), folder):
+        return None  # a file outside the workspace: the single-file prompt, no scan
+    provider = ContextProvider.from_settings([folder], settings)
+    try:
+        return provider.gather_now(path, context)
+    finally:
+        provider.close()
 
 
 def command_serve(args: argparse.Namespace, settings: Settings) -> None:
@@ -95,9 +115,11 @@ def command_serve(args: argparse.Namespace, settings: Settings) -> None:
         return
     # Keep the real stdout for LSP and point sys.stdout at stderr, so a stray print
     # (ours or a library's) can never corrupt the message stream.
+    from .framing import ResyncingReader
+
     lsp_out = sys.stdout.buffer
     sys.stdout = sys.stderr
-    server.start_io(sys.stdin.buffer, lsp_out)
+    server.start_io(ResyncingReader(sys.stdin.buffer), lsp_out)
 
 
 def command_complete(args: argparse.Namespace, settings: Settings) -> None:
@@ -113,12 +135,13 @@ def command_complete(args: argparse.Namespace, settings: Settings) -> None:
     except (ModelLoadError, TemplateError) as error:
         sys.exit(f"infill-ls: {error}")
     load_ms = (time.perf_counter() - started) * 1000
-    result = suggest(engine, context, settings)
+    result = suggest(engine, context, settings, repo=repo_context(args, settings, path, context))
     if args.json:
         info = engine.info
         print(json.dumps({
             "suggestion": result.text,
             "singleLine": result.single_line,
+            "replaceChars": result.replace_chars,
             "stopReason": result.generation.stop_reason,
             "promptTokens": len(result.prompt),
             "generatedTokens": len(result.generation.token_ids),
@@ -141,24 +164,41 @@ def command_prompt(args: argparse.Namespace, settings: Settings) -> None:
     except (ModelLoadError, TemplateError) as error:
         sys.exit(f"infill-ls: {error}")
 
-    prompt = build_prompt(tokenizer, template, context, settings)
+    from .prompt import prompt_summary
+
+    repo = repo_context(args, settings, path, context)
+    prompt = build_prompt(tokenizer, template, context, settings, repo)
     text = tokenizer.decode(prompt.ids)
-    summary = {
-        "tokens": len(prompt), "prefixTokens": prompt.prefix_tokens, "suffixTokens": prompt.suffix_tokens,
-        "prefixCut": prompt.prefix_cut, "suffixCut": prompt.suffix_cut,
-        "budget": settings.contextTokens - settings.maxNewTokens, "template": template.name,
-    }
+    summary = prompt_summary(prompt, repo, settings.contextTokens - settings.maxNewTokens, template.name)
     if args.json:
         print(json.dumps({"prompt": text, "ids": prompt.ids, **summary}, indent=2))
-    else:
-        print(text)
-        print(f"--- {len(prompt)} tokens ({json.dumps(summary)})")
+        return
+    print(text)
+    snippets = summary.pop("snippets")
+    print(f"--- {len(prompt)} tokens ({json.dumps(summary)})")
+    for s in snippets:
+        where = "in prompt" if s["inPrompt"] else "over budget"
+        print(f"--- snippet {s['path']}:{s['startLine']} ({s['lines']} lines) score {s['score']:.3f} "
+              f"from {s['source']}, {where}")
 
 
 def command_doctor(args: argparse.Namespace, settings: Settings) -> None:
     from .doctor import report
 
+    from .context import ContextProvider
+
     print(report(settings))
+    # The repository context a server started here would see.
+    provider = ContextProvider.from_settings([args.workspace or Path.cwd()], settings)
+    provider.workspace.wait()
+    print(f"workspace context: {json.dumps(provider.describe())}")
+    provider.close()
+
+
+def command_eval(args: argparse.Namespace, settings: Settings) -> None:
+    from .evaluate import main as evaluate
+
+    evaluate(args, settings)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -169,7 +209,8 @@ def main(argv: list[str] | None = None) -> None:
     complete = commands.add_parser("complete", help="print the suggestion for FILE:LINE:COL")
     prompt = commands.add_parser("prompt", help="print the prompt for FILE:LINE:COL without running the model")
     doctor = commands.add_parser("doctor", help="versions, devices and what auto would choose")
-    for sub in (serve, complete, prompt, doctor):
+    evaluation = commands.add_parser("eval", help="fill holes cut in real code; report exact match, similarity, latency")
+    for sub in (serve, complete, prompt, doctor, evaluation):
         add_model_flags(sub)
     for sub in (complete, prompt):
         sub.add_argument("location", metavar="FILE:LINE:COL")
@@ -177,6 +218,9 @@ def main(argv: list[str] | None = None) -> None:
     for sub in (serve,):
         sub.add_argument("--tcp", action="store_true", help="serve on TCP 127.0.0.1 instead of stdio")
         sub.add_argument("--port", type=int, default=2087)
+    from .evaluate import add_arguments as add_eval_arguments
+
+    add_eval_arguments(evaluation)
     # `infill-ls --model X` means `infill-ls serve --model X`.
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] not in commands.choices and argv[0] not in ("-h", "--help", "--version"):
@@ -184,5 +228,6 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     settings = settings_from_args(args)
     setup_logging(settings, args.log_file)
-    handlers = {"serve": command_serve, "complete": command_complete, "prompt": command_prompt, "doctor": command_doctor}
+    handlers = {"serve": command_serve, "complete": command_complete, "prompt": command_prompt, "doctor": command_doctor,
+                "eval": command_eval}
     handlers[args.command](args, settings)

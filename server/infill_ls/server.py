@@ -20,9 +20,14 @@ from pygls.lsp.server import LanguageServer
 from pygls.protocol import LanguageServerProtocol
 
 from . import __version__
-from .completion import SuggestionResult, suggest
-from .engine.base import ModelLoadError
+from .cache import SuggestionCache
+from .completion import SuggestionResult, build_prompt, cached_suggestion, suggest_retrying_smaller
+from .context import ContextProvider, snapshot_documents, workspace_folders
+from .debug import register_debug_features
+from .documents import use_lsp_line_endings
+from .engine.base import EngineOutOfMemory, ModelLoadError
 from .engine.local import LocalEngine
+from .prompt import prompt_summary
 from .postprocess import CursorContext
 from .scheduler import Scheduler, Superseded
 from .settings import Settings
@@ -31,8 +36,10 @@ from .templates import TemplateError
 log = logging.getLogger("infill_ls")
 
 # Settings whose change needs the model loaded again.
-MODEL_SETTINGS = ("model", "quantization", "device", "template", "trustRemoteCode")
+MODEL_SETTINGS = ("model", "quantization", "device", "template", "trustRemoteCode", "fastDecode")
 CONFIGURATION_TIMEOUT_S = 5
+# Settings whose change rebuilds the repository context (a new workspace scan).
+CONTEXT_SETTINGS = ("contextFiles", "maxContextFiles", "contextExclude")
 
 
 class InfillProtocol(LanguageServerProtocol):
@@ -60,7 +67,7 @@ class InfillProtocol(LanguageServerProtocol):
 
 @dataclasses.dataclass
 class Status:
-    state: str = "loading"  # loading | ready | error | disabled
+    state: str = "loading"  # loading | ready | error | disabled | unloaded (idle; reloads on the next request)
     model: str = ""
     device: str = ""
     precision: str = ""
@@ -80,10 +87,15 @@ class InfillServer(LanguageServer):
         self.settings = settings
         self.scheduler = Scheduler()
         self.engine: LocalEngine | None = None
+        self.cache = SuggestionCache()
         self.status = Status(model=settings.model)
         self._load_number = 0
         self._model_ready: asyncio.Event | None = None
         self.pending_messages: list[str] = []
+        self._failure_shown: str | None = None  # the kind of generation failure last shown to the user
+        self.context: ContextProvider | None = None
+        self.last_request = time.monotonic()
+        self._idle_watch: asyncio.Task | None = None
 
     # ----- status and messages -----
 
@@ -94,6 +106,12 @@ class InfillServer(LanguageServer):
     def report_server_error(self, error: Exception, source: Any) -> None:
         # Malformed input is logged (and answered, see InfillProtocol), not shown as a popup.
         log.warning("protocol error: %s: %s", type(error).__name__, error)
+        if source is JsonRpcException and not isinstance(error, JsonRpcException):
+            # pygls' reader could not make a JSON-RPC message of the frame and answers
+            # nothing; JSON-RPC says to answer with id null.
+            unreadable = isinstance(error, (ValueError, RecursionError))  # bad JSON or UTF-8, too deep
+            code, what = (-32700, "parse error") if unreadable else (-32600, "invalid request")
+            self.protocol._send_response(None, error=types.ResponseError(code=code, message=f"{what}: {error}"))
 
     def count(self, event: str) -> None:
         self.status.counters[event] = self.status.counters.get(event, 0) + 1
@@ -101,6 +119,13 @@ class InfillServer(LanguageServer):
     def show_error(self, message: str) -> None:
         log.error("%s", message)
         self.window_show_message(types.ShowMessageParams(type=types.MessageType.Error, message=f"infill-ls: {message}"))
+
+    def report_generation_failure(self, kind: str, message: str, level=types.MessageType.Error) -> None:
+        """Tell the user once per kind of failure, not on every keystroke while it lasts."""
+        log.log(logging.ERROR if level == types.MessageType.Error else logging.WARNING, "%s", message)
+        if self._failure_shown != kind:
+            self._failure_shown = kind
+            self.window_show_message(types.ShowMessageParams(type=level, message=f"infill-ls: {message}"))
 
     def model_ready(self) -> asyncio.Event:
         if self._model_ready is None:
@@ -136,6 +161,12 @@ class InfillServer(LanguageServer):
             log.warning("workspace/configuration failed: %s", error)
             return None
         return result[0] if result else None
+
+    def reset_context(self) -> None:
+        """(Re)start the repository context for the declared workspace folders (scans in the background)."""
+        if self.context:
+            self.context.close()
+        self.context = ContextProvider.from_settings(workspace_folders(self.workspace), self.settings)
 
     # ----- model loading -----
 
@@ -187,6 +218,7 @@ class InfillServer(LanguageServer):
                 precision=info.precision,
                 message=info.reason,
             )
+            self.watch_idle()
         ready.set()
 
     async def _begin_progress(self, model: str) -> str | None:
@@ -204,7 +236,42 @@ class InfillServer(LanguageServer):
         )
         return token
 
+    # ----- unloading when idle -----
+
+    def watch_idle(self) -> None:
+        if self._idle_watch is None:
+            self._idle_watch = asyncio.ensure_future(self._unload_when_idle())
+
+    async def _unload_when_idle(self) -> None:
+        """Free the model once ``idleUnloadMinutes`` pass without a suggestion request."""
+        while True:
+            minutes = self.settings.idleUnloadMinutes
+            await asyncio.sleep(min(max(minutes * 60 / 10, 0.05), 5) if minutes > 0 else 5)
+            idle = time.monotonic() - self.last_request
+            if minutes > 0 and self.engine is not None and idle >= minutes * 60:
+                await self.scheduler.run(self._unload)
+                if self.engine is None:  # no load started meanwhile
+                    self.set_status(state="unloaded", message=f"unloaded after {minutes:g} min without requests")
+
+    def _unload(self) -> None:
+        import gc
+
+        self.engine = None
+        gc.collect()
+        try:
+            import torch
+
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
+        except ImportError:
+            pass
+        log.info("model unloaded after %g idle minutes", self.settings.idleUnloadMinutes)
+
     async def wait_for_engine(self) -> LocalEngine | None:
+        self.last_request = time.monotonic()
+        if self.engine is None and self.status.state == "unloaded":
+            self.model_ready().clear()
+            asyncio.ensure_future(self.load_model())
         if self.engine is None:
             try:
                 await asyncio.wait_for(self.model_ready().wait(), self.settings.loadWaitMs / 1000)
@@ -216,18 +283,34 @@ class InfillServer(LanguageServer):
 
     async def suggestion_at(self, method: str, uri: str, position: types.Position) -> SuggestionResult | None:
         """The suggestion for a cursor, or None (disabled, not loaded, superseded)."""
+        received = time.monotonic()
         context = cursor_context(self, uri, position)
+        context_ms = (time.monotonic() - received) * 1000
         if not self.settings.enable:
             return None
+        cached = cached_suggestion(self.cache, context, self.settings)
+        if cached is not None:  # the user is typing through the suggestion shown
+            self.count("cacheHits")
+            return cached
         engine = await self.wait_for_engine()
         if engine is None:
             return None
         settings = self.settings
-        received = time.monotonic()
-        deadline = received + settings.timeoutMs / 1000
+        # The time box and lastLatencyMs start once the model is there (a request may wait for the load).
+        ready_at = time.monotonic()
+        deadline = ready_at + settings.timeoutMs / 1000
+        provider, documents = self.context, snapshot_documents(self.workspace)
 
         def job(cancel):
-            result = suggest(engine, context, settings, cancel=cancel, deadline=deadline)
+            started = time.monotonic()
+            repo = provider.gather(uri, context, documents) if provider else None
+            gathered = time.monotonic()
+            result = suggest_retrying_smaller(
+                engine, context, settings, cancel=cancel, deadline=deadline, repo=repo, cache=self.cache
+            )
+            if log.isEnabledFor(logging.DEBUG):
+                log_timings(position, result, context_ms + (gathered - started) * 1000,
+                            waited_ms=(started - received) * 1000, request_ms=(time.monotonic() - received) * 1000)
             # Counted here, on the worker, so generations whose request was cancelled count too.
             self.count(result.generation.stop_reason)
             self.status.lastGeneratedTokens = len(result.generation.token_ids)
@@ -238,11 +321,56 @@ class InfillServer(LanguageServer):
         except Superseded:
             self.count("superseded")
             return None
+        except EngineOutOfMemory as error:
+            self.count("outOfMemory")
+            self.report_generation_failure(
+                "outOfMemory",
+                f"out of device memory even with half the prompt; lower infill.contextTokens or use "
+                f"quantization 8bit/4bit ({error})",
+            )
+            return None
+        except Exception as error:  # a failing generation must not fail the request or stop the server
+            log.exception("generation failed")
+            self.count("error")
+            self.report_generation_failure("error", f"suggestion failed: {type(error).__name__}: {error} (details in the log)")
+            return None
+        if result.retried_smaller:
+            self.count("retriedSmaller")
+            self.report_generation_failure(
+                "retriedSmaller", "out of device memory: the suggestion was made with half the prompt", types.MessageType.Warning
+            )
+        else:
+            self._failure_shown = None  # working again: a later failure deserves a new message
         if result.generation.stop_reason == "timeout":
             log.info("suggestion cut at timeoutMs=%d", settings.timeoutMs)
-        self.status.lastLatencyMs = round((time.monotonic() - received) * 1000, 1)
-        log.debug("suggestion %r in %s ms (%s)", result.text, self.status.lastLatencyMs, result.timings_ms)
+        self.status.lastLatencyMs = round((time.monotonic() - ready_at) * 1000, 1)
+        log.debug("suggestion %r in %s ms", result.text, self.status.lastLatencyMs)
         return result
+
+
+def log_timings(
+    position: types.Position, result: SuggestionResult, context_ms: float, waited_ms: float, request_ms: float
+) -> None:
+    """One JSON line per generation (bench/typing.py reads them): where the time went."""
+    import json
+
+    generation = result.generation
+    record = {
+        "line": position.line,
+        "character": position.character,
+        **{f"{name}_ms": round(value, 3) for name, value in result.timings_ms.items()},
+        "context_ms": round(context_ms, 3),  # prefix/suffix around the cursor and snippets of other files
+        "waited_ms": round(waited_ms, 3),  # from receipt to the worker: context, debounce, queue
+        "request_ms": round(request_ms, 3),  # from receiving the request to the end of this job
+        "stop": generation.stop_reason,
+        "path": generation.path,
+        "prompt_tokens": generation.prompt_tokens,
+        "reused_tokens": generation.reused_tokens,
+        "generated_tokens": len(generation.token_ids),
+        "draft_tokens": generation.draft_tokens,
+        "accepted_draft_tokens": generation.accepted_draft_tokens,
+    }
+    log.debug("timings %s", json.dumps(record))
 
 
 def cursor_context(server: InfillServer, uri: str, position: types.Position) -> CursorContext:
@@ -256,7 +384,7 @@ def cursor_context(server: InfillServer, uri: str, position: types.Position) -> 
         raise JsonRpcInvalidParams(f"document {uri} is not open (send textDocument/didOpen first)")
     lines = document.lines
     source = document.source
-    line_count = len(lines) + (1 if not lines or source.endswith("\n") else 0)
+    line_count = len(lines) + (1 if not lines or source.endswith(("\n", "\r")) else 0)
     if position.line < 0 or position.line >= line_count:
         raise JsonRpcInvalidParams(f"line {position.line} is outside the document ({line_count} lines)")
     line_text = lines[position.line] if position.line < len(lines) else ""
@@ -269,7 +397,26 @@ def cursor_context(server: InfillServer, uri: str, position: types.Position) -> 
         )
     server_position = codec.position_from_client_units(lines, position)
     offset = sum(len(line) for line in lines[: position.line]) + server_position.character
-    return CursorContext(prefix=source[:offset], suffix=source[offset:])
+    return CursorContext(prefix=source[:offset], suffix=source[offset:], language=document.language_id or "", document=uri)
+
+
+def replaced_end(document, position: types.Position, result: SuggestionResult) -> types.Position:
+    """Where an item's range ends: the cursor, or past the closers right of it that the suggestion writes itself."""
+    units = document.position_codec.client_num_units(result.context.line_suffix[: result.replace_chars])
+    return types.Position(line=position.line, character=position.character + units)
+
+
+def prompt_request(params: Any) -> tuple[str, types.Position]:
+    """``{textDocument: {uri}, position: {line, character}}`` of a custom request (dict or pygls object)."""
+    def field(value: Any, name: str) -> Any:
+        return value.get(name) if isinstance(value, dict) else getattr(value, name, None)
+
+    document, position = field(params, "textDocument"), field(params, "position")
+    uri = field(document, "uri")
+    line, character = field(position, "line"), field(position, "character")
+    if not isinstance(uri, str) or not isinstance(line, int) or not isinstance(character, int):
+        raise JsonRpcInvalidParams("infill/prompt expects {textDocument: {uri}, position: {line, character}}")
+    return uri, types.Position(line=line, character=character)
 
 
 def word_before(line_prefix: str) -> str:
@@ -286,6 +433,7 @@ def build_server(settings: Settings) -> InfillServer:
     @server.feature(types.INITIALIZE)
     def on_initialize(ls: InfillServer, params: types.InitializeParams) -> None:
         ls.initialized = True
+        use_lsp_line_endings(ls.workspace)
         changed = ls.apply_settings(params.initialization_options)
         log.info("initialize from %s; settings changed by initializationOptions: %s",
                  params.client_info.name if params.client_info else "unknown client", sorted(changed))
@@ -293,12 +441,15 @@ def build_server(settings: Settings) -> InfillServer:
     @server.feature(types.INITIALIZED)
     async def on_initialized(ls: InfillServer, params: types.InitializedParams) -> None:
         ls.apply_settings(await ls.pull_configuration())
+        ls.reset_context()
         await ls.load_model()
 
     @server.feature(types.WORKSPACE_DID_CHANGE_CONFIGURATION)
     async def on_configuration(ls: InfillServer, params: types.DidChangeConfigurationParams) -> None:
         pushed = params.settings.get("infill") if isinstance(params.settings, dict) else None
         changed = ls.apply_settings(pushed if pushed is not None else await ls.pull_configuration())
+        if changed & set(CONTEXT_SETTINGS):
+            ls.reset_context()
         if changed & set(MODEL_SETTINGS):
             await ls.load_model()
         elif "enable" in changed and ls.status.state in ("ready", "disabled"):
@@ -311,7 +462,8 @@ def build_server(settings: Settings) -> InfillServer:
         result = await ls.suggestion_at("inline", params.text_document.uri, params.position)
         if result is None or result.text is None:
             return types.InlineCompletionList(items=[])
-        here = types.Range(start=params.position, end=params.position)
+        document = ls.workspace.get_text_document(params.text_document.uri)
+        here = types.Range(start=params.position, end=replaced_end(document, params.position, result))
         return types.InlineCompletionList(items=[types.InlineCompletionItem(insert_text=result.text, range=here)])
 
     @server.feature(types.TEXT_DOCUMENT_COMPLETION, types.CompletionOptions(trigger_characters=[".", "(", " "]))
@@ -335,9 +487,45 @@ def build_server(settings: Settings) -> InfillServer:
             filter_text=new_text,
             sort_text="0",
             insert_text_format=types.InsertTextFormat.PlainText,
-            text_edit=types.TextEdit(range=types.Range(start=start, end=params.position), new_text=new_text),
+            text_edit=types.TextEdit(range=types.Range(start=start, end=replaced_end(document, params.position, result)), new_text=new_text),
         )
         return types.CompletionList(is_incomplete=True, items=[item])
+
+    @server.feature(types.TEXT_DOCUMENT_DID_OPEN)
+    def on_did_open(ls: InfillServer, params: types.DidOpenTextDocumentParams) -> None:
+        if ls.context:
+            ls.context.note_open(params.text_document.uri, snapshot_documents(ls.workspace))
+
+    @server.feature(types.TEXT_DOCUMENT_DID_CHANGE)
+    def on_did_change(ls: InfillServer, params: types.DidChangeTextDocumentParams) -> None:
+        if ls.context:
+            ls.context.note_change(params.text_document.uri, params.content_changes)
+
+    @server.feature(types.WORKSPACE_DID_CHANGE_WORKSPACE_FOLDERS)
+    def on_workspace_folders(ls: InfillServer, params: types.DidChangeWorkspaceFoldersParams) -> None:
+        ls.reset_context()  # pygls has updated its folders; scan the new set
+
+    @server.feature("infill/prompt")
+    async def on_prompt(ls: InfillServer, params: Any) -> dict:
+        """The prompt the model would get at a position, with its snippets ("why this suggestion")."""
+        uri, position = prompt_request(params)
+        context = cursor_context(ls, uri, position)
+        engine = await ls.wait_for_engine()
+        if engine is None:
+            return {"prompt": None, "message": ls.status.message or "the model is not loaded"}
+        provider, documents, settings = ls.context, snapshot_documents(ls.workspace), ls.settings
+
+        def job():
+            repo = provider.gather(uri, context, documents) if provider else None
+            return build_prompt(engine.tokenizer, engine.template, context, settings, repo), repo
+
+        prompt, repo = await ls.scheduler.run(job)
+        return {
+            "prompt": engine.tokenizer.decode(prompt.ids),
+            "ids": prompt.ids,
+            **prompt_summary(prompt, repo, settings.contextTokens - settings.maxNewTokens, engine.template.name),
+            "workspace": provider.describe() if provider else None,
+        }
 
     @server.feature("infill/status")
     def on_status(ls: InfillServer, params: Any) -> dict:
@@ -346,5 +534,8 @@ def build_server(settings: Settings) -> InfillServer:
     @server.feature(types.SHUTDOWN)
     def on_shutdown(ls: InfillServer, params: Any) -> None:
         ls.scheduler.cancel_all()
+        if ls.context:
+            ls.context.close()
 
+    register_debug_features(server)
     return server

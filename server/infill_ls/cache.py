@@ -1,0 +1,92 @@
+"""Typed-through cache: the rest of a shown suggestion while the user types it.
+
+After a suggestion ``T`` was given at prefix ``P`` / suffix ``S``, a request at
+prefix ``P + t`` where ``T`` starts with ``t`` is answered with ``T[len(t):]``,
+no model call.  Typing over a closer the editor auto-inserted (the suggestion
+replaced it, see ``Suggestion.replace_chars``) removes it from the suffix; that
+still counts as typing through.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass
+
+from .postprocess import CursorContext, Suggestion
+
+# Settings that change what the model is asked or how its answer is shaped; the rest
+# (timeouts, debounce, logging) do not make a cached suggestion wrong.
+SHAPING_SETTINGS = ("model", "quantization", "device", "maxNewTokens", "contextTokens", "multiline", "template")
+
+
+@dataclass(frozen=True)
+class Entry:
+    document: str
+    settings_key: tuple
+    prefix: str
+    suffix: str
+    suggestion: Suggestion
+
+
+def settings_key(settings) -> tuple:
+    return tuple(getattr(settings, name) for name in SHAPING_SETTINGS)
+
+
+class SuggestionCache:
+    """A small LRU of recent suggestions, keyed by document, position context and settings."""
+
+    def __init__(self, size: int = 32):
+        self.size = size
+        self._entries: OrderedDict[tuple, Entry] = OrderedDict()
+        self._lock = threading.Lock()  # stored from the model worker, read on the event loop
+        self.hits = 0
+
+    def store(self, context: CursorContext, settings, suggestion: Suggestion) -> None:
+        entry = Entry(context.document, settings_key(settings), context.prefix, context.suffix, suggestion)
+        key = (entry.document, entry.settings_key, entry.prefix, entry.suffix)
+        with self._lock:
+            self._entries[key] = entry
+            self._entries.move_to_end(key)
+            while len(self._entries) > self.size:
+                self._entries.popitem(last=False)
+
+    def lookup(self, context: CursorContext, settings) -> Suggestion | None:
+        """The rest of a cached suggestion the user is typing through, or None."""
+        wanted = settings_key(settings)
+        with self._lock:
+            for key in reversed(self._entries):
+                entry = self._entries[key]
+                if entry.document != context.document or entry.settings_key != wanted:
+                    continue
+                rest = remaining(entry, context)
+                if rest is not None:
+                    self._entries.move_to_end(key)
+                    self.hits += 1
+                    return rest
+        return None
+
+    def clear(self) -> None:
+        with self._lock:
+            self._entries.clear()
+
+
+def remaining(entry: Entry, context: CursorContext) -> Suggestion | None:
+    """What is left of ``entry``'s suggestion at ``context``, when the user typed part of it."""
+    if not context.prefix.startswith(entry.prefix):
+        return None
+    typed = context.prefix[len(entry.prefix) :]
+    text = entry.suggestion.text
+    if not text.startswith(typed):
+        return None
+    # Closers right of the cursor that the suggestion replaces may have been typed over.
+    overtyped = len(entry.suffix) - len(context.suffix)
+    if not (0 <= overtyped <= entry.suggestion.replace_chars) or not entry.suffix.endswith(context.suffix):
+        return None
+    if not typed and not overtyped:
+        return None  # the same spot asked again: the model answers (its prompt cache makes that quick)
+    rest = text[len(typed) :]
+    if not rest.strip():
+        return None  # typed it all: time for a fresh suggestion
+    return dataclasses.replace(entry.suggestion, text=rest, replace_chars=entry.suggestion.replace_chars - overtyped)

@@ -1,0 +1,337 @@
+"""What the code around the cursor looks like: one line or a block, and where the block ends.
+
+tree-sitter (``tree-sitter-language-pack``) answers the two questions a plain scan
+gets wrong: is the cursor inside a string or comment, and which brackets enclose
+it (and are they closed later in the document).  Languages without a grammar, or
+without the package installed, fall back to a small lexical scanner that knows
+each language's quotes and comments.  The same scanner reads the model's own
+output while it is generated (see postprocess.py), where a parser would be overkill.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import PurePosixPath
+from typing import Iterator
+
+log = logging.getLogger(__name__)
+
+OPENERS = {"(": ")", "[": "]", "{": "}"}
+CLOSERS = {v: k for k, v in OPENERS.items()}
+
+# Editor language ids (LSP languageId) and file extensions -> tree-sitter grammar names.
+LANGUAGE_IDS = {
+    "python": "python", "javascript": "javascript", "javascriptreact": "javascript",
+    "typescript": "typescript", "typescriptreact": "tsx", "go": "go", "rust": "rust",
+    "c": "c", "cpp": "cpp", "java": "java", "csharp": "csharp", "kotlin": "kotlin",
+    "scala": "scala", "swift": "swift", "php": "php", "ruby": "ruby", "lua": "lua",
+    "shellscript": "bash", "sh": "bash", "bash": "bash",
+}
+EXTENSIONS = {
+    ".py": "python", ".pyi": "python", ".js": "javascript", ".mjs": "javascript", ".cjs": "javascript",
+    ".jsx": "javascript", ".ts": "typescript", ".mts": "typescript", ".cts": "typescript", ".tsx": "tsx",
+    ".go": "go", ".rs": "rust", ".c": "c", ".h": "c", ".cc": "cpp", ".cpp": "cpp", ".cxx": "cpp",
+    ".hpp": "cpp", ".java": "java", ".cs": "csharp", ".kt": "kotlin", ".scala": "scala", ".swift": "swift",
+    ".php": "php", ".rb": "ruby", ".lua": "lua", ".sh": "bash", ".bash": "bash",
+}
+# Languages whose blocks are made by indentation rather than braces.
+INDENT_LANGUAGES = {"python"}
+
+
+@dataclass(frozen=True)
+class Lexicon:
+    """Just enough of a language's lexical rules to find brackets outside strings and comments."""
+
+    quotes: str = "\"'"
+    line_comment: tuple[str, ...] = ()
+    block_comment: tuple[str, str] | None = None
+    triple_quotes: bool = False  # Python's '''…''' and \"\"\"…\"\"\"
+    char_literals_only: bool = False  # Rust: ' starts a char literal only as 'x' / '\n' (else a lifetime)
+    block_opener: str = "{"  # what ends a line that opens a block
+
+
+C_LIKE = Lexicon(quotes="\"'", line_comment=("//",), block_comment=("/*", "*/"))
+LEXICONS = {
+    "python": Lexicon(quotes="\"'", line_comment=("#",), triple_quotes=True, block_opener=":"),
+    "javascript": Lexicon(quotes="\"'`", line_comment=("//",), block_comment=("/*", "*/")),
+    "typescript": Lexicon(quotes="\"'`", line_comment=("//",), block_comment=("/*", "*/")),
+    "tsx": Lexicon(quotes="\"'`", line_comment=("//",), block_comment=("/*", "*/")),
+    "go": Lexicon(quotes="\"'`", line_comment=("//",), block_comment=("/*", "*/")),
+    "rust": Lexicon(quotes="\"'", line_comment=("//",), block_comment=("/*", "*/"), char_literals_only=True),
+    "ruby": Lexicon(quotes="\"'", line_comment=("#",)),
+    "bash": Lexicon(quotes="\"'", line_comment=("#",)),
+    "lua": Lexicon(quotes="\"'", line_comment=("--",)),
+    "php": Lexicon(quotes="\"'", line_comment=("//", "#"), block_comment=("/*", "*/")),
+}
+GENERIC = Lexicon(quotes="\"'")
+
+RUST_CHAR = re.compile(r"'(\\.[^']*|[^\\'])'")
+
+
+def language_of(language_id: str, document: str = "") -> str | None:
+    """The grammar name for an editor language id, or from the document's file extension."""
+    if language_id:
+        name = LANGUAGE_IDS.get(language_id.lower())
+        if name:
+            return name
+    suffix = PurePosixPath(document).suffix.lower()
+    return EXTENSIONS.get(suffix)
+
+
+def lexicon_of(language: str | None) -> Lexicon:
+    if language is None:
+        return GENERIC
+    return LEXICONS.get(language, C_LIKE)
+
+
+# ----- the plain scanner -----
+
+
+def code_characters(text: str, lexicon: Lexicon) -> Iterator[tuple[int, str]]:
+    """(index, character) for each character of ``text`` that is code: not in a string or comment.
+
+    Assumes ``text`` starts in code.  An unterminated one-line string ends at the line end,
+    as most languages' error recovery does.
+    """
+    i, n = 0, len(text)
+    while i < n:
+        ch = text[i]
+        if lexicon.block_comment and text.startswith(lexicon.block_comment[0], i):
+            end = text.find(lexicon.block_comment[1], i + 2)
+            i = n if end < 0 else end + len(lexicon.block_comment[1])
+            continue
+        if any(text.startswith(marker, i) for marker in lexicon.line_comment):
+            end = text.find("\n", i)
+            i = n if end < 0 else end
+            continue
+        if ch in lexicon.quotes:
+            if lexicon.char_literals_only and ch == "'":
+                match = RUST_CHAR.match(text, i)
+                if not match and len(text) - i <= 3:
+                    return  # ``'}`` at the end of generated text: a char literal or a lifetime, not known yet
+                if not match:  # a lifetime such as 'a
+                    yield i, ch
+                    i += 1
+                    continue
+                i = match.end()
+                continue
+            i = skip_string(text, i, lexicon)
+            continue
+        yield i, ch
+        i += 1
+
+
+def skip_string(text: str, start: int, lexicon: Lexicon) -> int:
+    """Index just past the string literal starting at ``start``."""
+    quote = text[start]
+    if lexicon.triple_quotes and text.startswith(quote * 3, start):
+        end = text.find(quote * 3, start + 3)
+        return len(text) if end < 0 else end + 3
+    i = start + 1
+    multiline = quote == "`"
+    while i < len(text):
+        ch = text[i]
+        if ch == "\\":
+            i += 2
+            continue
+        if ch == quote:
+            return i + 1
+        if ch == "\n" and not multiline:
+            return i
+        i += 1
+    return len(text)
+
+
+def plain_enclosing_brackets(prefix: str, suffix: str, lexicon: Lexicon) -> list[tuple[str, bool]]:
+    """Open brackets at the cursor, innermost first, each with whether the suffix closes it."""
+    stack: list[str] = []
+    for _, ch in code_characters(prefix, lexicon):
+        if ch in OPENERS:
+            stack.append(ch)
+        elif ch in CLOSERS and stack and stack[-1] == CLOSERS[ch]:
+            stack.pop()
+    open_brackets = list(reversed(stack))
+    closed = 0
+    depth = 0
+    for _, ch in code_characters(suffix, lexicon):
+        if ch in OPENERS:
+            depth += 1
+        elif ch in CLOSERS:
+            if depth:
+                depth -= 1
+            elif closed < len(open_brackets):
+                closed += 1
+    return [(bracket, index < closed) for index, bracket in enumerate(open_brackets)]
+
+
+# ----- tree-sitter -----
+
+
+@lru_cache(maxsize=None)
+def tree_sitter_parser(language: str):
+    """A parser for ``language``, or None when the grammar (or the package) is missing."""
+    try:
+        from tree_sitter_language_pack import get_parser
+
+        return get_parser(language)
+    except Exception as error:  # ImportError, LookupError, or a pack that wants to download
+        log.debug("no tree-sitter grammar for %s: %s", language, error)
+        return None
+
+
+STRING_OR_COMMENT = re.compile(r"string|comment|char_literal|rune_literal|regex|heredoc|template")
+# A window around the cursor is parsed, not the whole file: enough to see the
+# enclosing blocks of ordinary code while keeping a keystroke's parse cheap.
+PARSE_WINDOW_CHARS = 30000
+
+
+@dataclass(frozen=True)
+class TreeFacts:
+    in_string_or_comment: bool
+    # Open brackets around the cursor, innermost first, each closed later or not; None
+    # when the tree has errors.
+    enclosing: list[tuple[str, bool]] | None
+
+
+def tree_facts(language: str, prefix: str, suffix: str) -> TreeFacts | None:
+    parser = tree_sitter_parser(language)
+    if parser is None:
+        return None
+    start = prefix.rfind("\n", 0, max(len(prefix) - PARSE_WINDOW_CHARS, 0)) + 1
+    before = prefix[start:].encode("utf-8")
+    source = before + suffix[:PARSE_WINDOW_CHARS].encode("utf-8")
+    tree = parser.parse(source)
+    offset = len(before)
+    node = tree.root_node.descendant_for_byte_range(offset, offset)
+    inside = False
+    enclosing: list[tuple[str, bool]] = []
+    while node is not None:
+        if STRING_OR_COMMENT.search(node.type) and node.start_byte < offset:
+            # A comment runs to the end of its line; a string ends at its closing quote.
+            if offset < node.end_byte or ("comment" in node.type and offset == node.end_byte):
+                inside = True
+        if node.child_count >= 1:
+            first, last = node.children[0], node.children[-1]
+            if first.type in OPENERS and first.end_byte <= offset:
+                has_closer = node.child_count > 1 and last.type == OPENERS[first.type] and not last.is_missing
+                if not has_closer:
+                    enclosing.append((first.type, False))
+                elif last.start_byte >= offset:  # else the cursor is after the closer: outside
+                    enclosing.append((first.type, True))
+        node = node.parent
+    # Error recovery in half-written code (an unclosed block at the end of the file)
+    # can drop an enclosing bracket: then the plain scan of brackets is the better guess.
+    return TreeFacts(in_string_or_comment=inside, enclosing=None if tree.root_node.has_error else enclosing)
+
+
+# ----- the decision -----
+
+
+@dataclass(frozen=True)
+class CursorSyntax:
+    """What the post-processing rules need to know about the cursor's surroundings."""
+
+    language: str | None
+    lexicon: Lexicon
+    single_line: bool
+    # Multi-line in an indentation language: a generated line indented less than this
+    # (in columns) has left the block.
+    min_indent: int | None
+    # Open brackets around the cursor, innermost first, and whether the document closes
+    # each after the cursor (so a closer the model writes would be a duplicate).
+    enclosing: tuple[tuple[str, bool], ...]
+    # The bracket closers right of the cursor on its line, as (index in the line suffix, char),
+    # when the rest of the line is only closers (typically auto-inserted by the editor).
+    line_closers: tuple[tuple[int, str], ...]
+    # The next non-blank line after the cursor's line (a model that writes it again is repeating).
+    next_line: str
+    parsed: bool  # whether tree-sitter answered (False: the plain scanner did)
+
+
+TRAILING_CLOSERS = set(")]}>\"'`;,: \t")
+
+
+def is_only_closers(text: str) -> bool:
+    return all(ch in TRAILING_CLOSERS for ch in text)
+
+
+def indent_width(line: str) -> int:
+    """Columns of leading whitespace, tabs to the next multiple of 8 (Python's rule)."""
+    width = 0
+    for ch in line:
+        if ch == " ":
+            width += 1
+        elif ch == "\t":
+            width = (width // 8 + 1) * 8
+        else:
+            break
+    return width
+
+
+def analyze(prefix: str, suffix: str, language: str | None, multiline: str) -> CursorSyntax:
+    """Single- or multi-line at this cursor, and the facts the block-end rules use.
+
+    ``multiline``: ``always`` / ``never`` force the choice; ``auto`` gives one line
+    inside a line of code, in a string or a comment, and several at a blank line or
+    after a line that opens a block (``def f():``, ``{``, ``(``).
+    """
+    lexicon = lexicon_of(language)
+    line_prefix = prefix[prefix.rfind("\n") + 1 :]
+    newline = suffix.find("\n")
+    line_suffix = suffix if newline < 0 else suffix[:newline]
+    facts = tree_facts(language, prefix, suffix) if language else None
+    enclosing = facts.enclosing if facts and facts.enclosing is not None else plain_enclosing_brackets(prefix, suffix, lexicon)
+
+    if multiline == "never":
+        single = True
+    elif multiline == "always":
+        single = False
+    elif line_suffix.strip() and not is_only_closers(line_suffix):
+        single = True  # code right of the cursor: finish this line only
+    elif facts is not None and facts.in_string_or_comment:
+        single = True
+    else:
+        single = bool(line_prefix.strip()) and not opens_block(line_prefix, lexicon)
+
+    min_indent = None
+    if not single and language in INDENT_LANGUAGES:
+        min_indent = block_indent(prefix, line_prefix, lexicon)
+    line_closers: tuple[tuple[int, str], ...] = ()
+    if is_only_closers(line_suffix):
+        line_closers = tuple((i, ch) for i, ch in enumerate(line_suffix) if ch in CLOSERS)
+    rest = suffix[newline + 1 :] if newline >= 0 else ""
+    next_line = next((line.rstrip() for line in rest.split("\n") if line.strip()), "")
+    return CursorSyntax(
+        language=language,
+        lexicon=lexicon,
+        single_line=single,
+        min_indent=min_indent,
+        enclosing=tuple(enclosing),
+        line_closers=line_closers,
+        next_line=next_line,
+        parsed=facts is not None,
+    )
+
+
+def opens_block(line_prefix: str, lexicon: Lexicon) -> bool:
+    """The text before the cursor ends with something that opens a block or a bracket."""
+    stripped = line_prefix.rstrip()
+    return stripped.endswith((lexicon.block_opener, "(", "[", "{"))
+
+
+def block_indent(prefix: str, line_prefix: str, lexicon: Lexicon) -> int:
+    """Columns a generated line needs to stay inside the block at the cursor."""
+    if line_prefix.strip():
+        # Cursor after ``def f():`` (or an open bracket): the body is deeper than this line.
+        return indent_width(line_prefix) + 1
+    indent = indent_width(line_prefix)
+    previous = prefix[: len(prefix) - len(line_prefix)].rstrip("\n").split("\n")
+    for line in reversed(previous):
+        if line.strip():
+            if opens_block(line, lexicon):
+                return max(indent, indent_width(line) + 1)
+            break
+    return indent

@@ -1,0 +1,100 @@
+"""The single- or multi-line decision and the facts about the cursor, per language."""
+
+from __future__ import annotations
+
+import pytest
+
+from infill_ls.syntax import analyze, code_characters, language_of, lexicon_of, plain_enclosing_brackets
+
+CURSOR = "█"
+
+# (language, document with cursor, single line?)
+DECISIONS = [
+    ("python", "def f(x):\n    █\n", False),  # empty line in a block
+    ("python", "def f(x):█\n", False),  # end of a line that opens a block
+    ("python", "x = compute(█)\n", False),  # open bracket, only its closer to the right
+    ("python", "x = compute(a, █)\n", True),  # inside a line of code
+    ("python", "x = █ + 1\n", True),  # code to the right
+    ("python", "total = █\n", True),  # finishing a statement
+    ("python", 'x = "a █ b"\n', True),  # in a string
+    ("python", 'def f():\n    """Doc.\n\n    █\n    """\n', True),  # blank line, but inside a docstring
+    ("python", "# a comment █\n", True),
+    ("javascript", "function f() {\n  █\n}\n", False),
+    ("javascript", "if (ok) {█}\n", False),
+    ("javascript", "const s = `x ${█}`;\n", True),  # inside a template string
+    ("javascript", "// note {\n█\n", False),  # a brace in a comment opens nothing, the line is empty
+    ("typescript", "const n: number = █;\n", True),
+    ("typescript", "class A {\n  █\n}\n", False),
+    ("tsx", "const el = <div>{█}</div>;\n", True),  # markup right of the cursor
+    ("go", "func f() {\n\t█\n}\n", False),
+    ("go", "func f() {\n\tx := strings.█\n}\n", True),
+    ("go", 'func f() {\n\ts := "a█"\n}\n', True),
+    ("rust", "fn main() {\n    █\n}\n", False),
+    ("rust", "fn main() {\n    let x = █;\n}\n", True),
+    ("rust", "fn f<'a>(s: &'a str) {\n    █\n}\n", False),
+    (None, "some text █ more\n", True),  # no grammar: plain rules
+    (None, "\n█\n", False),
+]
+
+
+def split(document: str) -> tuple[str, str]:
+    prefix, suffix = document.split(CURSOR)
+    return prefix, suffix
+
+
+@pytest.mark.parametrize("language, document, single", DECISIONS, ids=[f"{row[0]}:{row[1]!r}" for row in DECISIONS])
+def test_single_or_multi_line(language, document, single):
+    prefix, suffix = split(document)
+    facts = analyze(prefix, suffix, language, "auto")
+    assert facts.single_line is single
+    assert facts.parsed is (language is not None)  # tree-sitter answers for every grammar here
+
+
+@pytest.mark.parametrize("multiline, single", [("always", False), ("never", True)])
+def test_setting_overrides_the_syntax(multiline, single):
+    for language, document, _ in DECISIONS:
+        prefix, suffix = split(document)
+        assert analyze(prefix, suffix, language, multiline).single_line is single
+
+
+@pytest.mark.parametrize(
+    "language, document, enclosing",
+    [
+        ("python", "values = [\n    █\n]\n", (("[", True),)),
+        ("python", "print(█", (("(", False),)),
+        ("javascript", "function f() {\n  if (a) {\n    █\n  }\n}\n", (("{", True), ("{", True))),
+        ("javascript", "function f() {\n  █", (("{", False),)),  # unfinished file: the plain scan decides
+        ("go", 'func f() {\n\ts := "{"\n\t█\n}\n', (("{", True),)),  # the brace in the string is not one
+        ("rust", "fn f() {\n    let c = '{';\n    █\n}\n", (("{", True),)),
+        ("python", "foo()█\n", ()),
+    ],
+)
+def test_enclosing_brackets(language, document, enclosing):
+    prefix, suffix = split(document)
+    assert analyze(prefix, suffix, language, "auto").enclosing == enclosing
+
+
+def test_block_indent_in_python():
+    prefix, suffix = split("class A:\n    def f(self):\n        █\n")
+    assert analyze(prefix, suffix, "python", "auto").min_indent == 8
+    prefix, suffix = split("def f():\n█\n")  # editor did not indent: the body is still deeper
+    assert analyze(prefix, suffix, "python", "auto").min_indent == 1
+
+
+def test_closers_and_next_line():
+    prefix, suffix = split("foo(bar(█));\nnext_call()\n")
+    facts = analyze(prefix, suffix, "python", "auto")
+    assert facts.line_closers == ((0, ")"), (1, ")"))
+    assert facts.next_line == "next_call()"
+
+
+def test_language_from_id_or_extension():
+    assert language_of("typescriptreact") == "tsx"
+    assert language_of("", "file:///src/main.rs") == "rust"
+    assert language_of("plaintext", "notes.txt") is None
+
+
+def test_plain_scanner_skips_strings_and_comments():
+    code = 'a("(") # )\nb = """ ( """; c[1]'
+    assert "".join(ch for _, ch in code_characters(code, lexicon_of("python")) if ch in "()[]") == "()[]"
+    assert plain_enclosing_brackets("f(x, '(' ", ")\n", lexicon_of("python")) == [("(", True)]
