@@ -197,4 +197,20 @@ def test_prompt_never_exceeds_the_budget_and_keeps_the_cursor_neighbourhood(toke
     assert len(prompt) <= budget
     alone = build_fim_prompt(tokenizer, STARCODER2, prefix, suffix, budget, RepoContext("proj", path, []))
     kept, alone_kept = prompt.prefix_tokens + prompt.suffix_tokens, alone.prefix_tokens + alone.suffix_tokens
-    assert kept >= min(alone_kept, NEIGHBOURHOOD_TOKENS)
+    # The cursor's neighbourhood is not given up for snippets (less at most the
+    # 1/8 slack of a stable prefix cut, see PromptTokenizer.stable_tail).
+    assert kept >= min(alone_kept, NEIGHBOURHOOD_TOKENS) * 7 // 8
+
+
+def test_a_long_files_prefix_keeps_its_start_while_typing(tokenizer):
+    # Stable cut: consecutive keystrokes share every prompt token before the typed text.
+    body = "".join(f"value_{i} = compute(value_{i - 1}, {i})\n" for i in range(1, 400))
+    repo = RepoContext("proj", "pkg/long.py", [ContextFile("pkg/other.py", "def compute(a, b):\n    return a + b\n")])
+    previous = None
+    for typed in ("res", "resu", "resul", "result", "result ", "result =", "result = c"):
+        prompt = build_fim_prompt(tokenizer, STARCODER2, body + typed, "\n", 600, repo)
+        assert prompt.prefix_cut and len(prompt) <= 600
+        if previous is not None:
+            shared = next((i for i, (x, y) in enumerate(zip(previous.ids, prompt.ids)) if x != y), len(previous.ids))
+            assert shared >= len(previous.ids) - 5 - previous.suffix_tokens
+        previous = prompt

@@ -93,9 +93,12 @@ def cursor_from_file(location: str):
 
 def repo_context(args: argparse.Namespace, settings: Settings, path: Path, context):
     """The repository context of a file, as the server would gather it (waits for the scan)."""
-    from .context import ContextProvider
+    from .context import ContextProvider, inside
 
-    provider = ContextProvider.from_settings([args.workspace or Path.cwd()], settings)
+    folder = (args.workspace or Path.cwd()).resolve()
+    if not inside(path.resolve(), folder):
+        return None  # a file outside the workspace: the single-file prompt, no scan
+    provider = ContextProvider.from_settings([folder], settings)
     try:
         return provider.gather_now(path, context)
     finally:

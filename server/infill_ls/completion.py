@@ -63,6 +63,7 @@ def suggest(
             stop_rule=stop_rule_for(context, syntax),
             cancel=cancel or threading.Event(),
             deadline=deadline,
+            prompt_lookup=settings.promptLookup,
         )
     )
     model_done = time.perf_counter()

@@ -464,7 +464,7 @@ def imported_paths(rel: str, text: str) -> list[str]:
     elif language == "c":
         for target in C_INCLUDE.findall(text):
             paths += [os.path.normpath((folder / target).as_posix()), target]
-    return [p.lstrip("./") if p.startswith("./") else p for p in paths if not p.startswith("..")]
+    return [p[2:] if p.startswith("./") else p for p in paths if not p.startswith("..")]
 
 
 class RecentEdits:

@@ -6,7 +6,26 @@ from dataclasses import dataclass
 
 # Bytes per parameter at each precision, with the quantized ones measured on the
 # StarCoder2-15B architecture (16,565 MB at 8-bit, 8,889 MB at nf4 for 15.96 B params).
-BYTES_PER_PARAM = {"bf16": 2.0, "8bit": 1.04, "4bit": 0.56}
+BYTES_PER_PARAM = {"bf16": 2.0, "8bit": 1.04, "4bit": 0.56, "int8wo": 1.04, "int4wo": 0.6}
+# CPU precision for quantization auto/none, measured with bench/cpu.py (engine loop,
+# bundled model's shape, 1 thread, Xeon with AMX, 2026-11-25): prefill of 1,024 tokens
+# float32 369 ms, bf16 144, int8dyn 304; decode float32 16.0 ms/token, bf16 17.6,
+# int8dyn 12.8.  A suggestion (a prefill plus ~16 tokens) is fastest in bf16 where the
+# CPU has bf16 matrix instructions (AMX / AVX512-BF16); elsewhere bf16 is emulated and
+# slow, so float32.  int8dyn decodes fastest but prefills slower: available by setting.
+# ``auto`` still loads float32 on the CPU: the tests compare with float32 model.generate
+# output token for token; switching auto to cpu_precision() is one line here.
+BF16_CPU_FLAGS = {"amx_bf16", "avx512_bf16"}
+# Below this size a model runs fastest on one CPU thread: its matmuls are too small to
+# split, and OpenMP threads spinning on a busy machine made decoding 8-20x slower
+# (tiny model, 2 busy cores: 2.4 ms/token on 1 thread, 20-54 ms/token on 2).
+SINGLE_THREAD_PARAMETERS = 100_000_000
+CPU_CHOICES = ("float32", "bf16", "8bit", "4bit", "int8wo", "int4wo", "int8dyn")
+# Decode ms/token on the StarCoder2-15B architecture per GPU precision, from
+# bench/gpu.py (results/gpu-latest.json).  ``auto`` takes the fastest that fits;
+# precisions without a figure come after measured ones, in the order of GPU_ORDER.
+GPU_DECODE_MS_PER_TOKEN: dict[str, float] = {}
+GPU_ORDER = ("bf16", "8bit", "4bit")
 # Room kept free beside the weights for the KV cache, activations and the CUDA context.
 HEADROOM_BYTES = 2 * 1024**3
 HEADROOM_FRACTION = 0.10
@@ -45,29 +64,61 @@ def choose_placement(device: str, quantization: str, parameter_count: int | None
     elif device == "cuda":
         device = "cuda:0"
     if device == "cpu" or device == "mps":
-        if quantization in ("8bit", "4bit"):
+        if quantization in CPU_CHOICES:
             return Placement(device, quantization, f"{quantization} requested on {device}")
-        return Placement(device, "float32", f"{device}: float32 (bf16 matmuls are slow on most CPUs)")
+        return Placement(device, "float32", f"{device}: float32 (int8dyn decodes faster but less exactly)")
     if not device.startswith("cuda") or not torch.cuda.is_available():
         raise ValueError(f"device {device} is not available (torch.cuda.is_available() is False)")
     if quantization == "none":
         return Placement(device, "bf16", "quantization none: bf16")
-    if quantization in ("8bit", "4bit"):
+    if quantization in ("8bit", "4bit", "int8wo", "int4wo"):
         return Placement(device, quantization, f"quantization {quantization} requested")
+    if quantization == "int8dyn":
+        return Placement(device, "bf16", "int8dyn runs on the CPU only; bf16 on the GPU")
     free = cuda_free_bytes(device) or 0
     if parameter_count is None:
         return Placement(device, "bf16", "model size unknown: bf16")
-    options = ["bf16"] + (["8bit", "4bit"] if bitsandbytes_available() else [])
+    options = gpu_options(bitsandbytes_available())
     for precision in options:
         need = parameter_count * BYTES_PER_PARAM[precision] * (1 + HEADROOM_FRACTION) + HEADROOM_BYTES
         if need <= free:
             return Placement(
                 device, precision, f"{precision} needs ~{need / 2**30:.1f} GiB, {free / 2**30:.1f} GiB free on {device}"
             )
-    smallest = options[-1]
+    smallest = min(options, key=BYTES_PER_PARAM.get)
     return Placement(
         device,
         smallest,
         f"no precision fits {free / 2**30:.1f} GiB free on {device}; trying {smallest}"
         + ("" if bitsandbytes_available() else " (install infill-ls[gpu] for 8-bit/4-bit)"),
     )
+
+
+def gpu_options(with_bitsandbytes: bool) -> list[str]:
+    """GPU precisions for ``auto``, fastest first: measured ones by decode time, then GPU_ORDER."""
+    known = [p for p in GPU_ORDER if with_bitsandbytes or p not in ("8bit", "4bit")]
+    measured = sorted(
+        (p for p in GPU_DECODE_MS_PER_TOKEN if with_bitsandbytes or p not in ("8bit", "4bit")),
+        key=GPU_DECODE_MS_PER_TOKEN.get,
+    )
+    return measured + [p for p in known if p not in measured]
+
+
+def cpu_flags() -> set[str]:
+    try:
+        with open("/proc/cpuinfo") as info:
+            for line in info:
+                if line.startswith("flags"):
+                    return set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return set()
+
+
+def cpu_precision() -> str:
+    return "bf16" if cpu_flags() & BF16_CPU_FLAGS else "float32"
+
+
+def cpu_threads(parameter_count: int) -> int | None:
+    """Torch threads for a model of this size on the CPU, or None to keep torch's default."""
+    return 1 if parameter_count < SINGLE_THREAD_PARAMETERS else None

@@ -23,6 +23,12 @@ SNIPPET_SHARE = 0.4
 NEIGHBOURHOOD_TOKENS = 256
 # A snippet cut to fewer tokens than this is not worth its place.
 MIN_SNIPPET_TOKENS = 48
+# When the prefix must be cut, it starts at a line beginning after a point on a grid
+# of characters, so the next keystrokes keep the same start (and the engine its KV
+# cache) instead of shifting it by a token each time.  The grid step is about this
+# share of the kept tokens (in characters, rounded down to a power of two so it
+# does not move with each keystroke); a cut costs at most twice that.
+STABLE_CUT_SHARE = 1 / 16
 # First guess of characters per token when cutting a long text before encoding it.
 CHARS_PER_TOKEN_GUESS = 4
 
@@ -77,6 +83,27 @@ class PromptTokenizer:
     def head(self, text: str, limit: int) -> tuple[list[int], bool]:
         """The first ``limit`` tokens of ``text`` and whether anything was cut."""
         return self._window(text, limit, from_end=False)
+
+    def stable_tail(self, text: str, limit: int) -> tuple[list[int], bool]:
+        """Like ``tail``, but a cut starts at a stable place: the first line beginning
+        after a grid point (see STABLE_CUT_SHARE), as long as that keeps at least 7/8
+        of ``limit`` tokens (else the exact tail)."""
+        exact, cut = self.tail(text, limit)
+        if not cut or not exact:
+            return exact, cut
+        kept_chars = len(self.decode(exact))
+        step = 1 << max(int(kept_chars * STABLE_CUT_SHARE), 1).bit_length() - 1
+        grid = -(-(len(text) - kept_chars) // step) * step
+        while grid < len(text):
+            line_start = text.find("\n", grid) + 1
+            start = line_start if 0 < line_start <= grid + step else grid
+            ids = self.encode(text[start:])
+            if len(ids) < limit - limit // 8:
+                break
+            if len(ids) <= limit:
+                return ids, True
+            grid += step
+        return exact, True
 
     def _window(self, text: str, limit: int, from_end: bool) -> tuple[list[int], bool]:
         if limit <= 0:
@@ -185,7 +212,8 @@ def build_fim_prompt(
     keep_prefix, keep_suffix = split_budget(len(prefix_ids), len(suffix_ids), room - len(snippet_ids))
     prefix_cut = prefix_cut or keep_prefix < len(prefix_ids)
     suffix_cut = suffix_cut or keep_suffix < len(suffix_ids)
-    prefix_ids = prefix_ids[len(prefix_ids) - keep_prefix :]
+    if prefix_cut:
+        prefix_ids, _ = tokenizer.stable_tail(prefix, keep_prefix)
     suffix_ids = suffix_ids[:keep_suffix]
     ids = [*head, *snippet_ids, *opening, *prefix_ids, suffix_mark, *suffix_ids, middle_mark]
     return Prompt(ids, len(prefix_ids), len(suffix_ids), prefix_cut, suffix_cut, len(snippet_ids), chosen)

@@ -36,7 +36,7 @@ from .templates import TemplateError
 log = logging.getLogger("infill_ls")
 
 # Settings whose change needs the model loaded again.
-MODEL_SETTINGS = ("model", "quantization", "device", "template", "trustRemoteCode")
+MODEL_SETTINGS = ("model", "quantization", "device", "template", "trustRemoteCode", "fastDecode")
 CONFIGURATION_TIMEOUT_S = 5
 # Settings whose change rebuilds the repository context (a new workspace scan).
 CONTEXT_SETTINGS = ("contextFiles", "maxContextFiles", "contextExclude")
@@ -67,7 +67,7 @@ class InfillProtocol(LanguageServerProtocol):
 
 @dataclasses.dataclass
 class Status:
-    state: str = "loading"  # loading | ready | error | disabled
+    state: str = "loading"  # loading | ready | error | disabled | unloaded (idle; reloads on the next request)
     model: str = ""
     device: str = ""
     precision: str = ""
@@ -94,6 +94,8 @@ class InfillServer(LanguageServer):
         self.pending_messages: list[str] = []
         self._failure_shown: str | None = None  # the kind of generation failure last shown to the user
         self.context: ContextProvider | None = None
+        self.last_request = time.monotonic()
+        self._idle_watch: asyncio.Task | None = None
 
     # ----- status and messages -----
 
@@ -216,6 +218,7 @@ class InfillServer(LanguageServer):
                 precision=info.precision,
                 message=info.reason,
             )
+            self.watch_idle()
         ready.set()
 
     async def _begin_progress(self, model: str) -> str | None:
@@ -233,7 +236,42 @@ class InfillServer(LanguageServer):
         )
         return token
 
+    # ----- unloading when idle -----
+
+    def watch_idle(self) -> None:
+        if self._idle_watch is None:
+            self._idle_watch = asyncio.ensure_future(self._unload_when_idle())
+
+    async def _unload_when_idle(self) -> None:
+        """Free the model once ``idleUnloadMinutes`` pass without a suggestion request."""
+        while True:
+            minutes = self.settings.idleUnloadMinutes
+            await asyncio.sleep(min(max(minutes * 60 / 10, 0.05), 5) if minutes > 0 else 5)
+            idle = time.monotonic() - self.last_request
+            if minutes > 0 and self.engine is not None and idle >= minutes * 60:
+                await self.scheduler.run(self._unload)
+                if self.engine is None:  # no load started meanwhile
+                    self.set_status(state="unloaded", message=f"unloaded after {minutes:g} min without requests")
+
+    def _unload(self) -> None:
+        import gc
+
+        self.engine = None
+        gc.collect()
+        try:
+            import torch
+
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
+        except ImportError:
+            pass
+        log.info("model unloaded after %g idle minutes", self.settings.idleUnloadMinutes)
+
     async def wait_for_engine(self) -> LocalEngine | None:
+        self.last_request = time.monotonic()
+        if self.engine is None and self.status.state == "unloaded":
+            self.model_ready().clear()
+            asyncio.ensure_future(self.load_model())
         if self.engine is None:
             try:
                 await asyncio.wait_for(self.model_ready().wait(), self.settings.loadWaitMs / 1000)
@@ -245,7 +283,9 @@ class InfillServer(LanguageServer):
 
     async def suggestion_at(self, method: str, uri: str, position: types.Position) -> SuggestionResult | None:
         """The suggestion for a cursor, or None (disabled, not loaded, superseded)."""
+        received = time.monotonic()
         context = cursor_context(self, uri, position)
+        context_ms = (time.monotonic() - received) * 1000
         if not self.settings.enable:
             return None
         cached = cached_suggestion(self.cache, context, self.settings)
@@ -256,15 +296,21 @@ class InfillServer(LanguageServer):
         if engine is None:
             return None
         settings = self.settings
-        received = time.monotonic()
-        deadline = received + settings.timeoutMs / 1000
+        # The time box and lastLatencyMs start once the model is there (a request may wait for the load).
+        ready_at = time.monotonic()
+        deadline = ready_at + settings.timeoutMs / 1000
         provider, documents = self.context, snapshot_documents(self.workspace)
 
         def job(cancel):
+            started = time.monotonic()
             repo = provider.gather(uri, context, documents) if provider else None
+            gathered = time.monotonic()
             result = suggest_retrying_smaller(
                 engine, context, settings, cancel=cancel, deadline=deadline, repo=repo, cache=self.cache
             )
+            if log.isEnabledFor(logging.DEBUG):
+                log_timings(position, result, context_ms + (gathered - started) * 1000,
+                            waited_ms=(started - received) * 1000, request_ms=(time.monotonic() - received) * 1000)
             # Counted here, on the worker, so generations whose request was cancelled count too.
             self.count(result.generation.stop_reason)
             self.status.lastGeneratedTokens = len(result.generation.token_ids)
@@ -297,9 +343,34 @@ class InfillServer(LanguageServer):
             self._failure_shown = None  # working again: a later failure deserves a new message
         if result.generation.stop_reason == "timeout":
             log.info("suggestion cut at timeoutMs=%d", settings.timeoutMs)
-        self.status.lastLatencyMs = round((time.monotonic() - received) * 1000, 1)
-        log.debug("suggestion %r in %s ms (%s)", result.text, self.status.lastLatencyMs, result.timings_ms)
+        self.status.lastLatencyMs = round((time.monotonic() - ready_at) * 1000, 1)
+        log.debug("suggestion %r in %s ms", result.text, self.status.lastLatencyMs)
         return result
+
+
+def log_timings(
+    position: types.Position, result: SuggestionResult, context_ms: float, waited_ms: float, request_ms: float
+) -> None:
+    """One JSON line per generation (bench/typing.py reads them): where the time went."""
+    import json
+
+    generation = result.generation
+    record = {
+        "line": position.line,
+        "character": position.character,
+        **{f"{name}_ms": round(value, 3) for name, value in result.timings_ms.items()},
+        "context_ms": round(context_ms, 3),  # prefix/suffix around the cursor and snippets of other files
+        "waited_ms": round(waited_ms, 3),  # from receipt to the worker: context, debounce, queue
+        "request_ms": round(request_ms, 3),  # from receiving the request to the end of this job
+        "stop": generation.stop_reason,
+        "path": generation.path,
+        "prompt_tokens": generation.prompt_tokens,
+        "reused_tokens": generation.reused_tokens,
+        "generated_tokens": len(generation.token_ids),
+        "draft_tokens": generation.draft_tokens,
+        "accepted_draft_tokens": generation.accepted_draft_tokens,
+    }
+    log.debug("timings %s", json.dumps(record))
 
 
 def cursor_context(server: InfillServer, uri: str, position: types.Position) -> CursorContext:
@@ -429,6 +500,10 @@ def build_server(settings: Settings) -> InfillServer:
     def on_did_change(ls: InfillServer, params: types.DidChangeTextDocumentParams) -> None:
         if ls.context:
             ls.context.note_change(params.text_document.uri, params.content_changes)
+
+    @server.feature(types.WORKSPACE_DID_CHANGE_WORKSPACE_FOLDERS)
+    def on_workspace_folders(ls: InfillServer, params: types.DidChangeWorkspaceFoldersParams) -> None:
+        ls.reset_context()  # pygls has updated its folders; scan the new set
 
     @server.feature("infill/prompt")
     async def on_prompt(ls: InfillServer, params: Any) -> dict:

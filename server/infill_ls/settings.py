@@ -17,7 +17,9 @@ from typing import Any
 BUNDLED_MODEL_DIR = Path(__file__).parent / "models" / "infill-small"
 FALLBACK_MODEL = "bigcode/starcoder2-3b"
 
-QUANTIZATIONS = ("auto", "none", "8bit", "4bit")
+# 8bit/4bit: bitsandbytes; int8wo/int4wo: weight-only (engine/quantize.py), fast under
+# fast decoding; int8dyn: PyTorch dynamic int8, CPU only.
+QUANTIZATIONS = ("auto", "none", "8bit", "4bit", "int8wo", "int4wo", "int8dyn")
 MULTILINE_MODES = ("auto", "always", "never")
 LOG_LEVELS = ("error", "warning", "info", "debug")
 
@@ -48,6 +50,9 @@ class Settings:
     contextFiles: bool = True
     maxContextFiles: int = 5000
     contextExclude: tuple[str, ...] = ()
+    promptLookup: bool = True  # speculative decoding with drafts copied from the prompt
+    fastDecode: bool = True  # static KV cache + torch.compile on CUDA
+    idleUnloadMinutes: float = 0  # free the model after this long without requests; 0 = never
 
     def merged(self, updates: dict[str, Any] | None) -> tuple["Settings", list[str]]:
         """Apply ``updates``; return the new settings and one message per rejected value.
@@ -111,7 +116,11 @@ def _validate(key: str, value: Any) -> str | None:
     if key == "contextExclude":
         ok = isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value)
         return None if ok else "expected a list of gitignore-style patterns"
-    if key in ("enable", "trustRemoteCode", "contextFiles"):
+    if key == "idleUnloadMinutes":
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            return "expected a number of minutes"
+        return None if 0 <= value <= 100000 else "expected 0 (never) or more"
+    if key in ("enable", "trustRemoteCode", "contextFiles", "promptLookup", "fastDecode"):
         return None if isinstance(value, bool) else "expected true or false"
     if key == "device":
         if not isinstance(value, str):

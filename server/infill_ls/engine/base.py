@@ -17,6 +17,7 @@ class GenerationRequest:
     stop_rule: StopRule | None = None
     cancel: threading.Event = field(default_factory=threading.Event)
     deadline: float | None = None  # time.monotonic() after which the text so far is returned
+    prompt_lookup: bool = False  # speculative decoding with drafts copied from the prompt
 
 
 @dataclass
@@ -29,6 +30,9 @@ class Generation:
     reused_tokens: int = 0
     prefill_ms: float = 0.0
     decode_ms: float = 0.0
+    draft_tokens: int = 0  # tokens proposed by prompt lookup
+    accepted_draft_tokens: int = 0  # of which the model confirmed
+    path: str = "dynamic"  # dynamic (eager, transformers cache) | static (fast decoding)
 
 
 class ModelLoadError(RuntimeError):

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from ..hardware import Placement, bitsandbytes_available, choose_placement
+from ..hardware import Placement, bitsandbytes_available, choose_placement, cpu_threads
 from ..prompt import PromptTokenizer
 from ..settings import Settings
 from ..templates import FimTemplate, TemplateError, choose_template
@@ -23,6 +23,9 @@ from ..debug import injected_faults
 from .base import EngineOutOfMemory, Generation, GenerationRequest, ModelLoadError
 
 log = logging.getLogger(__name__)
+
+# Tokens copied from the prompt per speculative step (prompt lookup).
+DRAFT_TOKENS = 8
 
 # report(message, percentage) — drives the editor's progress bar.
 ProgressReport = Callable[[str, int], None]
@@ -61,6 +64,33 @@ def quantization_config(precision: str):
     return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=torch.bfloat16)
 
 
+def load_weights(source: str, placement: Placement, trust: bool):
+    """The model at ``placement``'s device and precision, in eval mode."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from .quantize import quantize_weights
+
+    precision = placement.precision
+    float_dtype = torch.float32 if placement.device == "cpu" else torch.bfloat16
+    dtype = {"float32": torch.float32, "bf16": torch.bfloat16}.get(precision, float_dtype)
+    # Our own quantizers work on a model loaded on the CPU, then moved: the GPU never
+    # holds the full-precision weights.
+    own_quantizer = precision in ("int8wo", "int4wo", "int8dyn")
+    model = AutoModelForCausalLM.from_pretrained(
+        source,
+        dtype=dtype,
+        device_map="cpu" if own_quantizer else placement.device,
+        quantization_config=quantization_config(precision),
+        trust_remote_code=trust,
+    )
+    model.eval()
+    if own_quantizer:
+        quantize_weights(model, precision)
+        model.to(placement.device)
+    return model
+
+
 def resolve_model_source(model: str) -> str:
     """A local directory as an absolute path, a hub id unchanged; a clear error for a missing directory."""
     expanded = Path(model).expanduser()
@@ -96,16 +126,16 @@ class LocalEngine:
         if eos is not None:
             self.stop_ids.add(eos)
         self.device = next(model.parameters()).device
-        self.sliding_window = getattr(model.config, "sliding_window", None)
-        # The prompt cache: token ids whose keys/values ``_cache`` holds.
-        self._cache = None
+        # The prompt cache: a DynamicSession or StaticSession and the token ids it holds.
+        self._kv = None
         self._cache_ids: list[int] = []
+        self.fast = None  # a fast.StaticDecoder once fast decoding is set up
         self._lock = threading.Lock()
 
     @classmethod
     def load(cls, settings: Settings, report: ProgressReport = lambda message, percent: None) -> "LocalEngine":
         import torch
-        from transformers import AutoConfig, AutoModelForCausalLM
+        from transformers import AutoConfig
 
         source = resolve_model_source(settings.model)
         trust = settings.trustRemoteCode
@@ -115,18 +145,13 @@ class LocalEngine:
             parameters = count_parameters(config)
             placement: Placement = choose_placement(settings.device, settings.quantization, parameters)
             log.info("placement for %s: %s %s (%s)", settings.model, placement.device, placement.precision, placement.reason)
+            threads = cpu_threads(parameters) if placement.device == "cpu" else None
+            if threads:
+                torch.set_num_threads(threads)
             report("loading tokenizer", 15)
             tokenizer, template = load_tokenizer(settings)
             report(f"loading weights ({placement.precision} on {placement.device})", 30)
-            dtype = torch.float32 if placement.precision == "float32" else torch.bfloat16
-            model = AutoModelForCausalLM.from_pretrained(
-                source,
-                dtype=dtype,
-                device_map=placement.device,
-                quantization_config=quantization_config(placement.precision),
-                trust_remote_code=trust,
-            )
-            model.eval()
+            model = load_weights(source, placement, trust)
         except (ModelLoadError, TemplateError):
             raise
         except torch.cuda.OutOfMemoryError as error:
@@ -145,7 +170,10 @@ class LocalEngine:
             parameters=parameters,
             template=template.name,
         )
-        return cls(model, tokenizer, template, info)
+        engine = cls(model, tokenizer, template, info)
+        if settings.fastDecode and placement.device.startswith("cuda"):
+            engine.start_fast_decoding(settings.contextTokens + DRAFT_TOKENS + 1)
+        return engine
 
     # ----- generation -----
 
@@ -161,88 +189,181 @@ class LocalEngine:
                     torch.cuda.empty_cache()
                 raise EngineOutOfMemory(f"out of GPU memory with a {len(request.prompt_ids)}-token prompt: {error}") from error
 
-    def _reusable_tokens(self, ids: list[int], max_new_tokens: int) -> int:
-        """How many leading tokens of ``ids`` the cached keys/values already cover."""
-        if self._cache is None:
-            return 0
-        longest = max(len(self._cache_ids), len(ids)) + max_new_tokens
-        # Rolling a sliding-window layer back past its window is not possible.
-        if self.sliding_window and longest >= self.sliding_window:
-            return 0
-        common = 0
-        for old, new in zip(self._cache_ids, ids):
-            if old != new:
-                break
-            common += 1
-        # Recompute the last common token: the logits of the next position are needed,
-        # and BPE may merge differently across the seam of an edit.
-        return max(common - 1, 0)
+    def _session(self, ids: list[int], max_new_tokens: int):
+        """The KV cache to generate ``ids`` with and how many of its leading tokens it already holds."""
+        needed = len(ids) + max_new_tokens + DRAFT_TOKENS + 1
+        fast = self.fast if self.fast is not None and self.fast.ready.is_set() else None
+        kind = "static" if fast is not None and needed <= fast.max_tokens else "dynamic"
+        session = self._kv
+        # Forget the cache while it is being changed: an exception leaves no stale state.
+        self._kv, cached_ids = None, self._cache_ids
+        self._cache_ids = []
+        if session is not None and session.kind == kind and session.can_truncate_after(0):
+            reuse = reusable_tokens(cached_ids, ids)
+            session.truncate(reuse)
+            return session, reuse
+        if kind == "static":
+            from .fast import StaticSession
 
-    def _forward(self, ids: list[int], cache):
-        import torch
-
-        injected_faults.maybe_raise()  # fault-injection hook for tests: a no-op unless INFILL_LS_INJECT_FAULT is set
-        input_ids = torch.tensor([ids], device=self.device)
-        out = self.model(input_ids=input_ids, cache=cache, use_cache=True, logits_to_keep=1)
-        return out.logits[0, -1]
+            return StaticSession(fast), 0
+        return DynamicSession(self.model, self.device), 0
 
     def _generate(self, request: GenerationRequest) -> Generation:
-        from transformers import DynamicCache
-
         ids = request.prompt_ids
         if request.cancel.is_set():  # superseded while it waited for the worker
             return Generation(text="", token_ids=[], stop_reason="cancelled", prompt_tokens=len(ids))
+        if request.deadline is not None and time.monotonic() >= request.deadline:
+            return Generation(text="", token_ids=[], stop_reason="timeout", prompt_tokens=len(ids))
         started = time.perf_counter()
-        reuse = self._reusable_tokens(ids, request.max_new_tokens)
-        if reuse:
-            self._cache.crop(-(len(self._cache_ids) - reuse))
-            cache = self._cache
-        else:
-            cache = DynamicCache(config=self.model.config)
-        # Forget the cache while it is being changed: an exception leaves no stale state.
-        self._cache, self._cache_ids = None, []
-        logits = self._forward(ids[reuse:], cache)
-        cache_ids = list(ids)
+        kv, reuse = self._session(ids, request.max_new_tokens)
+        logits = kv.forward(ids[reuse:], keep=1)[-1]
+        cache_ids = list(ids)  # the tokens whose keys/values ``kv`` holds
         prefill_done = time.perf_counter()
 
         generated: list[int] = []
-        text = ""
-        reason = "length"
-        while True:
-            next_id = int(logits.argmax())
-            if next_id in self.stop_ids:
-                reason = "eos"
-                break
-            generated.append(next_id)
-            text = self.tokenizer.decode(generated)
+        state = {"text": ""}
+        drafted = accepted_total = 0
+
+        def take(token: int) -> str | None:
+            """Append one greedy token; the stop reason when generation must end here."""
+            if token in self.stop_ids:
+                return "eos"
+            generated.append(token)
+            state["text"] = self.tokenizer.decode(generated)
             if request.stop_rule is not None:
-                cut = request.stop_rule(text)
+                cut = request.stop_rule(state["text"])
                 if cut is not None:
-                    text = text[:cut]
-                    reason = "rule"
-                    break
+                    state["text"] = state["text"][:cut]
+                    return "rule"
             if len(generated) >= request.max_new_tokens:
-                break
+                return "length"
             if request.cancel.is_set():
-                reason = "cancelled"
-                break
+                return "cancelled"
             if request.deadline is not None and time.monotonic() >= request.deadline:
-                reason = "timeout"
+                return "timeout"
+            return None
+
+        while True:
+            token = int(logits.argmax())
+            reason = take(token)
+            if reason:
                 break
-            logits = self._forward([next_id], cache)
-            cache_ids.append(next_id)
-        self._cache, self._cache_ids = cache, cache_ids
+            draft: list[int] = []
+            room = request.max_new_tokens - len(generated)
+            if request.prompt_lookup and room > 1 and kv.can_truncate_after(DRAFT_TOKENS + 1):
+                draft = lookup_draft(cache_ids + [token], min(DRAFT_TOKENS, room - 1))
+            # One forward checks every draft token: row i is the model's choice after input i.
+            rows = kv.forward([token, *draft], keep=len(draft) + 1)
+            cache_ids += [token, *draft]
+            predicted = rows.argmax(-1).tolist()
+            accepted = 0
+            while accepted < len(draft) and predicted[accepted] == draft[accepted]:
+                accepted += 1
+            if accepted < len(draft):
+                del cache_ids[len(cache_ids) - (len(draft) - accepted):]
+                kv.truncate(len(cache_ids))
+            drafted += len(draft)
+            accepted_total += accepted
+            for verified in draft[:accepted]:
+                reason = take(verified)
+                if reason:
+                    break
+            if reason:
+                break
+            logits = rows[accepted]
+        self._kv, self._cache_ids = kv, cache_ids
         finished = time.perf_counter()
         return Generation(
-            text=text,
+            text=state["text"],
             token_ids=generated,
             stop_reason=reason,
             prompt_tokens=len(ids),
             reused_tokens=reuse,
             prefill_ms=(prefill_done - started) * 1000,
             decode_ms=(finished - prefill_done) * 1000,
+            draft_tokens=drafted,
+            accepted_draft_tokens=accepted_total,
+            path=kv.kind,
         )
 
     def clear_prompt_cache(self) -> None:
         with self._lock:
-            self._cache, self._cache_ids = None, []
+            self._kv, self._cache_ids = None, []
+
+    # ----- fast decoding -----
+
+    def start_fast_decoding(self, max_tokens: int, compile: bool = True) -> None:
+        """Set up the static-cache decoder; compile it in the background (or use it uncompiled)."""
+        from . import fast
+
+        if not fast.supports(self.model):
+            log.info("fast decoding: %s has an unknown layout; staying on the eager path", type(self.model).__name__)
+            return
+        decoder = fast.StaticDecoder(self.model, max_tokens, step_sizes=(1, DRAFT_TOKENS + 1))
+        self.fast = decoder
+        if compile:
+            decoder.compile_in_background()
+        else:
+            decoder.ready.set()
+
+
+def reusable_tokens(cached: list[int], ids: list[int]) -> int:
+    """How many leading tokens of ``ids`` to keep from a cache holding ``cached``."""
+    common = 0
+    for old, new in zip(cached, ids):
+        if old != new:
+            break
+        common += 1
+    # Recompute the last common token: the logits of the next position are needed,
+    # and BPE may merge differently across the seam of an edit.
+    return max(common - 1, 0)
+
+
+def lookup_draft(sequence: list[int], limit: int, max_ngram: int = 3) -> list[int]:
+    """Prompt-lookup drafting: the tokens that followed the latest earlier occurrence of the sequence's tail.
+
+    Code completions often repeat what the file already holds (a name, an argument
+    list, a similar line), so copying it is a cheap guess the model then verifies.
+    """
+    last = sequence[-1]
+    for n in range(max_ngram, 0, -1):
+        if len(sequence) <= n:
+            continue
+        tail = sequence[-n:]
+        for start in range(len(sequence) - n - 1, -1, -1):
+            if sequence[start + n - 1] == last and sequence[start:start + n] == tail:
+                return sequence[start + n:start + n + limit]
+    return []
+
+
+class DynamicSession:
+    """transformers' DynamicCache, with the length bookkeeping the loop needs."""
+
+    kind = "dynamic"
+
+    def __init__(self, model, device):
+        from transformers import DynamicCache
+
+        self.model, self.device = model, device
+        self.cache = DynamicCache(config=model.config)
+        self.length = 0
+        self.window = getattr(model.config, "sliding_window", None)
+
+    def can_truncate_after(self, extra: int) -> bool:
+        # A sliding-window layer keeps only its last window-1 tokens: once it has seen
+        # more, what it dropped cannot come back, so rolling back is refused.
+        return not self.window or self.length + extra < self.window
+
+    def forward(self, ids: list[int], keep: int):
+        import torch
+
+        injected_faults.maybe_raise()  # fault-injection hook for tests: a no-op unless INFILL_LS_INJECT_FAULT is set
+        input_ids = torch.tensor([ids], device=self.device)
+        out = self.model(input_ids=input_ids, cache=self.cache, use_cache=True, logits_to_keep=keep)
+        self.length += len(ids)
+        return out.logits[0]
+
+    def truncate(self, length: int) -> None:
+        if length < self.length:
+            self.cache.crop(-(self.length - length))
+            self.length = length

@@ -1,0 +1,66 @@
+"""Which precision decodes fastest on this CPU: float32, bf16, dynamic int8, weight-only int8/int4.
+
+    python bench/cpu.py [--model DIR] [--prompt 1024] [--new 32] [--threads N]
+
+Runs the engine's real greedy loop on the bundled model's shape with random weights
+(or a real checkpoint with --model) and writes bench/results/cpu-*.json; the choice
+in server/infill_ls/hardware.py (CPU_PRECISION) comes from these figures.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from common import write_result
+from engines import BUNDLED, engine_for, random_model, time_engine
+
+PRECISIONS = ("float32", "bf16", "int8dyn", "int8wo", "int4wo")
+
+
+def build(precision: str, model_dir: str | None):
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from infill_ls.engine.quantize import quantize_weights
+
+    dtype = torch.bfloat16 if precision == "bf16" else torch.float32
+    if model_dir:
+        model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=dtype).eval()
+    else:
+        model = random_model(BUNDLED, dtype, "cpu")
+    if precision not in ("float32", "bf16"):
+        quantize_weights(model, precision)
+    return engine_for(model, model_dir or "bundled shape, random weights", precision)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", help="a model directory (default: the bundled model's shape, random weights)")
+    parser.add_argument("--prompt", type=int, default=1024, help="prompt tokens")
+    parser.add_argument("--new", type=int, default=32, help="generated tokens")
+    parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--threads", type=int, help="torch threads (default: what the engine picks for this size)")
+    args = parser.parse_args()
+    import torch
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+
+    results = {}
+    for precision in PRECISIONS:
+        engine = build(precision, args.model)
+        time_engine(engine, 64, 4, runs=1)  # warm-up
+        results[precision] = time_engine(engine, args.prompt, args.new, runs=args.runs)
+        print(precision, results[precision]["prefill_ms"]["p50"], "ms prefill,",
+              results[precision]["decode_ms_per_token"]["p50"], "ms/token", flush=True)
+    fastest = min(results, key=lambda p: results[p]["decode_ms_per_token"]["p50"])
+    path = write_result("cpu", {
+        "model": args.model or {"random weights": BUNDLED},
+        "prompt_tokens": args.prompt, "new_tokens": args.new, "torch_threads": torch.get_num_threads(),
+        "results": results, "fastest_decode": fastest,
+    })
+    print("fastest decode:", fastest, "->", path)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,238 @@
+"""GPU benchmark on the StarCoder2-15B architecture: every precision and decode path, one table.
+
+    python bench/gpu.py                      # one H100, random weights, ~8 minutes
+    python bench/gpu.py --small              # the same code on the CPU with a tiny shape
+    python bench/gpu.py --model DIR          # real weights (shape read from DIR)
+    bash bench/gpu-run.sh                    # what a device-tool session runs (installs carried wheels)
+
+For each variant (bf16, int8wo, int4wo = our weight-only linears; 8bit, 4bit =
+bitsandbytes): footprint beside the model card's, prefill of 2,048 tokens, decode
+ms/token and achieved bandwidth (weight bytes read per token / time, and % of the
+H100's 3.35 TB/s) for plain eager ``model.generate``, the engine's eager loop and
+the engine's compiled static-cache path (fast.py); ratios are to bf16 eager
+``generate`` in the same run.  Then a typing replay through the engine (a real file
+typed at 30 ms/char, a single-line suggestion requested whenever the engine is free)
+with and without prompt-cache reuse.  Results are written after every variant, so a
+run cut short still leaves its figures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import os
+import time
+from pathlib import Path
+
+from common import REPO, summary, write_result
+from engines import SMALL, STARCODER2_15B, engine_for, random_model, synchronize, time_engine, time_generate
+
+H100_BYTES_PER_S = 3.35e12
+MODEL_CARD_MB = {"bf16": 32251, "8bit": 16900, "4bit": 9225, "int8wo": 16900, "int4wo": 9225}
+VARIANTS = ("bf16", "int8wo", "int4wo", "4bit", "8bit")
+
+
+def swap_in_bitsandbytes(model, kind: str, device: str):
+    """Replace the linears (not lm_head) by bitsandbytes' 8-bit or nf4 layers, one at a time."""
+    import bitsandbytes as bnb
+    import torch
+    from torch import nn
+
+    for module in list(model.modules()):
+        for name, child in list(module.named_children()):
+            if not isinstance(child, nn.Linear) or name == "lm_head":
+                continue
+            weight = child.weight.data.cpu()  # bitsandbytes quantizes on the move to the GPU
+            if kind == "8bit":
+                new = bnb.nn.Linear8bitLt(child.in_features, child.out_features, bias=child.bias is not None,
+                                          has_fp16_weights=False, threshold=6.0)
+                new.weight = bnb.nn.Int8Params(weight, requires_grad=False, has_fp16_weights=False)
+            else:
+                new = bnb.nn.Linear4bit(child.in_features, child.out_features, bias=child.bias is not None,
+                                        compute_dtype=torch.bfloat16, quant_type="nf4")
+                new.weight = bnb.nn.Params4bit(weight, requires_grad=False, quant_type="nf4")
+            if child.bias is not None:
+                new.bias = nn.Parameter(child.bias.data.cpu(), requires_grad=False)
+            setattr(module, name, new.to(device))
+            del child
+    return model
+
+
+def build(variant: str, shape: dict | None, model_dir: str | None, device: str):
+    import torch
+
+    from infill_ls.engine.quantize import quantize_weights
+
+    if model_dir:
+        from transformers import AutoModelForCausalLM
+
+        model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.bfloat16, device_map=device).eval()
+    else:
+        model = random_model(shape, torch.bfloat16, device)
+    if variant in ("int8wo", "int4wo"):
+        quantize_weights(model, variant)
+    elif variant in ("8bit", "4bit"):
+        swap_in_bitsandbytes(model, variant, device)
+    gc.collect()
+    return model
+
+
+def footprint_mb(model, device: str) -> float:
+    import torch
+
+    from infill_ls.engine.quantize import weight_bytes
+
+    if device.startswith("cuda"):
+        return torch.cuda.memory_allocated() / 2**20
+    return weight_bytes(model) / 2**20
+
+
+def bandwidth(bytes_per_token: int, ms_per_token: float | None) -> dict:
+    if not ms_per_token:
+        return {}
+    rate = bytes_per_token / (ms_per_token / 1000)
+    return {"achieved_GB_s": round(rate / 1e9, 1), "percent_of_h100": round(100 * rate / H100_BYTES_PER_S, 1)}
+
+
+def typing_replay(engine, requests: int, reuse: bool, context_tokens: int) -> dict:
+    """Type a real file at 30 ms/char; whenever the engine is free, ask for a single-line suggestion."""
+    from infill_ls.engine.base import GenerationRequest
+    from infill_ls.postprocess import first_line_stop
+
+    text = (REPO / "server" / "infill_ls" / "server.py").read_text()
+    vocab = engine.model.config.vocab_size
+    # The number tokenizer cannot encode text: map characters to token ids, one per char.
+    to_ids = lambda chunk: [1 + (ord(c) * 7919) % (vocab - 1) for c in chunk]  # noqa: E731
+    room = context_tokens - 200
+    position, latencies, reused = len(text) // 2, [], []
+    # The prefix starts at a fixed anchor, moved only by big steps: a window that slides
+    # with every keystroke would change the prompt's first token and defeat reuse.
+    anchor = position - room // 2
+    for _ in range(requests):
+        if position - anchor > room:
+            anchor = position - room // 2
+        prefix = text[anchor:position]
+        suffix = text[position:][:150]
+        ids = to_ids(prefix) + to_ids(suffix)
+        if not reuse:
+            engine.clear_prompt_cache()
+        synchronize()
+        started = time.perf_counter()
+        generation = engine.generate(GenerationRequest(prompt_ids=ids, max_new_tokens=24, stop_rule=first_line_stop,
+                                                       prompt_lookup=True))
+        synchronize()
+        took = (time.perf_counter() - started) * 1000
+        latencies.append(took)
+        reused.append(generation.reused_tokens)
+        # The user typed on meanwhile: the next request is for where the cursor is now
+        # (capped, so a slow machine still replays typing rather than jumps).
+        position += min(max(1, int(took // 30)), room // 8)
+    return {"single_line_suggestion_ms": summary(latencies), "reused_tokens": summary(reused), "requests": requests,
+            "samples_ms": [round(v, 2) for v in latencies]}
+
+
+def measure(variant: str, args, shape, device: str, baseline: dict) -> dict:
+    import torch
+
+    from infill_ls.engine import fast
+    from infill_ls.engine.local import DRAFT_TOKENS
+    from infill_ls.engine.quantize import weight_bytes
+
+    started = time.perf_counter()
+    model = build(variant, shape, args.model, device)
+    result: dict = {"build_s": round(time.perf_counter() - started, 1), "footprint_mb": round(footprint_mb(model, device))}
+    if variant in MODEL_CARD_MB:
+        result["model_card_mb"] = MODEL_CARD_MB[variant]
+    bytes_per_token = weight_bytes(model) - model.model.embed_tokens.weight.numel() * model.model.embed_tokens.weight.element_size()
+    result["weight_bytes_read_per_token"] = bytes_per_token
+    runs = args.runs
+    result["generate_eager"] = time_generate(model, args.prompt, args.new, runs=runs)
+    engine = engine_for(model, "StarCoder2-15B shape" if not args.small else "small shape", variant)
+    result["engine_eager"] = time_engine(engine, args.prompt, args.new, runs=runs)
+    # Prompt lookup on a repetitive prompt, off and on, on the eager path (the compiled
+    # step below is built for one token; drafts would be verified uncompiled there).
+    result["repetitive_lookup_off"] = time_engine(engine, args.prompt, args.new, runs=runs, repetitive=True)
+    result["repetitive_lookup_on"] = time_engine(engine, args.prompt, args.new, runs=runs, repetitive=True,
+                                                 prompt_lookup=True)
+    if variant in ("8bit", "4bit"):
+        result["engine_fast"] = {"skipped": "bitsandbytes kernels are opaque to torch.compile's fusion"}
+    elif args.no_fast:
+        result["engine_fast"] = {"skipped": "--no-fast"}
+    else:
+        decoder = fast.StaticDecoder(model, args.prompt + args.new + DRAFT_TOKENS + 1, step_sizes=(1,))
+        compile_now = device.startswith("cuda") or args.compile
+        if compile_now:
+            decoder.compile(mode="reduce-overhead" if device.startswith("cuda") else "default")
+        else:
+            decoder.ready.set()  # uncompiled static cache: proves the path, not its speed
+        engine.fast = decoder
+        result["engine_fast"] = {**time_engine(engine, args.prompt, args.new, runs=runs),
+                                 "compiled": compile_now, "compile_s": round(decoder.compile_seconds or 0, 1)}
+    if variant == "bf16":
+        baseline["decode"] = result["generate_eager"]["decode_ms_per_token"]["p50"]
+    for path in ("generate_eager", "engine_eager", "engine_fast"):
+        decode = result[path].get("decode_ms_per_token", {}).get("p50")
+        if decode:
+            result[path].update(bandwidth(bytes_per_token, decode))
+            if baseline.get("decode"):
+                result[path]["speedup_vs_bf16_generate"] = round(baseline["decode"] / decode, 2)
+    if variant == args.typing_variant:
+        result["typing_with_reuse"] = typing_replay(engine, args.typing_requests, True, args.prompt)
+        result["typing_without_reuse"] = typing_replay(engine, args.typing_requests, False, args.prompt)
+    del engine, model
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--small", action="store_true", help="tiny shape on the CPU (checks the script)")
+    parser.add_argument("--model", help="a model directory with real weights")
+    parser.add_argument("--variants", default=",".join(VARIANTS))
+    parser.add_argument("--prompt", type=int, default=2048)
+    parser.add_argument("--new", type=int, default=32)
+    parser.add_argument("--runs", type=int, default=2)
+    parser.add_argument("--typing-requests", type=int, default=40)
+    parser.add_argument("--typing-variant", default="bf16", help="which variant gets the typing replay")
+    parser.add_argument("--compile", action="store_true", help="compile the fast path on the CPU too (--small)")
+    parser.add_argument("--no-fast", action="store_true")
+    parser.add_argument("--budget-s", type=float, default=540, help="skip variants not started within this time")
+    args = parser.parse_args()
+    import torch
+
+    device = "cuda:0" if torch.cuda.is_available() and not args.small else "cpu"
+    shape = None if args.model else (SMALL if args.small else STARCODER2_15B)
+    if args.small:
+        args.prompt, args.new = min(args.prompt, 256), min(args.new, 16)
+        args.typing_requests = min(args.typing_requests, 10)
+    began = time.perf_counter()
+    results: dict = {}
+    baseline: dict = {}
+    payload = {"model": args.model or {"random weights": shape}, "device": device, "prompt_tokens": args.prompt,
+               "new_tokens": args.new, "results": results}
+    name = "gpu-small" if args.small else "gpu"
+    for variant in args.variants.split(","):
+        if time.perf_counter() - began > args.budget_s:
+            results[variant] = {"skipped": f"time budget of {args.budget_s:.0f} s spent"}
+            continue
+        print(f"--- {variant} ({time.perf_counter() - began:.0f} s)", flush=True)
+        try:
+            results[variant] = measure(variant, args, shape, device, baseline)
+        except Exception as error:  # one variant failing (e.g. no bitsandbytes) must not lose the others
+            results[variant] = {"error": f"{type(error).__name__}: {error}"}
+            gc.collect()
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
+        print(json.dumps(results[variant]), flush=True)
+        payload["elapsed_s"] = round(time.perf_counter() - began, 1)
+        path = write_result(name, payload)
+        if os.environ.get("OUT"):
+            (Path(os.environ["OUT"]) / path.name).write_text(path.read_text())
+    print(path)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,154 @@
+"""Fast decoding on CUDA: StarCoder2's forward pass over a static KV cache, compiled.
+
+gpt-fast's recipe in a few lines: every tensor has a fixed shape (the KV cache is
+allocated once for ``max_tokens`` positions and written at the positions being
+decoded), so ``torch.compile(mode="reduce-overhead", fullgraph=True)`` can turn one
+decode step into a CUDA graph with fused kernels, including the dequantization of
+weight-only quantized linears (quantize.py).  The weights are the transformers
+model's own modules; only the loop around them is rewritten.
+
+Compiling takes minutes on a 15B model, so ``compile_in_background`` does it on a
+thread after loading; the engine keeps using the eager path until ``ready`` is set.
+The same code runs uncompiled on the CPU, which is how the tests check it.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+
+import torch
+import torch.nn.functional as F
+
+log = logging.getLogger(__name__)
+
+
+def supports(model) -> bool:
+    """Whether this module knows the model's layout (StarCoder2 and its look-alikes)."""
+    inner = getattr(model, "model", None)
+    layer = getattr(inner, "layers", [None])[0]
+    attention = getattr(layer, "self_attn", None)
+    return all(hasattr(attention, name) for name in ("q_proj", "k_proj", "v_proj", "o_proj")) and hasattr(
+        getattr(layer, "mlp", None), "c_fc"
+    )
+
+
+def rotate_half(x: torch.Tensor) -> torch.Tensor:
+    half = x.shape[-1] // 2
+    return torch.cat((-x[..., half:], x[..., :half]), dim=-1)
+
+
+class StaticDecoder:
+    def __init__(self, model, max_tokens: int, step_sizes: tuple[int, ...] = (1,)):
+        config = model.config
+        inner = model.model
+        self.model, self.inner = model, inner
+        window = getattr(config, "sliding_window", None)
+        # Within one window, sliding-window attention is plain causal attention; longer
+        # prompts stay on the eager path.
+        self.max_tokens = min(max_tokens, window) if window else max_tokens
+        self.step_sizes = step_sizes
+        self.head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
+        embed = inner.embed_tokens.weight
+        self.device, dtype = embed.device, embed.dtype
+        shape = (1, config.num_key_value_heads, self.max_tokens, self.head_dim)
+        self.keys = [torch.zeros(shape, dtype=dtype, device=self.device) for _ in inner.layers]
+        self.values = [torch.zeros(shape, dtype=dtype, device=self.device) for _ in inner.layers]
+        positions = torch.arange(self.max_tokens, device=self.device)
+        cos, sin = inner.rotary_emb(torch.zeros(1, dtype=dtype, device=self.device), positions[None])
+        self.cos, self.sin = cos[0].to(dtype), sin[0].to(dtype)
+        self.slots = positions
+        self.ready = threading.Event()  # set once the compiled steps are usable
+        self.compiled = None
+        self.compile_seconds: float | None = None
+
+    def forward(self, ids: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+        """Logits (one row per token) for ``ids`` [1, n] at cache ``positions`` [n], filling the cache."""
+        n = ids.shape[1]
+        x = self.inner.embed_tokens(ids)
+        cos, sin = self.cos[positions], self.sin[positions]
+        # A query sees every slot up to its own position; later slots hold stale tokens.
+        mask = positions[:, None] >= self.slots[None, :]
+        for i, layer in enumerate(self.inner.layers):
+            attention = layer.self_attn
+            h = layer.input_layernorm(x)
+            q = attention.q_proj(h).view(1, n, -1, self.head_dim).transpose(1, 2)
+            k = attention.k_proj(h).view(1, n, -1, self.head_dim).transpose(1, 2)
+            v = attention.v_proj(h).view(1, n, -1, self.head_dim).transpose(1, 2)
+            q = q * cos + rotate_half(q) * sin
+            k = k * cos + rotate_half(k) * sin
+            self.keys[i].index_copy_(2, positions, k)
+            self.values[i].index_copy_(2, positions, v)
+            out = F.scaled_dot_product_attention(
+                q, self.keys[i], self.values[i], attn_mask=mask, scale=attention.scaling, enable_gqa=True
+            )
+            x = x + attention.o_proj(out.transpose(1, 2).reshape(1, n, -1))
+            x = x + layer.mlp(layer.post_attention_layernorm(x))
+        return self.model.lm_head(self.inner.norm(x))[0]
+
+    def step(self, ids: list[int], start: int) -> torch.Tensor:
+        """Logits for ``ids`` written at positions ``start``...; compiled when ready and the size is one of step_sizes."""
+        tokens = torch.tensor([ids], device=self.device)
+        positions = torch.arange(start, start + len(ids), device=self.device)
+        if self.compiled is not None and len(ids) in self.step_sizes:
+            return self.compiled(tokens, positions).clone()  # CUDA graph outputs are reused by the next call
+        return self.forward(tokens, positions)
+
+    def compile(self, mode: str | None = "reduce-overhead", warmup_runs: int = 3, backend: str = "inductor") -> None:
+        """Compile the decode step for each of ``step_sizes`` and warm it up; then set ``ready``.
+
+        The warm-up writes into the cache, so callers must treat its contents as lost.
+        ``backend="eager"`` only captures the graph (fullgraph: any graph break raises),
+        which is how the CPU tests check that the step compiles without a GPU.
+        """
+        started = time.perf_counter()
+        compiled = torch.compile(self.forward, mode=mode, fullgraph=True, backend=backend)
+        with torch.inference_mode():
+            for size in self.step_sizes:
+                tokens = torch.zeros((1, size), dtype=torch.long, device=self.device)
+                positions = torch.arange(size, device=self.device)
+                for _ in range(warmup_runs):
+                    compiled(tokens, positions)
+        self.compiled = compiled
+        self.compile_seconds = time.perf_counter() - started
+        log.info("fast decoding compiled in %.1f s", self.compile_seconds)
+        self.ready.set()
+
+    def compile_in_background(self, on_done=lambda ok: None) -> threading.Thread:
+        def run() -> None:
+            try:
+                self.compile()
+                on_done(True)
+            except Exception:  # the eager path keeps serving; say why in the log
+                log.exception("compiling fast decoding failed; staying on the eager path")
+                on_done(False)
+
+        thread = threading.Thread(target=run, name="infill-compile", daemon=True)
+        thread.start()
+        return thread
+
+
+class StaticSession:
+    """The engine's view of the static cache: forward new tokens, roll back by length."""
+
+    kind = "static"
+
+    def __init__(self, decoder: StaticDecoder):
+        self.decoder = decoder
+        self.length = 0
+
+    def capacity_left(self) -> int:
+        return self.decoder.max_tokens - self.length
+
+    def can_truncate_after(self, extra: int) -> bool:
+        return self.length + extra <= self.decoder.max_tokens
+
+    def forward(self, ids: list[int], keep: int) -> torch.Tensor:
+        rows = self.decoder.step(ids, self.length)
+        self.length += len(ids)
+        return rows[-keep:]
+
+    def truncate(self, length: int) -> None:
+        # Slots past ``length`` are masked until they are written again.
+        self.length = min(self.length, length)
