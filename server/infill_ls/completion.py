@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 from .engine.base import EngineOutOfMemory, Generation, GenerationRequest
 from .postprocess import CursorContext, clean_suggestion, first_line_stop, wants_single_line
-from .prompt import Prompt, PromptTokenizer, build_fim_prompt
+from .prompt import Prompt, PromptTokenizer, RepoContext, build_fim_prompt
 from .settings import Settings
 from .templates import FimTemplate
 
@@ -29,9 +29,15 @@ class SuggestionResult:
     retried_smaller: bool = False  # the first try ran out of device memory; this one used half the prompt
 
 
-def build_prompt(tokenizer: PromptTokenizer, template: FimTemplate, context: CursorContext, settings: Settings) -> Prompt:
+def build_prompt(
+    tokenizer: PromptTokenizer,
+    template: FimTemplate,
+    context: CursorContext,
+    settings: Settings,
+    repo: RepoContext | None = None,
+) -> Prompt:
     budget = settings.contextTokens - settings.maxNewTokens
-    return build_fim_prompt(tokenizer, template, context.prefix, context.suffix, budget)
+    return build_fim_prompt(tokenizer, template, context.prefix, context.suffix, budget, repo)
 
 
 def suggest(
@@ -40,10 +46,11 @@ def suggest(
     settings: Settings,
     cancel: threading.Event | None = None,
     deadline: float | None = None,
+    repo: RepoContext | None = None,
 ) -> SuggestionResult:
     started = time.perf_counter()
     single_line = wants_single_line(context, settings.multiline)
-    prompt = build_prompt(engine.tokenizer, engine.template, context, settings)
+    prompt = build_prompt(engine.tokenizer, engine.template, context, settings, repo)
     prompt_done = time.perf_counter()
     generation = engine.generate(
         GenerationRequest(

@@ -20,11 +20,13 @@ from pygls.lsp.server import LanguageServer
 from pygls.protocol import LanguageServerProtocol
 
 from . import __version__
-from .completion import SuggestionResult, suggest_retrying_smaller
+from .completion import SuggestionResult, build_prompt, suggest_retrying_smaller
+from .context import ContextProvider, snapshot_documents, workspace_folders
 from .debug import register_debug_features
 from .documents import use_lsp_line_endings
 from .engine.base import EngineOutOfMemory, ModelLoadError
 from .engine.local import LocalEngine
+from .prompt import prompt_summary
 from .postprocess import CursorContext
 from .scheduler import Scheduler, Superseded
 from .settings import Settings
@@ -35,6 +37,8 @@ log = logging.getLogger("infill_ls")
 # Settings whose change needs the model loaded again.
 MODEL_SETTINGS = ("model", "quantization", "device", "template", "trustRemoteCode")
 CONFIGURATION_TIMEOUT_S = 5
+# Settings whose change rebuilds the repository context (a new workspace scan).
+CONTEXT_SETTINGS = ("contextFiles", "maxContextFiles", "contextExclude")
 
 
 class InfillProtocol(LanguageServerProtocol):
@@ -95,6 +99,7 @@ class InfillServer(LanguageServer):
         self._model_ready: asyncio.Event | None = None
         self.pending_messages: list[str] = []
         self._failure_shown: str | None = None  # the kind of generation failure last shown to the user
+        self.context: ContextProvider | None = None
 
     # ----- status and messages -----
 
@@ -160,6 +165,12 @@ class InfillServer(LanguageServer):
             log.warning("workspace/configuration failed: %s", error)
             return None
         return result[0] if result else None
+
+    def reset_context(self) -> None:
+        """(Re)start the repository context for the declared workspace folders (scans in the background)."""
+        if self.context:
+            self.context.close()
+        self.context = ContextProvider.from_settings(workspace_folders(self.workspace), self.settings)
 
     # ----- model loading -----
 
@@ -249,9 +260,11 @@ class InfillServer(LanguageServer):
         settings = self.settings
         received = time.monotonic()
         deadline = received + settings.timeoutMs / 1000
+        provider, documents = self.context, snapshot_documents(self.workspace)
 
         def job(cancel):
-            result = suggest_retrying_smaller(engine, context, settings, cancel=cancel, deadline=deadline)
+            repo = provider.gather(uri, context, documents) if provider else None
+            result = suggest_retrying_smaller(engine, context, settings, cancel=cancel, deadline=deadline, repo=repo)
             # Counted here, on the worker, so generations whose request was cancelled count too.
             self.count(result.generation.stop_reason)
             self.status.lastGeneratedTokens = len(result.generation.token_ids)
@@ -316,6 +329,19 @@ def cursor_context(server: InfillServer, uri: str, position: types.Position) -> 
     return CursorContext(prefix=source[:offset], suffix=source[offset:])
 
 
+def prompt_request(params: Any) -> tuple[str, types.Position]:
+    """``{textDocument: {uri}, position: {line, character}}`` of a custom request (dict or pygls object)."""
+    def field(value: Any, name: str) -> Any:
+        return value.get(name) if isinstance(value, dict) else getattr(value, name, None)
+
+    document, position = field(params, "textDocument"), field(params, "position")
+    uri = field(document, "uri")
+    line, character = field(position, "line"), field(position, "character")
+    if not isinstance(uri, str) or not isinstance(line, int) or not isinstance(character, int):
+        raise JsonRpcInvalidParams("infill/prompt expects {textDocument: {uri}, position: {line, character}}")
+    return uri, types.Position(line=line, character=character)
+
+
 def word_before(line_prefix: str) -> str:
     """The identifier characters right before the cursor (what a completion menu filters on)."""
     start = len(line_prefix)
@@ -338,12 +364,15 @@ def build_server(settings: Settings) -> InfillServer:
     @server.feature(types.INITIALIZED)
     async def on_initialized(ls: InfillServer, params: types.InitializedParams) -> None:
         ls.apply_settings(await ls.pull_configuration())
+        ls.reset_context()
         await ls.load_model()
 
     @server.feature(types.WORKSPACE_DID_CHANGE_CONFIGURATION)
     async def on_configuration(ls: InfillServer, params: types.DidChangeConfigurationParams) -> None:
         pushed = params.settings.get("infill") if isinstance(params.settings, dict) else None
         changed = ls.apply_settings(pushed if pushed is not None else await ls.pull_configuration())
+        if changed & set(CONTEXT_SETTINGS):
+            ls.reset_context()
         if changed & set(MODEL_SETTINGS):
             await ls.load_model()
         elif "enable" in changed and ls.status.state in ("ready", "disabled"):
@@ -384,6 +413,38 @@ def build_server(settings: Settings) -> InfillServer:
         )
         return types.CompletionList(is_incomplete=True, items=[item])
 
+    @server.feature(types.TEXT_DOCUMENT_DID_OPEN)
+    def on_did_open(ls: InfillServer, params: types.DidOpenTextDocumentParams) -> None:
+        if ls.context:
+            ls.context.note_open(params.text_document.uri, snapshot_documents(ls.workspace))
+
+    @server.feature(types.TEXT_DOCUMENT_DID_CHANGE)
+    def on_did_change(ls: InfillServer, params: types.DidChangeTextDocumentParams) -> None:
+        if ls.context:
+            ls.context.note_change(params.text_document.uri, params.content_changes)
+
+    @server.feature("infill/prompt")
+    async def on_prompt(ls: InfillServer, params: Any) -> dict:
+        """The prompt the model would get at a position, with its snippets ("why this suggestion")."""
+        uri, position = prompt_request(params)
+        context = cursor_context(ls, uri, position)
+        engine = await ls.wait_for_engine()
+        if engine is None:
+            return {"prompt": None, "message": ls.status.message or "the model is not loaded"}
+        provider, documents, settings = ls.context, snapshot_documents(ls.workspace), ls.settings
+
+        def job():
+            repo = provider.gather(uri, context, documents) if provider else None
+            return build_prompt(engine.tokenizer, engine.template, context, settings, repo), repo
+
+        prompt, repo = await ls.scheduler.run(job)
+        return {
+            "prompt": engine.tokenizer.decode(prompt.ids),
+            "ids": prompt.ids,
+            **prompt_summary(prompt, repo, settings.contextTokens - settings.maxNewTokens, engine.template.name),
+            "workspace": provider.describe() if provider else None,
+        }
+
     @server.feature("infill/status")
     def on_status(ls: InfillServer, params: Any) -> dict:
         return dataclasses.asdict(ls.status)
@@ -391,6 +452,8 @@ def build_server(settings: Settings) -> InfillServer:
     @server.feature(types.SHUTDOWN)
     def on_shutdown(ls: InfillServer, params: Any) -> None:
         ls.scheduler.cancel_all()
+        if ls.context:
+            ls.context.close()
 
     register_debug_features(server)
     return server

@@ -44,6 +44,10 @@ class Settings:
     template: str = "auto"
     trustRemoteCode: bool = False
     logLevel: str = "info"
+    # Repository context (context.py): snippets of other files in the prompt.
+    contextFiles: bool = True
+    maxContextFiles: int = 5000
+    contextExclude: tuple[str, ...] = ()
 
     def merged(self, updates: dict[str, Any] | None) -> tuple["Settings", list[str]]:
         """Apply ``updates``; return the new settings and one message per rejected value.
@@ -68,7 +72,7 @@ class Settings:
             if problem:
                 errors.append(f"invalid infill.{key} = {value!r}: {problem}; keeping {getattr(self, key)!r}")
             else:
-                changes[key] = value
+                changes[key] = tuple(value) if isinstance(value, list) else value
         merged = dataclasses.replace(self, **changes)
         problem = check_budget(merged)
         if problem:
@@ -95,6 +99,7 @@ def _validate(key: str, value: Any) -> str | None:
         "debounceMs": (0, 5000),
         "timeoutMs": (10, 600000),
         "loadWaitMs": (0, 3600000),
+        "maxContextFiles": (0, 1000000),
     }
     if key in choices:
         return None if value in choices[key] else f"expected one of {', '.join(choices[key])}"
@@ -103,7 +108,10 @@ def _validate(key: str, value: Any) -> str | None:
         if isinstance(value, bool) or not isinstance(value, int):
             return "expected a whole number"
         return None if low <= value <= high else f"expected {low}..{high}"
-    if key in ("enable", "trustRemoteCode"):
+    if key == "contextExclude":
+        ok = isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value)
+        return None if ok else "expected a list of gitignore-style patterns"
+    if key in ("enable", "trustRemoteCode", "contextFiles"):
         return None if isinstance(value, bool) else "expected true or false"
     if key == "device":
         if not isinstance(value, str):

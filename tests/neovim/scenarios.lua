@@ -266,6 +266,7 @@ function scenarios.commands()
   H.wait_for("the server to report disabled", function()
     return (infill_status() or {}).state == "disabled"
   end)
+  H.expect_equal(require("infill").statusline(), "infill:off", "statusline while disabled")
   H.type("ob = ")
   H.sleep(1500) -- well past Neovim's 200 ms request delay and a tiny-model answer
   H.expect(ghost_text() == nil, "ghost text shown while disabled")
@@ -275,6 +276,7 @@ function scenarios.commands()
   H.wait_for("the server to report ready", function()
     return (infill_status() or {}).state == "ready"
   end)
+  H.expect_equal(require("infill").statusline(), "infill:ready", "statusline when enabled again")
   type_and_wait_for_ghost_text("c = ")
   vim.cmd("InfillStatus")
   local status = H.wait_for("the :InfillStatus message", function()

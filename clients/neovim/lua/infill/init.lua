@@ -354,10 +354,11 @@ function M.complete()
   end
 end
 
--- Suggestion actions, for use in your own mappings (see |infill-keymaps|).
+-- Ghost-text actions, for use in your own mappings (see |infill-keymaps|);
+-- each returns true when it acted, and false in completion-menu mode.
 for _, action in ipairs({ "accept", "accept_word", "accept_line", "next", "prev", "dismiss" }) do
   M[action] = function()
-    return require("infill.keymaps")[action]()
+    return M.uses_inline() and require("infill.keymaps")[action]() or false
   end
 end
 

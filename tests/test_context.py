@@ -1,0 +1,200 @@
+"""Repository context: which snippets reach the prompt, the budget, and what is never read.
+
+Real files on disk, the tiny model's real tokenizer, the same entry points the
+server and ``infill-ls prompt`` use.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings as hsettings, strategies as st
+
+from context_fixture import HELPERS, MAIN_PREFIX, MAIN_SUFFIX, REPORTS, make_workspace
+from infill_ls.context import ContextProvider, OpenDocument, Workspace, PathRules, imported_paths
+from infill_ls.postprocess import CursorContext
+from infill_ls.prompt import NEIGHBOURHOOD_TOKENS, ContextFile, PromptTokenizer, RepoContext, build_fim_prompt
+from infill_ls.templates import STARCODER2
+
+CURSOR = CursorContext(MAIN_PREFIX, MAIN_SUFFIX)
+
+
+@pytest.fixture(scope="module")
+def tokenizer(tiny_model):
+    from transformers import AutoTokenizer
+
+    return PromptTokenizer(AutoTokenizer.from_pretrained(tiny_model))
+
+
+@pytest.fixture
+def workspace(tmp_path) -> Path:
+    return make_workspace(tmp_path)
+
+
+def gather(ws: Path, documents: list[OpenDocument] | None = None, **options) -> RepoContext:
+    provider = ContextProvider([ws], **options)
+    try:
+        main = ws / "app" / "main.py"
+        if documents is None:
+            return provider.gather_now(main, CURSOR)
+        provider.workspace.wait()
+        provider.workspace.load_now(provider.workspace.neighbours(*provider.workspace.locate(main), MAIN_PREFIX))
+        return provider.gather(main.as_uri(), CURSOR, documents)
+    finally:
+        provider.close()
+
+
+def render(tokenizer, repo: RepoContext, budget: int = 1984):
+    prompt = build_fim_prompt(tokenizer, STARCODER2, CURSOR.prefix, CURSOR.suffix, budget, repo)
+    return prompt, tokenizer.decode(prompt.ids)
+
+
+def test_typing_a_helpers_name_brings_its_definition_under_its_path(workspace, tokenizer):
+    repo = gather(workspace)
+    assert (repo.repo_name, repo.path) == ("ws", "app/main.py")
+    assert repo.snippets[0].path == "app/billing/helpers.py"
+    prompt, text = render(tokenizer, repo)
+    assert text.startswith("<repo_name>ws<file_sep>")
+    assert "<file_sep>app/billing/helpers.py\n" + HELPERS in text
+    assert text.endswith("<file_sep><fim_prefix>app/main.py\n" + MAIN_PREFIX + "<fim_suffix>" + MAIN_SUFFIX + "<fim_middle>")
+
+
+def test_an_unrelated_file_stays_out_when_the_budget_is_tight(workspace, tokenizer):
+    repo = gather(workspace)
+    paths = [s.path for s in repo.snippets]
+    assert paths.index("app/billing/helpers.py") < paths.index("app/reports.py")
+    # With room for everything both files are in the prompt…
+    _, roomy = render(tokenizer, repo, 1984)
+    assert HELPERS in roomy and REPORTS in roomy
+    # …with the smallest budget that holds the helper, the lower-ranked file is not.
+    for budget in range(NEIGHBOURHOOD_TOKENS, 1984, 8):
+        prompt, text = render(tokenizer, repo, budget)
+        if HELPERS in text:
+            break
+    assert len(prompt) <= budget
+    assert "app/reports.py" not in text and "monthly_report" not in text
+    assert MAIN_PREFIX in text  # the cursor's own file is whole, not cut for snippets
+
+
+def test_secrets_ignored_binary_outside_and_huge_files_never_reach_the_prompt(workspace, tokenizer):
+    # Every trap is also open in the editor: being open must not let it in either.
+    traps = [".env", "app/.env.production", "config/credentials.json", "config/server.pem", "id_rsa",
+             "generated/invoice_cache.py", "app/debug.log", "app/linked.py", "app/blob.py", "app/huge.py",
+             "app/linked_dir/secret.py", "app/../../outside/secret.py"]
+    documents = [OpenDocument((workspace / "app/main.py").as_uri(), workspace / "app/main.py",
+                              MAIN_PREFIX + MAIN_SUFFIX, 1, "python")]
+    for rel in traps:
+        path = workspace / rel
+        text = path.read_bytes().decode("utf-8", "replace")
+        documents.append(OpenDocument(path.as_uri(), path, text, 1, "python"))
+    repo = gather(workspace, documents)
+    _, text = render(tokenizer, repo, 100_000)
+    assert "LEAKED" not in text
+    assert HELPERS in text  # the check above is not vacuous: context does get in
+    assert all("LEAKED" not in s.text for s in repo.snippets)
+
+
+def test_the_scan_lists_only_readable_files_and_counts_what_it_skipped(workspace):
+    scan = Workspace([workspace], 100, PathRules())
+    scan.scan()
+    listed = set(scan.files[workspace.resolve()])
+    assert listed == {"app/main.py", "app/billing/__init__.py", "app/billing/helpers.py", "app/reports.py",
+                      "app/blob.py", ".gitignore"}  # blob.py is refused when read: it is binary
+    assert scan.read(workspace.resolve(), "app/blob.py") is None
+    skipped = scan.summary()["skipped"]
+    assert skipped["secret"] == 5 and skipped["gitignored"] == 2 and skipped["outside"] == 1
+    assert skipped["large"] == 1 and skipped["symlink"] == 1 and skipped["binary"] == 1
+
+
+def test_a_scan_stops_at_its_file_bound(workspace):
+    scan = Workspace([workspace], 2, PathRules())
+    scan.scan()
+    summary = scan.summary()
+    assert summary["files"] == 2 and summary["truncated"] is True
+
+
+def test_configured_exclude_patterns_keep_files_out(workspace):
+    provider = ContextProvider([workspace], exclude=("app/billing/",))
+    try:
+        repo = provider.gather_now(workspace / "app" / "main.py", CURSOR)
+    finally:
+        provider.close()
+    assert "app/billing/helpers.py" not in [s.path for s in repo.snippets]
+    assert "app/reports.py" in [s.path for s in repo.snippets]
+
+
+def test_context_files_off_keeps_only_the_current_file(workspace, tokenizer):
+    repo = gather(workspace, enabled=False)
+    assert repo.snippets == []
+    _, text = render(tokenizer, repo)
+    assert text == "<repo_name>ws<file_sep><fim_prefix>app/main.py\n" + MAIN_PREFIX + "<fim_suffix>" + MAIN_SUFFIX + "<fim_middle>"
+
+
+def test_open_documents_and_recent_edits_are_sources(workspace):
+    notes = workspace / "app" / "notes.py"  # open in the editor, never saved
+    lines = [f"filler_{i} = {i}\n" for i in range(200)]
+    lines[150] = "def checkout_with_discount(cart, customer, items):\n"
+    documents = [
+        OpenDocument((workspace / "app/main.py").as_uri(), workspace / "app/main.py", MAIN_PREFIX + MAIN_SUFFIX, 3, "python"),
+        OpenDocument(notes.as_uri(), notes, "".join(lines), 7, "python"),
+    ]
+    provider = ContextProvider([workspace])
+    try:
+        provider.workspace.wait()
+        provider.recent.record(notes.as_uri(), 150)
+        repo = provider.gather(documents[0].uri, CURSOR, documents)
+    finally:
+        provider.close()
+    recent = [s for s in repo.snippets if s.path == "app/notes.py"]
+    assert recent and recent[0].source == "recent"
+    assert "def checkout_with_discount" in recent[0].text
+
+
+def test_a_file_outside_the_workspace_gets_the_single_file_prompt(workspace, tmp_path, tokenizer):
+    elsewhere = tmp_path / "outside" / "loose.py"
+    elsewhere.write_text(MAIN_PREFIX)
+    provider = ContextProvider([workspace])
+    try:
+        assert provider.gather_now(elsewhere, CURSOR) is None
+    finally:
+        provider.close()
+
+
+def test_consecutive_keystrokes_keep_the_context_part_of_the_prompt(workspace, tokenizer):
+    provider = ContextProvider([workspace])
+    try:
+        first = provider.gather_now(workspace / "app/main.py", CURSOR)
+        typed = CursorContext(MAIN_PREFIX + "cart.it", MAIN_SUFFIX)
+        second = provider.gather_now(workspace / "app/main.py", typed)
+    finally:
+        provider.close()
+    a = build_fim_prompt(tokenizer, STARCODER2, CURSOR.prefix, CURSOR.suffix, 1984, first)
+    b = build_fim_prompt(tokenizer, STARCODER2, typed.prefix, typed.suffix, 1984, second)
+    shared = next(i for i, (x, y) in enumerate(zip(a.ids, b.ids)) if x != y)
+    # Everything up to the text typed is the same tokens (the engine reuses its KV cache).
+    assert shared >= len(a.ids) - a.suffix_tokens - 3
+
+
+def test_imports_point_at_local_modules():
+    assert "app/billing/helpers.py" in imported_paths("app/main.py", "from app.billing.helpers import x\n")
+    assert "app/util.py" in imported_paths("app/main.py", "from .util import y\n")
+    assert "src/lib/api.ts" in imported_paths("src/app.ts", "import { get } from './lib/api'\n")
+    assert "src/defs.h" in imported_paths("src/main.c", '#include "defs.h"\n')
+
+
+words = st.from_regex(r"[a-z_]{1,8}( |\n|\(|\)|=|: ){1,2}", fullmatch=True)
+code = st.lists(words, max_size=400).map("".join)
+
+
+@hsettings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(prefix=code, suffix=code, snippets=st.lists(code, max_size=5),
+       budget=st.integers(min_value=3, max_value=1500), path=st.sampled_from([None, "pkg/mod.py"]))
+def test_prompt_never_exceeds_the_budget_and_keeps_the_cursor_neighbourhood(tokenizer, prefix, suffix, snippets, budget, path):
+    files = [ContextFile(f"lib/f{i}.py", text, 1.0 - i / 10) for i, text in enumerate(snippets)]
+    repo = RepoContext("proj", path, files)
+    prompt = build_fim_prompt(tokenizer, STARCODER2, prefix, suffix, budget, repo)
+    assert len(prompt) <= budget
+    alone = build_fim_prompt(tokenizer, STARCODER2, prefix, suffix, budget, RepoContext("proj", path, []))
+    kept, alone_kept = prompt.prefix_tokens + prompt.suffix_tokens, alone.prefix_tokens + alone.suffix_tokens
+    assert kept >= min(alone_kept, NEIGHBOURHOOD_TOKENS)
