@@ -333,3 +333,18 @@ def test_a_cancel_flag_set_during_generation_stops_the_loop_at_the_next_token(en
                       prompt_lookup=False)
     assert result.stop_reason == "cancelled"
     assert len(result.token_ids) == 3
+
+
+def test_prompts_never_exceed_the_models_trained_length(tiny_model, tmp_path):
+    """contextTokens above max_position_embeddings is capped to it (a model degrades past it)."""
+    from infill_ls.completion import suggest
+
+    short = tmp_path / "short"
+    shutil.copytree(tiny_model, short)
+    config = json.loads((short / "config.json").read_text())
+    config["max_position_embeddings"] = 256
+    (short / "config.json").write_text(json.dumps(config))
+    engine = load_engine(short)
+    long_prefix = "".join(f"value_{i} = {i}\n" for i in range(2000))
+    result = suggest(engine, CursorContext(long_prefix, "\n"), Settings(model=str(short), contextTokens=2048, maxNewTokens=16))
+    assert len(result.prompt) <= 256 - 16
