@@ -37,8 +37,13 @@ def reference_generation(model_dir: Path, prefix: str, suffix: str, max_new_toke
 def reference_suggestion(model_dir: Path, prefix: str, suffix: str, max_new_tokens: int = 64, language: str = "python") -> str | None:
     """The reference generation shaped by infill-ls's post-processing rules (tested on their own
     in test_postprocess.py): what the server must answer for this cursor."""
+    return shaped(reference_generation(model_dir, prefix, suffix, max_new_tokens), prefix, suffix, language)
+
+
+def shaped(raw: str, prefix: str, suffix: str, language: str = "python") -> str | None:
+    """Raw model text after infill-ls's post-processing rules for this cursor."""
     from infill_ls.postprocess import CursorContext, cursor_syntax, finish_suggestion
 
     context = CursorContext(prefix=prefix, suffix=suffix, language=language)
-    suggestion = finish_suggestion(reference_generation(model_dir, prefix, suffix, max_new_tokens), context, cursor_syntax(context, "auto"))
+    suggestion = finish_suggestion(raw, context, cursor_syntax(context, "auto"))
     return suggestion.text if suggestion else None

@@ -14,6 +14,7 @@ import pytest
 import pytest_asyncio
 from lsprotocol import types
 
+from reference import shaped
 from conftest import as_dict, inline, open_document, start_client, stop_client, wait_until_loaded
 from context_fixture import HELPERS, MAIN_PREFIX, MAIN_SUFFIX, make_workspace
 
@@ -112,13 +113,13 @@ async def test_the_suggestion_is_the_models_answer_to_the_repository_prompt(clie
                                lambda r: "app/billing/helpers.py" in in_prompt(r))
     assert "app/billing/helpers.py" in in_prompt(result)
     answer = await inline(client, utils.as_uri(), line, character)
-    expected = greedy_first_line(tiny_model, result["ids"], 64)
+    expected = shaped(greedy_generation(tiny_model, result["ids"], 64), prefix, suffix)
     assert expected  # the comparison below is about text, not two empty answers
-    assert [i.insert_text for i in answer.items] == ([expected] if expected else [])
+    assert [i.insert_text for i in answer.items] == [expected]
 
 
-def greedy_first_line(model_dir, ids: list[int], max_new_tokens: int) -> str:
-    """What ``model.generate`` produces for these exact prompt ids (first line, as a single-line suggestion)."""
+def greedy_generation(model_dir, ids: list[int], max_new_tokens: int) -> str:
+    """What ``model.generate`` produces for these exact prompt ids."""
     import torch
 
     from reference import _load
@@ -130,4 +131,4 @@ def greedy_first_line(model_dir, ids: list[int], max_new_tokens: int) -> str:
         out = model.generate(torch.tensor([ids]), max_new_tokens=max_new_tokens, do_sample=False,
                              eos_token_id=stop, pad_token_id=0)
     new = [t for t in out[0, len(ids):].tolist() if t not in stop]
-    return tokenizer.decode(new).split("\n")[0].rstrip()
+    return tokenizer.decode(new)

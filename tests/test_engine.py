@@ -310,3 +310,41 @@ def test_idle_unload_setting_is_validated():
     assert settings.idleUnloadMinutes == 0 and "idleUnloadMinutes" in errors[0]
     settings, errors = Settings().merged({"idleUnloadMinutes": 0.5, "promptLookup": False, "quantization": "int4wo"})
     assert not errors and settings.idleUnloadMinutes == 0.5 and settings.quantization == "int4wo"
+
+
+# ----- cancellation -----
+
+
+def test_a_cancel_flag_set_during_generation_stops_the_loop_at_the_next_token(engine):
+    """The flag $/cancelRequest sets (scheduler.py) is read after every token."""
+    import threading
+
+    cancel = threading.Event()
+    seen: list[str] = []
+
+    def cancel_after_three_tokens(text: str):
+        seen.append(text)
+        if len(seen) == 3:  # another thread would do this; the effect is the same
+            cancel.set()
+        return None
+
+    ids = prompt_ids(engine, "def f(x):\n    ", "\n")
+    result = generate(engine, ids, max_new_tokens=500, stop_rule=cancel_after_three_tokens, cancel=cancel,
+                      prompt_lookup=False)
+    assert result.stop_reason == "cancelled"
+    assert len(result.token_ids) == 3
+
+
+def test_prompts_never_exceed_the_models_trained_length(tiny_model, tmp_path):
+    """contextTokens above max_position_embeddings is capped to it (a model degrades past it)."""
+    from infill_ls.completion import suggest
+
+    short = tmp_path / "short"
+    shutil.copytree(tiny_model, short)
+    config = json.loads((short / "config.json").read_text())
+    config["max_position_embeddings"] = 256
+    (short / "config.json").write_text(json.dumps(config))
+    engine = load_engine(short)
+    long_prefix = "".join(f"value_{i} = {i}\n" for i in range(2000))
+    result = suggest(engine, CursorContext(long_prefix, "\n"), Settings(model=str(short), contextTokens=2048, maxNewTokens=16))
+    assert len(result.prompt) <= 256 - 16

@@ -14,7 +14,7 @@ from reference import reference_suggestion
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
 # No debounce, and a time box the shared test machine never reaches.
-FAST = {"debounceMs": 0, "timeoutMs": 600000}
+FAST = {"debounceMs": 0, "timeoutMs": 600000, "loadWaitMs": 600000}
 CODE = "import os\n\ndef total(values):\n    result = sum(values) # done\n    return result\n"
 
 
@@ -107,26 +107,22 @@ async def test_requests_before_the_model_is_ready_wait_for_it(tiny_model):
         await stop_client(lsp)
 
 
-async def test_cancel_stops_the_generation_loop(tiny_model):
-    settings = {"debounceMs": 0, "maxNewTokens": 2000, "contextTokens": 4096, "timeoutMs": 600000, "multiline": "always"}
-    lsp = await start_client("--model", str(tiny_model), initialization_options=settings)
+async def test_cancel_request_is_answered_with_request_cancelled(tiny_model):
+    # A long debounce holds the request in the server, so the cancel always arrives before
+    # any answer; that the generation loop itself stops is tested in test_engine.py.
+    lsp = await start_client("--model", str(tiny_model), initialization_options={**FAST, "debounceMs": 2000})
     try:
         uri = "file:///work/cancel.py"
         open_document(lsp, uri, CODE)
         await wait_until_loaded(lsp)
-        before = (await status(lsp))["counters"]
         msg_id, request = send_inline(lsp, uri, 4, 0)
-        await asyncio.sleep(0.3)
+        await asyncio.sleep(0.2)
         cancel_request(lsp, msg_id)
         with pytest.raises(JsonRpcException) as error:
             await request
         assert error.value.code == -32800
-        # The next request is served (the worker is free again) ...
-        second = await inline(lsp, uri, 2, 0)
-        assert second is not None
-        after = await status(lsp)
-        # ... because the cancelled generation stopped itself long before 2000 tokens.
-        assert after["counters"].get("cancelled", 0) == before.get("cancelled", 0) + 1
+        # The server goes on: the next request gets its suggestion.
+        assert len((await inline(lsp, uri, 3, len("    result = "))).items) == 1
     finally:
         await stop_client(lsp)
 

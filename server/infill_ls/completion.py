@@ -53,6 +53,9 @@ def suggest(
     cache: SuggestionCache | None = None,
 ) -> SuggestionResult:
     started = time.perf_counter()
+    limit = getattr(engine, "max_context_tokens", None)
+    if limit and settings.contextTokens > limit and limit - settings.maxNewTokens >= 32:
+        settings = dataclasses.replace(settings, contextTokens=limit)
     syntax = cursor_syntax(context, settings.multiline)
     prompt = build_prompt(engine.tokenizer, engine.template, context, settings, repo)
     prompt_done = time.perf_counter()

@@ -6,14 +6,20 @@ import importlib.metadata
 import platform
 
 from . import __version__
-from .hardware import bitsandbytes_available, choose_placement
+from .hardware import bitsandbytes_available, choose_placement, gpu_options
 from .settings import BUNDLED_MODEL_DIR, Settings
 
 RECOMMENDATION = """\
 Models: the default is a small model bundled with infill-ls so it works offline
-right away; its suggestions are modest. For real use point infill.model at
+right away, but it is tiny and weak (trained on a CPU: training/MODEL_CARD.md).
+For real use point infill.model at
 StarCoder2: bigcode/starcoder2-3b (6 GB bf16), -7b (15 GB) or -15b (32 GB bf16,
 17 GB 8-bit, 9 GB 4-bit). On FIM benchmarks the 3B scores above the 15B."""
+
+
+# Parameter counts of the StarCoder2 checkpoints (model cards).
+STARCODER2_SIZES = {"bigcode/starcoder2-3b": 3_030_000_000, "bigcode/starcoder2-7b": 7_170_000_000,
+                    "bigcode/starcoder2-15b": 15_960_000_000}
 
 
 def _version(package: str) -> str:
@@ -53,4 +59,10 @@ def report(settings: Settings) -> str:
     except Exception as error:  # doctor reports problems, it never fails on them
         lines.append(f"  cannot inspect the model: {error}")
     lines.append(RECOMMENDATION)
+    if torch.cuda.is_available():
+        lines.append("On this GPU, quantization auto would run:")
+        for name, parameters in STARCODER2_SIZES.items():
+            placement = choose_placement("cuda", "auto", parameters)
+            lines.append(f"  {name}: {placement.precision} ({placement.reason})")
+        lines.append(f"  precisions auto tries, fastest first: {', '.join(gpu_options(bitsandbytes_available()))}")
     return "\n".join(lines)

@@ -124,6 +124,11 @@ def has_code(line: str) -> bool:
     return any(ch.isalnum() for ch in line)
 
 
+def is_closing_line(line: str) -> bool:
+    """``}``, ``});``, ``)``: lines that legitimately come several times in a row."""
+    return all(ch in ")]}>;, \t" for ch in line)
+
+
 def repetition_stop(text: str) -> int | None:
     """Cut a loop: the same line three times in a row, or the same 2-4 line block twice.
 
@@ -137,7 +142,7 @@ def repetition_stop(text: str) -> int | None:
             continue
         tail = [line.strip() for line in complete[-span:]]
         block = tail[:period]
-        if any(has_code(line) for line in block) and all(tail[i] == block[i % period] for i in range(span)):
+        if any(not is_closing_line(line) for line in block) and all(tail[i] == block[i % period] for i in range(span)):
             keep = len(complete) - span + period
             return sum(len(line) + 1 for line in complete[:keep]) - 1
     return None

@@ -67,6 +67,14 @@ class InfillProtocol(LanguageServerProtocol):
                 )
             raise
 
+    def _execute_handler(self, msg_id, handler, callback, args=None, kwargs=None):
+        super()._execute_handler(msg_id, handler, callback, args, kwargs)
+        future = self._request_futures.get(msg_id)
+        if future is not None and callback == self._check_handler_result:
+            # A notification's future (didChange, didOpen, ...): pygls stores it under a fresh
+            # id and never removes it, ~2 KB per keystroke for the life of the server.
+            future.add_done_callback(lambda _done: self._request_futures.pop(msg_id, None))
+
 
 @dataclasses.dataclass
 class Status:

@@ -121,6 +121,8 @@ class LocalEngine:
         self.tokenizer = tokenizer
         self.template = template
         self.info = info
+        # The longest sequence the model was trained on: prompts beyond it only hurt.
+        self.max_context_tokens: int | None = getattr(model.config, "max_position_embeddings", None)
         eos = tokenizer.tokenizer.eos_token_id
         self.stop_ids = {tokenizer.vocabulary[t] for t in template.stop if t in tokenizer.vocabulary}
         if eos is not None:

@@ -1,0 +1,159 @@
+"""The bundled model (server/infill_ls/models/infill-small): a StarCoder2 checkpoint that
+loads like any other and completes held-out-style code plausibly.
+
+Assertions are on properties (a parenthesis gets closed, an imported module exists in
+the context), not on exact strings a retrain would change.
+
+The quality properties are marked xfail(strict=True): the shipped model was trained for
+87 minutes on a shared 2-core CPU (3.2M tokens, see training/MODEL_CARD.md) and does not
+meet them yet.  Strict means a retrained model that does meet them makes the suite fail
+until the mark is removed, so the marks cannot outlive the weakness they record.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+REPO_ROOT = Path(__file__).resolve().parent.parent
+MODEL_DIR = REPO_ROOT / "server" / "infill_ls" / "models" / "infill-small"
+STARCODER2_SPECIAL_IDS = {
+    "<|endoftext|>": 0, "<fim_prefix>": 1, "<fim_middle>": 2, "<fim_suffix>": 3,
+    "<fim_pad>": 4, "<repo_name>": 5, "<file_sep>": 6,
+}
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(MODEL_DIR)
+
+
+@pytest.fixture(scope="module")
+def model():
+    from transformers import AutoModelForCausalLM
+
+    torch.set_num_threads(2)
+    return AutoModelForCausalLM.from_pretrained(MODEL_DIR).eval()
+
+
+def fim_ids(tokenizer, prefix: str, suffix: str, context: dict[str, str] | None = None, path: str = "") -> list[int]:
+    """The prompt layout infill-ls sends (pieces tokenized separately, specials as single ids)."""
+    ids = STARCODER2_SPECIAL_IDS
+    encode = lambda text: tokenizer(text, add_special_tokens=False)["input_ids"] if text else []
+    head: list[int] = []
+    if context is not None:
+        head = [ids["<repo_name>"]] + encode("demo")
+        for other_path, code in context.items():
+            head += [ids["<file_sep>"]] + encode(other_path + "\n" + code)
+        head += [ids["<file_sep>"]] + encode(path + "\n")
+    return head + [ids["<fim_prefix>"]] + encode(prefix) + [ids["<fim_suffix>"]] + encode(suffix) + [ids["<fim_middle>"]]
+
+
+def complete(model, tokenizer, prompt: list[int], max_new_tokens: int = 24) -> str:
+    """Greedy suggestion through plain `generate`, with FIM/repo tokens suppressed as the server does."""
+    with torch.inference_mode():
+        out = model.generate(
+            torch.tensor([prompt]), max_new_tokens=max_new_tokens, do_sample=False,
+            bad_words_ids=[[i] for i in range(1, 7)], eos_token_id=0, pad_token_id=0,
+        )
+    return tokenizer.decode(out[0, len(prompt):], skip_special_tokens=True)
+
+
+def test_is_a_small_starcoder2_checkpoint(model, tokenizer):
+    from transformers import Starcoder2ForCausalLM
+
+    assert isinstance(model, Starcoder2ForCausalLM)
+    assert model.config.eos_token_id == 0 and model.config.bos_token_id == 0
+    for token, expected_id in STARCODER2_SPECIAL_IDS.items():
+        assert tokenizer.convert_tokens_to_ids(token) == expected_id
+    weights = MODEL_DIR / "model.safetensors"
+    assert weights.stat().st_size <= 50 * 1024 * 1024
+    card = (REPO_ROOT / "training" / "MODEL_CARD.md").read_text()
+    assert f"{sum(p.numel() for p in model.parameters()):,}" in card, "model card states another parameter count"
+
+
+UNDERTRAINED = pytest.mark.xfail(
+    strict=True, reason="CPU-trained infill-small (3.2M tokens) is too weak for this yet; retrain on a GPU"
+)
+
+
+@UNDERTRAINED
+def test_closes_the_parenthesis_of_a_signature(model, tokenizer):
+    prefix = (
+        "class Session:\n"
+        '    """A connection to the server that remembers cookies."""\n\n'
+        "    def __init__(self"
+    )
+    suffix = "\n\n    def close(self):\n        self.adapter.close()\n"
+    line = complete(model, tokenizer, fim_ids(tokenizer, prefix, suffix)).split("\n")[0]
+    assert ")" in line and line.rstrip().endswith(":"), line
+
+
+@UNDERTRAINED
+def test_import_names_a_module_from_the_repository_context(model, tokenizer):
+    context = {
+        "shapes/geometry.py": "class Point:\n    def __init__(self, x, y):\n        self.x = x\n        self.y = y\n",
+        "shapes/palette.py": 'RED = "#ff0000"\n\n\ndef darker(color):\n    return color\n',
+    }
+    prefix = "from shapes."
+    suffix = " import Point\n\n\ndef origin():\n    return Point(0, 0)\n"
+    prompt = fim_ids(tokenizer, prefix, suffix, context, path="shapes/render.py")
+    words = complete(model, tokenizer, prompt, 8).split()
+    assert words and words[0] in {"geometry", "palette"}, words
+
+
+@UNDERTRAINED
+def test_return_uses_the_parameters(model, tokenizer):
+    prefix = "def scale(point, factor):\n    return "
+    suffix = "\n\n\ndef main():\n    print(scale(2, 3))\n"
+    line = complete(model, tokenizer, fim_ids(tokenizer, prefix, suffix)).split("\n")[0]
+    assert "factor" in line or "point" in line, line
+
+
+# ---------------------------------------------------------------- the real server path
+
+def infill_complete(tmp_path: Path, code: str, *flags: str, marker: str = "|") -> dict:
+    """Run `infill-ls complete FILE:LINE:COL --json` with the cursor at `marker`."""
+    offset = code.index(marker)
+    text = code.replace(marker, "", 1)
+    line = text[:offset].count("\n") + 1
+    column = offset - (text.rfind("\n", 0, offset) + 1) + 1
+    source = tmp_path / "snippet.py"
+    source.write_text(text)
+    env = dict(os.environ, PYTHONPATH=str(REPO_ROOT / "server"), HF_HUB_OFFLINE="1")
+    run = subprocess.run(
+        [sys.executable, "-m", "infill_ls", "complete", f"{source}:{line}:{column}", "--context-tokens", "1024",
+         "--device", "cpu", "--max-new-tokens", "24", "--json", *flags],
+        capture_output=True, text=True, env=env, timeout=600,
+    )
+    assert run.returncode == 0, run.stderr
+    return json.loads(run.stdout)
+
+
+def test_server_uses_the_bundled_model_when_none_is_configured(tmp_path):
+    result = infill_complete(tmp_path, "def scale(point, factor):\n    return |\n")
+    assert Path(result["model"]).resolve() == MODEL_DIR.resolve(), result
+    assert result["generatedTokens"] > 0 and 0 < result["promptTokens"] <= 1024, result
+
+
+def test_server_path_with_model_flag_gives_a_clean_single_line(tmp_path):
+    result = infill_complete(tmp_path, "def area(width, height):\n    return max(|, 0) * height\n", "--model", str(MODEL_DIR))
+    suggestion = result["suggestion"] or ""
+    assert result["singleLine"], result
+    assert "\n" not in suggestion and not any(token in suggestion for token in STARCODER2_SPECIAL_IDS), result
+
+
+@UNDERTRAINED
+def test_server_path_closes_the_signature(tmp_path):
+    result = infill_complete(tmp_path, "class Session:\n    def __init__(self|\n\n    def close(self):\n        pass\n",
+                             "--model", str(MODEL_DIR))
+    assert result["suggestion"] and ")" in result["suggestion"].split("\n")[0], result

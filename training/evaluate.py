@@ -1,0 +1,154 @@
+"""Exact match and edit similarity on held-out packages, with and without repository context.
+
+    python -m training.evaluate --model server/infill_ls/models/infill-small --holes 60
+
+Holes are cut from the held-out files (never trained on): "single-line" = the rest of a
+line from a cursor inside it; "multi-line" = 2-5 whole lines from the start of a line's
+code.  "with context" puts snippets of other files of the same package before the file
+(<repo_name>/<file_sep> layout, as infill-ls does); "without" is a plain FIM prompt.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import re
+import time
+from pathlib import Path
+
+import torch
+
+from .data import SourceFile, load_split
+from .samples import Encoder, context_ids, context_snippets, fim_prompt, repo_display_name
+from .tokenizer import EOS, SPECIAL_TOKENS
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+def edit_similarity(a: str, b: str) -> float:
+    """1 - Levenshtein(a, b) / max(len): 1.0 for identical strings."""
+    if not a and not b:
+        return 1.0
+    previous = list(range(len(b) + 1))
+    for i, ca in enumerate(a, 1):
+        current = [i]
+        for j, cb in enumerate(b, 1):
+            current.append(min(previous[j] + 1, current[j - 1] + 1, previous[j - 1] + (ca != cb)))
+        previous = current
+    return 1.0 - previous[-1] / max(len(a), len(b))
+
+
+def cut_hole(rng: random.Random, text: str, kind: str) -> tuple[int, int] | None:
+    lines = text.splitlines(keepends=True)
+    offsets = [0]
+    for line in lines:
+        offsets.append(offsets[-1] + len(line))
+    candidates = [i for i, line in enumerate(lines) if len(line.strip()) >= 8 and not line.strip().startswith("#")]
+    if not candidates:
+        return None
+    i = rng.choice(candidates)
+    line = lines[i].rstrip("\n")
+    indent = len(line) - len(line.lstrip())
+    if kind == "single-line":
+        # Cursor somewhere in the first two thirds of the code on the line.
+        cursor = offsets[i] + rng.randint(indent, indent + (len(line) - indent) * 2 // 3)
+        return cursor, offsets[i] + len(line)
+    last = min(len(lines) - 1, i + rng.randint(1, 4))
+    return offsets[i] + indent, offsets[last] + len(lines[last].rstrip("\n"))
+
+
+@torch.inference_mode()
+def complete(model, prompt: list[int], max_new_tokens: int, stop_newlines: int) -> list[int]:
+    """Greedy decoding that never emits FIM/repo tokens; stops at EOS or after `stop_newlines` newlines."""
+    ids = torch.tensor([prompt])
+    banned = list(range(1, len(SPECIAL_TOKENS)))
+    out = model(input_ids=ids, use_cache=True, logits_to_keep=1)
+    cache, generated, newline_count = out.past_key_values, [], 0
+    logits = out.logits[0, -1]
+    for _ in range(max_new_tokens):
+        logits[banned] = float("-inf")
+        token = int(logits.argmax())
+        if token == EOS:
+            break
+        generated.append(token)
+        newline_count += model.newline_counts[token]
+        if newline_count >= stop_newlines:
+            break
+        out = model(input_ids=torch.tensor([[token]]), cache=cache, use_cache=True)
+        cache, logits = out.past_key_values, out.logits[0, -1]
+    return generated
+
+
+def truncate_lines(text: str, n: int) -> str:
+    return "\n".join(text.split("\n")[:n])
+
+
+def evaluate(model, tokenizer, repos: dict[str, list[SourceFile]], holes_per_kind: int, seed: int, budget: int = 1024) -> dict:
+    encode = Encoder(tokenizer)
+    # Newlines per token, for the stop rule.
+    model.newline_counts = [tokenizer.decode([i]).count("\n") for i in range(len(tokenizer))]
+    rng = random.Random(seed)
+    files = [f for name in sorted(repos) for f in repos[name] if len(f.text) > 500]
+    results: dict[str, dict] = {}
+    examples = []
+    for kind, max_new in (("single-line", 32), ("multi-line", 128)):
+        scores = {"without context": [], "with context": []}
+        for _ in range(holes_per_kind):
+            f = rng.choice(files)
+            hole = cut_hole(rng, f.text, kind)
+            if hole is None:
+                continue
+            start, end = hole
+            prefix, middle, suffix = f.text[:start], f.text[start:end], f.text[end:]
+            n_lines = middle.count("\n") + 1
+            snippets = context_snippets(random.Random(seed), f, repos[f.repo], prefix[-1500:] + suffix[:500])
+            room = budget - max_new
+            prompts = {
+                "without context": fim_prompt(encode, prefix, suffix, room),
+                "with context": fim_prompt(encode, prefix, suffix, room, context_ids(encode, snippets, room * 2 // 5),
+                                           repo_display_name(f.repo), f.path),
+            }
+            for condition, prompt in prompts.items():
+                text = tokenizer.decode(complete(model, prompt, max_new, n_lines))
+                text = truncate_lines(text, n_lines)
+                scores[condition].append((text.rstrip() == middle.rstrip(), edit_similarity(text.rstrip(), middle.rstrip())))
+                if len(examples) < 12:
+                    examples.append({"kind": kind, "condition": condition, "file": f.path, "expected": middle, "got": text})
+        results[kind] = {
+            condition: {
+                "holes": len(s),
+                "exact_match": round(100 * sum(e for e, _ in s) / max(len(s), 1), 1),
+                "edit_similarity": round(100 * sum(es for _, es in s) / max(len(s), 1), 1),
+            }
+            for condition, s in scores.items()
+        }
+    return {"results": results, "examples": examples}
+
+
+def main(argv: list[str] | None = None) -> None:
+    from transformers import AutoTokenizer, Starcoder2ForCausalLM
+
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", type=Path, default=REPO_ROOT / "server" / "infill_ls" / "models" / "infill-small")
+    ap.add_argument("--heldout", type=Path, default=REPO_ROOT / "training" / "work" / "data" / "heldout.jsonl")
+    ap.add_argument("--holes", type=int, default=100, help="holes per kind (each scored with and without context)")
+    ap.add_argument("--seed", type=int, default=1234)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--json", type=Path, help="also write the results here")
+    args = ap.parse_args(argv)
+
+    torch.set_num_threads(args.threads)
+    tokenizer = AutoTokenizer.from_pretrained(args.model)
+    model = Starcoder2ForCausalLM.from_pretrained(args.model).eval()
+    started = time.time()
+    report = evaluate(model, tokenizer, load_split(args.heldout), args.holes, args.seed)
+    report["model"] = str(args.model)
+    report["seconds"] = round(time.time() - started)
+    print(json.dumps(report["results"], indent=1))
+    if args.json:
+        args.json.write_text(json.dumps(report, indent=1))
+
+
+if __name__ == "__main__":
+    main()
