@@ -68,12 +68,17 @@ class InfillProtocol(LanguageServerProtocol):
             raise
 
     def _execute_handler(self, msg_id, handler, callback, args=None, kwargs=None):
+        # A notification's future (didChange, didOpen, ...): pygls stores it under a fresh
+        # id and never removes it, ~2 KB per keystroke for the life of the server.  Done
+        # ones are forgotten here, on the loop, not in their callback: shutdown iterates
+        # the dict while cancelling, and a cancel runs the callback at once.
+        finished = self.__dict__.setdefault("_finished_notifications", [])
+        while finished:
+            self._request_futures.pop(finished.pop(), None)
         super()._execute_handler(msg_id, handler, callback, args, kwargs)
         future = self._request_futures.get(msg_id)
         if future is not None and callback == self._check_handler_result:
-            # A notification's future (didChange, didOpen, ...): pygls stores it under a fresh
-            # id and never removes it, ~2 KB per keystroke for the life of the server.
-            future.add_done_callback(lambda _done: self._request_futures.pop(msg_id, None))
+            future.add_done_callback(lambda _done: finished.append(msg_id))
 
 
 @dataclasses.dataclass
