@@ -33,9 +33,12 @@ describe('settings → initialization options', () => {
       ...defaultConfigTree(),
       model: '/models/starcoder2-3b',
     });
+    // remoteModel's default is "" (not set), so it is left out.
     assert.deepEqual(Object.keys(options).sort(), [
-      'contextTokens', 'debounceMs', 'device', 'enable', 'loadWaitMs', 'logLevel', 'maxNewTokens', 'model',
-      'multiline', 'quantization', 'template', 'timeoutMs', 'trustRemoteCode',
+      'apiKeyEnv', 'backend', 'contextExclude', 'contextFiles', 'contextTokens', 'debounceMs', 'device', 'enable',
+      'endpoint', 'fastDecode', 'idleUnloadMinutes', 'loadWaitMs', 'logLevel', 'maxContextFiles', 'maxNewTokens',
+      'model', 'multiline', 'promptLookup', 'quantization', 'requestTimeoutMs', 'template', 'timeoutMs',
+      'trustRemoteCode',
     ]);
     assert.equal(options.model, '/models/starcoder2-3b');
     assert.equal(options.maxNewTokens, 64);
