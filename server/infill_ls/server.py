@@ -107,7 +107,6 @@ class InfillServer(LanguageServer):
         self.status = Status(model=settings.model)
         self._load_number = 0
         self._model_ready: asyncio.Event | None = None
-        self.pending_messages: list[str] = []
         self._failure_shown: str | None = None  # the kind of generation failure last shown to the user
         self.context: ContextProvider | None = None
         self.last_request = time.monotonic()
