@@ -18,25 +18,13 @@ import time
 from pathlib import Path
 
 import torch
+from infill_ls.evaluate import edit_similarity  # the project's harness scores the same way
 
 from .data import SourceFile, load_split
 from .samples import Encoder, context_ids, context_snippets, fim_prompt, repo_display_name
 from .tokenizer import EOS, SPECIAL_TOKENS
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-
-
-def edit_similarity(a: str, b: str) -> float:
-    """1 - Levenshtein(a, b) / max(len): 1.0 for identical strings."""
-    if not a and not b:
-        return 1.0
-    previous = list(range(len(b) + 1))
-    for i, ca in enumerate(a, 1):
-        current = [i]
-        for j, cb in enumerate(b, 1):
-            current.append(min(previous[j] + 1, current[j - 1] + 1, previous[j - 1] + (ca != cb)))
-        previous = current
-    return 1.0 - previous[-1] / max(len(a), len(b))
 
 
 def cut_hole(rng: random.Random, text: str, kind: str) -> tuple[int, int] | None:
