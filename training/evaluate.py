@@ -5,7 +5,7 @@
 Holes are cut from the held-out files (never trained on): "single-line" = the rest of a
 line from a cursor inside it; "multi-line" = 2-5 whole lines from the start of a line's
 code.  "with context" puts snippets of other files of the same package before the file
-(<repo_name>/<file_sep> layout, as infill-ls does); "without" is a plain FIM prompt.
+(the server's own prompt builder and snippet choice); "without" is a plain FIM prompt.
 """
 
 from __future__ import annotations
@@ -19,9 +19,12 @@ from pathlib import Path
 
 import torch
 from infill_ls.evaluate import edit_similarity  # the project's harness scores the same way
+from infill_ls.engine.local import cache_keyword  # transformers 5.17 and 5.2x name it differently
 
 from .data import SourceFile, load_split
-from .samples import Encoder, context_ids, context_snippets, fim_prompt, repo_display_name
+from infill_ls.prompt import PromptTokenizer, RepoContext
+
+from .samples import context_snippets, fim_prompt, repo_display_name
 from .tokenizer import EOS, SPECIAL_TOKENS
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -63,7 +66,7 @@ def complete(model, prompt: list[int], max_new_tokens: int, stop_newlines: int) 
         newline_count += model.newline_counts[token]
         if newline_count >= stop_newlines:
             break
-        out = model(input_ids=torch.tensor([[token]]), cache=cache, use_cache=True)
+        out = model(input_ids=torch.tensor([[token]]), use_cache=True, **{cache_keyword(model): cache})
         cache, logits = out.past_key_values, out.logits[0, -1]
     return generated
 
@@ -73,7 +76,7 @@ def truncate_lines(text: str, n: int) -> str:
 
 
 def evaluate(model, tokenizer, repos: dict[str, list[SourceFile]], holes_per_kind: int, seed: int, budget: int = 1024) -> dict:
-    encode = Encoder(tokenizer)
+    prompt_tokenizer = PromptTokenizer(tokenizer)
     # Newlines per token, for the stop rule.
     model.newline_counts = [tokenizer.decode([i]).count("\n") for i in range(len(tokenizer))]
     rng = random.Random(seed)
@@ -90,12 +93,12 @@ def evaluate(model, tokenizer, repos: dict[str, list[SourceFile]], holes_per_kin
             start, end = hole
             prefix, middle, suffix = f.text[:start], f.text[start:end], f.text[end:]
             n_lines = middle.count("\n") + 1
-            snippets = context_snippets(random.Random(seed), f, repos[f.repo], prefix[-1500:] + suffix[:500])
+            snippets = context_snippets(f, repos[f.repo], prefix, suffix)
             room = budget - max_new
+            repo = RepoContext(repo_display_name(f.repo), f.path, snippets)
             prompts = {
-                "without context": fim_prompt(encode, prefix, suffix, room),
-                "with context": fim_prompt(encode, prefix, suffix, room, context_ids(encode, snippets, room * 2 // 5),
-                                           repo_display_name(f.repo), f.path),
+                "without context": fim_prompt(prompt_tokenizer, prefix, suffix, room),
+                "with context": fim_prompt(prompt_tokenizer, prefix, suffix, room, repo),
             }
             for condition, prompt in prompts.items():
                 text = tokenizer.decode(complete(model, prompt, max_new, n_lines))
