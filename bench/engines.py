@@ -6,9 +6,9 @@ import time
 
 from common import summary
 
-# The bundled model's shape (training/train.py preset cpu-small) and StarCoder2-15B's.
+# The bundled model's shape (training/train.py preset gpu-small) and StarCoder2-15B's.
 BUNDLED = dict(hidden_size=256, num_hidden_layers=4, num_attention_heads=4, num_key_value_heads=2,
-               intermediate_size=1024, vocab_size=4096, sliding_window=4096)
+               intermediate_size=1024, vocab_size=8192, sliding_window=4096)
 STARCODER2_15B = dict(hidden_size=6144, num_hidden_layers=40, num_attention_heads=48, num_key_value_heads=4,
                       intermediate_size=24576, vocab_size=49152, sliding_window=4096)
 # A laptop-sized stand-in for StarCoder2-15B, to run the GPU script's code on a CPU.

@@ -15,8 +15,10 @@ from pathlib import Path
 
 import torch
 
+from infill_ls.prompt import PromptTokenizer
+
 from .data import load_split
-from .samples import Encoder, fim_prompt
+from .samples import fim_prompt
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -38,7 +40,15 @@ def main(argv: list[str] | None = None) -> None:
     model = Starcoder2ForCausalLM.from_pretrained(args.model).eval()
     source = max((f for fs in load_split(args.heldout).values() for f in fs), key=lambda f: len(f.text)).text
     cut = len(source) // 2
-    prompt = fim_prompt(Encoder(tokenizer), source[:cut], source[cut:], args.prompt_tokens)
+    # The server's builder cuts the prefix on a character grid (for KV reuse), so it may
+    # land a few tokens short of its budget: grow the budget until the prompt is exact.
+    budget, prompt = args.prompt_tokens, []
+    for _ in range(8):
+        prompt = fim_prompt(PromptTokenizer(tokenizer), source[:cut], source[cut:], budget)
+        if len(prompt) >= args.prompt_tokens:
+            break
+        budget += args.prompt_tokens - len(prompt)
+    prompt = prompt[len(prompt) - args.prompt_tokens:] if len(prompt) > args.prompt_tokens else prompt
     assert len(prompt) == args.prompt_tokens, len(prompt)
     ids = torch.tensor([prompt])
 

@@ -117,11 +117,19 @@ def stdlib_files() -> dict[str, list[SourceFile]]:
     return repos
 
 
-def site_package_files() -> tuple[dict[str, list[SourceFile]], dict[str, RepoInfo]]:
+def distributions(extra_paths: list[str]) -> list[md.Distribution]:
+    """Installed distributions, plus those unpacked under ``extra_paths`` (one of each name)."""
+    found: dict[str, md.Distribution] = {}
+    for dist in [*md.distributions(), *(md.distributions(path=list(extra_paths)) if extra_paths else [])]:
+        found.setdefault(dist.metadata["Name"].lower(), dist)
+    return [found[name] for name in sorted(found)]
+
+
+def site_package_files(extra_paths: list[str] = ()) -> tuple[dict[str, list[SourceFile]], dict[str, RepoInfo]]:
     repos: dict[str, list[SourceFile]] = {}
     infos: dict[str, RepoInfo] = {}
     seen_paths: set[str] = set()
-    for dist in sorted(md.distributions(), key=lambda d: d.metadata["Name"].lower()):
+    for dist in distributions(extra_paths):
         name = dist.metadata["Name"]
         if name.lower() in EXCLUDED_DISTRIBUTIONS:
             continue
@@ -166,11 +174,14 @@ def cap_repo(files: list[SourceFile], rng: random.Random) -> list[SourceFile]:
     return sorted(kept, key=lambda f: f.path)
 
 
-def build_corpus(out_dir: Path, seed: int) -> dict:
-    """Write train.jsonl, heldout.jsonl and manifest.json under out_dir; return the manifest."""
+def build_corpus(out_dir: Path, seed: int, extra_paths: list[str] = ()) -> dict:
+    """Write train.jsonl, heldout.jsonl and manifest.json under out_dir; return the manifest.
+
+    ``extra_paths``: folders of unpacked distributions (training/fetch-corpus.sh) added
+    to the installed ones."""
     rng = random.Random(seed)
     repos = stdlib_files()
-    site_repos, infos = site_package_files()
+    site_repos, infos = site_package_files(extra_paths)
     repos.update(site_repos)
     stdlib_version = f"{sys.version_info.major}.{sys.version_info.minor}.{sys.version_info.micro}"
     for repo, files in repos.items():
@@ -231,13 +242,14 @@ def markdown_table(rows: list[dict]) -> str:
 
 
 if __name__ == "__main__":
-    # python -m training.data [OUT_DIR]        build the corpus
-    # python -m training.data --table OUT_DIR  print the model card's data tables
+    # python -m training.data [OUT_DIR [EXTRA_SITE_DIR]]  build the corpus
+    # python -m training.data --table OUT_DIR              print the model card's data tables
     if sys.argv[1:2] == ["--table"]:
         m = json.loads((Path(sys.argv[2]) / "manifest.json").read_text())
         print("Held out (evaluation only):\n\n" + markdown_table(m["heldout"]))
         print("\nTraining:\n\n" + markdown_table(m["train"]))
     else:
-        m = build_corpus(Path(sys.argv[1] if len(sys.argv) > 1 else "training/work/data"), seed=0)
+        m = build_corpus(Path(sys.argv[1] if len(sys.argv) > 1 else "training/work/data"), seed=0,
+                         extra_paths=sys.argv[2:3])
         for split in ("train", "heldout"):
             print(split, len(m[split]), "repos", sum(r["bytes_used"] for r in m[split]), "bytes")

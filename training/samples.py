@@ -1,8 +1,10 @@
-"""Training samples and prompts in the exact layout infill-ls sends to StarCoder2 models.
+"""Training samples built by the server's own prompt code, so the model learns the exact prompts it gets.
 
 FIM (prefix-suffix-middle):   <fim_prefix>PRE<fim_suffix>SUF<fim_middle>MID<|endoftext|>
-with repository context:      <repo_name>NAME<file_sep>path\\ncode<file_sep>...<file_sep>cur/path\\n<fim_prefix>...
-Each text piece is tokenized on its own, as the server does.
+with repository context:      <repo_name>NAME<file_sep>path\\ncode...<file_sep><fim_prefix>cur/path\\nPRE<fim_suffix>SUF<fim_middle>MID<|endoftext|>
+(StarCoder2's layout, arXiv 2402.19173 §5; infill_ls/templates.py).  Prompts come from
+infill_ls.prompt.build_fim_prompt with infill_ls.context's snippet choice, budget split
+and cut rules; only the holes and the sampling mix are training's own.
 """
 
 from __future__ import annotations
@@ -11,11 +13,15 @@ import random
 import re
 from dataclasses import dataclass
 
-from .data import SourceFile
-from .tokenizer import EOS, FILE_SEP, FIM_MIDDLE, FIM_PREFIX, FIM_SUFFIX, REPO_NAME
+from infill_ls.context import (MAX_SNIPPETS, MAX_WINDOWS_PER_FILE, MIN_SCORE, NEIGHBOUR_FILES, cut_windows,
+                               query_tokens)
+from infill_ls.postprocess import CursorContext
+from infill_ls.prompt import ContextFile, PromptTokenizer, RepoContext, build_fim_prompt
+from infill_ls.templates import TEMPLATES
 
-IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
-SNIPPET_LINES = 30
+from .data import SourceFile
+from .tokenizer import EOS, FILE_SEP, REPO_NAME
+
 MAX_MIDDLE_TOKENS = 200
 
 
@@ -80,98 +86,63 @@ def choose_hole(rng: random.Random, text: str, kind: str | None = None) -> Hole 
 
 # ---------------------------------------------------------------- repository context
 
-def identifiers(text: str) -> set[str]:
-    return set(IDENTIFIER.findall(text))
+def context_snippets(current: SourceFile, siblings: list[SourceFile], prefix: str, suffix: str,
+                     windows_of=lambda f: cut_windows(f.text), max_files: int = NEIGHBOUR_FILES) -> list[ContextFile]:
+    """Ranked windows of other files of the package, chosen the way the server chooses them.
 
-
-def context_snippets(
-    rng: random.Random, current: SourceFile, siblings: list[SourceFile], query: str, max_files: int = 8
-) -> list[tuple[str, str, float]]:
-    """(path, snippet, score) windows of other files, best (Jaccard overlap with query) first.
-
-    A stand-in for what the server retrieves: windows of other workspace files that share
-    identifiers with the code around the cursor, plus each file's head (its imports and
-    definitions)."""
-    others = [f for f in siblings if f.path != current.path]
+    The server's own pieces (context.cut_windows, identifiers, the Jaccard score, at most
+    two windows per file, MIN_SCORE, MAX_SNIPPETS) over the package's files, those of the
+    current file's folder first: the model trains on the snippets it will be shown."""
     current_dir = current.path.rsplit("/", 1)[0]
-    near = [f for f in others if f.path.rsplit("/", 1)[0] == current_dir]
-    far = [f for f in others if f not in near]
-    rng.shuffle(near)
-    rng.shuffle(far)
-    chosen = (near + far)[:max_files]
-    want = identifiers(query)
+    others = [f for f in siblings if f.path != current.path]
+    others.sort(key=lambda f: (f.path.rsplit("/", 1)[0] != current_dir, f.path))
+    query = query_tokens(CursorContext(prefix=prefix, suffix=suffix))
     scored = []
-    for f in chosen:
-        lines = f.text.splitlines(keepends=True)
-        for begin in range(0, max(1, len(lines)), SNIPPET_LINES // 2):
-            window = "".join(lines[begin:begin + SNIPPET_LINES])
-            have = identifiers(window)
-            score = len(want & have) / (len(want | have) or 1)
-            if begin == 0:
-                score += 0.05  # file heads (imports, class names) are worth showing
-            scored.append((f.path, window, score))
-    scored.sort(key=lambda s: -s[2])
-    return scored
-
-
-def context_ids(encode: Encoder, snippets: list[tuple[str, str, float]], budget: int) -> list[int]:
-    """<file_sep>path\\ncode pieces, best snippets kept, placed so the best is nearest the cursor."""
-    kept: list[list[int]] = []
-    used = 0
-    for path, snippet, _ in snippets:
-        piece = [FILE_SEP] + encode(path + "\n" + snippet)
-        if used + len(piece) > budget:
-            continue
-        kept.append(piece)
-        used += len(piece)
-        if budget - used < 32:
-            break
-    ids: list[int] = []
-    for piece in reversed(kept):
-        ids.extend(piece)
-    return ids
+    for f in others[:max_files]:
+        best = sorted(
+            ((len(query & w.tokens) / (len(query | w.tokens) or 1), w) for w in windows_of(f)),
+            key=lambda pair: -pair[0],
+        )[:MAX_WINDOWS_PER_FILE]
+        scored += [(score, f.path, w) for score, w in best if score >= MIN_SCORE]
+    scored.sort(key=lambda item: -item[0])
+    return [ContextFile(path, w.text, round(score, 4), "workspace", w.start) for score, path, w in scored[:MAX_SNIPPETS]]
 
 
 # ---------------------------------------------------------------- prompts
 
-def fim_prompt(
-    encode: Encoder,
-    prefix: str,
-    suffix: str,
-    budget: int,
-    context: list[int] | None = None,
-    repo_name: str | None = None,
-    path: str | None = None,
-    prefix_share: float = 0.75,
-) -> list[int]:
-    """Prompt ids ending in <fim_middle>, at most `budget` tokens; prefix cut on the left, suffix on the right."""
-    head: list[int] = []
-    if repo_name is not None:
-        head = [REPO_NAME] + encode(repo_name) + (context or []) + [FILE_SEP] + encode(path + "\n")
-    room = budget - len(head) - 3
-    # Cut by characters first (cheap), then exactly by tokens.
-    pre = encode(prefix[-room * 6:])
-    suf = encode(suffix[:room * 6])
-    pre_room = max(room - min(len(suf), int(room * (1 - prefix_share))), 0)
-    pre = pre[-pre_room:] if pre_room else []
-    suf = suf[: max(room - len(pre), 0)]
-    return head + [FIM_PREFIX] + pre + [FIM_SUFFIX] + suf + [FIM_MIDDLE]
+def fim_prompt(tokenizer: PromptTokenizer, prefix: str, suffix: str, budget: int,
+               repo: RepoContext | None = None) -> list[int]:
+    """The server's prompt (prompt.build_fim_prompt, StarCoder2 layout), at most ``budget`` tokens."""
+    return build_fim_prompt(tokenizer, TEMPLATES["starcoder2"], prefix, suffix, budget, repo).ids
 
 
 # ---------------------------------------------------------------- training samples
 
 class SampleMaker:
-    """Draws training samples (token id lists of a requested maximum length) from a corpus."""
+    """Draws training samples (token id lists of a requested maximum length) from a corpus.
 
-    def __init__(self, repos: dict[str, list[SourceFile]], tokenizer, seed: int, fim_rate: float = 0.9, repo_rate: float = 0.5):
+    FIM samples are the server's prompts: 85% in the repository layout (the server always
+    has a workspace path), of which 85% with snippets of other files of the package; the
+    rest plain single-file prompts.  The budget varies so short and long prompts both occur."""
+
+    def __init__(self, repos: dict[str, list[SourceFile]], tokenizer, seed: int, fim_rate: float = 0.9,
+                 repo_rate: float = 0.85):
         self.repos = repos
         self.names = sorted(repos)
         # Repos drawn in proportion to sqrt(size): big packages count, small ones still appear.
         self.repo_weights = [sum(len(f.text) for f in repos[r]) ** 0.5 for r in self.names]
         self.encode = Encoder(tokenizer)
+        self.prompt_tokenizer = PromptTokenizer(tokenizer, cache_size=64)
         self.rng = random.Random(seed)
         self.fim_rate = fim_rate
         self.repo_rate = repo_rate
+        self._windows: dict[tuple[str, str], list] = {}
+
+    def windows_of(self, f: SourceFile) -> list:
+        key = (f.repo, f.path)
+        if key not in self._windows:
+            self._windows[key] = cut_windows(f.text)
+        return self._windows[key]
 
     def _pick(self) -> tuple[str, SourceFile]:
         repo = self.rng.choices(self.names, weights=self.repo_weights)[0]
@@ -207,20 +178,18 @@ class SampleMaker:
         if hole is None:
             return [], 0
         middle = self.encode(f.text[hole.start:hole.end])[:MAX_MIDDLE_TOKENS]
-        budget = max_len - len(middle) - 1
-        if budget < 48:
+        most = max_len - len(middle) - 1
+        if most < 64:
             return [], 0
+        budget = self.rng.randint(min(most, 256), most)
         prefix, suffix = f.text[:hole.start], f.text[hole.end:]
-        share = self.rng.uniform(0.5, 0.9)
+        repo_context = None
         if self.rng.random() < self.repo_rate:
-            context: list[int] = []
+            snippets = []
             if self.rng.random() < 0.85:
-                query = prefix[-1500:] + suffix[:500]
-                snippets = context_snippets(self.rng, f, self.repos[repo], query)
-                context = context_ids(self.encode, snippets, int(budget * self.rng.uniform(0.25, 0.6)))
-            prompt = fim_prompt(self.encode, prefix, suffix, budget, context, repo_display_name(repo), f.path, share)
-        else:
-            prompt = fim_prompt(self.encode, prefix, suffix, budget, prefix_share=share)
+                snippets = context_snippets(f, self.repos[repo], prefix, suffix, self.windows_of)
+            repo_context = RepoContext(repo_display_name(repo), f.path, snippets)
+        prompt = fim_prompt(self.prompt_tokenizer, prefix, suffix, budget, repo_context)
         return prompt + middle + [EOS], len(prompt)
 
     def rows(self, batch: int, seq_len: int, pad_id: int) -> tuple[list[list[int]], list[list[int]], list[list[bool]]]:
