@@ -23,6 +23,7 @@ import gc
 import json
 import os
 import time
+import traceback
 from pathlib import Path
 
 from common import REPO, summary, write_result
@@ -217,15 +218,17 @@ def main() -> None:
     for variant in args.variants.split(","):
         if time.perf_counter() - began > args.budget_s:
             results[variant] = {"skipped": f"time budget of {args.budget_s:.0f} s spent"}
-            continue
-        print(f"--- {variant} ({time.perf_counter() - began:.0f} s)", flush=True)
-        try:
-            results[variant] = measure(variant, args, shape, device, baseline)
-        except Exception as error:  # one variant failing (e.g. no bitsandbytes) must not lose the others
-            results[variant] = {"error": f"{type(error).__name__}: {error}"}
-            gc.collect()
-            if torch.cuda.is_available():
-                torch.cuda.empty_cache()
+        else:
+            print(f"--- {variant} ({time.perf_counter() - began:.0f} s)", flush=True)
+            try:
+                results[variant] = measure(variant, args, shape, device, baseline)
+            except Exception as error:  # one variant failing (e.g. no bitsandbytes) must not lose the others
+                # The traceback's last lines: a failure on a lent GPU must be diagnosable from the JSON.
+                results[variant] = {"error": f"{type(error).__name__}: {error}",
+                                    "traceback": traceback.format_exc().splitlines()[-12:]}
+                gc.collect()
+                if torch.cuda.is_available():
+                    torch.cuda.empty_cache()
         print(json.dumps(results[variant]), flush=True)
         payload["elapsed_s"] = round(time.perf_counter() - began, 1)
         path = write_result(name, payload)

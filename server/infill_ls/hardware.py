@@ -21,10 +21,13 @@ BF16_CPU_FLAGS = {"amx_bf16", "avx512_bf16"}
 # (tiny model, 2 busy cores: 2.4 ms/token on 1 thread, 20-54 ms/token on 2).
 SINGLE_THREAD_PARAMETERS = 100_000_000
 CPU_CHOICES = ("float32", "bf16", "8bit", "4bit", "int8wo", "int4wo", "int8dyn")
-# Decode ms/token on the StarCoder2-15B architecture per GPU precision, from
-# bench/gpu.py (results/gpu-latest.json).  ``auto`` takes the fastest that fits;
-# precisions without a figure come after measured ones, in the order of GPU_ORDER.
-GPU_DECODE_MS_PER_TOKEN: dict[str, float] = {}
+# Decode ms/token on the StarCoder2-15B architecture per GPU precision, each on the
+# path the engine uses for it, measured with bench/gpu.py on one H100 (2026-11-25;
+# bench/results/gpu-20261125-215132.json and gpu-20261125-215820.json): bf16 compiled static
+# cache, bitsandbytes 4-bit eager, int4wo compiled, int8wo eager (its compiled step was
+# slower), bitsandbytes 8-bit from the H100 run (144 ms; not rerun).  ``auto``
+# takes the fastest that fits; precisions without a figure come after, in GPU_ORDER.
+GPU_DECODE_MS_PER_TOKEN: dict[str, float] = {"bf16": 17.6, "4bit": 41.9, "int4wo": 56.1, "int8wo": 59.6, "8bit": 144.0}
 GPU_ORDER = ("bf16", "8bit", "4bit")
 # Room kept free beside the weights for the KV cache, activations and the CUDA context.
 HEADROOM_BYTES = 2 * 1024**3

@@ -1,0 +1,55 @@
+"""quantization auto: the fastest measured precision that fits the free GPU memory.
+
+There is no GPU here, so CUDA's presence and its free memory are the test doubles; the
+choice itself is the real code (hardware.choose_placement with the H100 figures).
+"""
+
+import pytest
+import torch
+
+from infill_ls import hardware
+
+STARCODER2_15B = 15_957_889_024
+GIB = 2**30
+
+
+@pytest.fixture
+def gpu(monkeypatch):
+    """A CUDA device with a settable amount of free memory."""
+    free = {"bytes": 80 * GIB}
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(hardware, "cuda_free_bytes", lambda device: free["bytes"])
+    return free
+
+
+def choose(free_gib: float, gpu, monkeypatch, bitsandbytes: bool) -> hardware.Placement:
+    gpu["bytes"] = int(free_gib * GIB)
+    monkeypatch.setattr(hardware, "bitsandbytes_available", lambda: bitsandbytes)
+    return hardware.choose_placement("auto", "auto", STARCODER2_15B)
+
+
+@pytest.mark.parametrize("bitsandbytes", [True, False])
+def test_a_gpu_that_holds_bf16_gets_bf16(gpu, monkeypatch, bitsandbytes):
+    assert choose(78, gpu, monkeypatch, bitsandbytes).precision == "bf16"
+
+
+def test_without_room_for_bf16_the_fastest_measured_precision_that_fits_wins(gpu, monkeypatch):
+    # 24 GiB holds int8wo and both 4-bit kinds; bitsandbytes 4-bit decoded fastest of them.
+    placement = choose(24, gpu, monkeypatch, bitsandbytes=True)
+    assert placement.precision == "4bit"
+    assert hardware.GPU_DECODE_MS_PER_TOKEN["4bit"] < hardware.GPU_DECODE_MS_PER_TOKEN["int8wo"]
+    # Never the 8-bit kind that is both bigger and slower than a 4-bit one that fits.
+    assert placement.precision != "8bit"
+
+
+def test_without_bitsandbytes_auto_uses_the_weight_only_kinds(gpu, monkeypatch):
+    assert choose(24, gpu, monkeypatch, bitsandbytes=False).precision == "int4wo"
+    # Room for neither: the smallest is tried, and the reason says so.
+    placement = choose(6, gpu, monkeypatch, bitsandbytes=False)
+    assert placement.precision == "int4wo" and "no precision fits" in placement.reason
+
+
+def test_options_are_ordered_by_measured_decode_time():
+    options = hardware.gpu_options(with_bitsandbytes=True)
+    times = [hardware.GPU_DECODE_MS_PER_TOKEN[p] for p in options if p in hardware.GPU_DECODE_MS_PER_TOKEN]
+    assert times == sorted(times) and options[0] == "bf16"
