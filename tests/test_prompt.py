@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from hypothesis import given, settings as hsettings, strategies as st
 
@@ -64,3 +66,47 @@ def test_template_choice_needs_the_fim_tokens(tokenizer):
         choose_template("auto", {"a": 0})
     with pytest.raises(TemplateError, match="unknown template"):
         choose_template("gpt", tokenizer.vocabulary)
+
+
+REAL_SOURCE = (Path(__file__).resolve().parent.parent / "server" / "infill_ls" / "context.py").read_text()
+
+
+@hsettings(max_examples=60, deadline=None)
+@given(
+    start=st.integers(min_value=0, max_value=len(REAL_SOURCE) - 2000),
+    typed=st.lists(st.sampled_from(list("abc_(). :\n\t'\"é🐍0123456789") + ["    ", "\n    ", "def "]), max_size=40),
+    deletions=st.integers(min_value=0, max_value=30),
+)
+def test_incremental_encoding_gives_the_ids_of_a_full_encoding(tiny_model, start, typed, deletions):
+    """Typing and deleting at the end of a long text, as an editor's keystrokes do: every
+    reused encoding equals the tokenizer's own encoding of the whole text."""
+    from transformers import AutoTokenizer
+
+    raw = AutoTokenizer.from_pretrained(tiny_model)
+    incremental = PromptTokenizer(raw)
+    text = REAL_SOURCE[start:start + 1500]
+    steps = [text]
+    for piece in typed:
+        text += piece
+        steps.append(text)
+    for _ in range(deletions):
+        text = text[:-1]
+        steps.append(text)
+    for step in steps:
+        expected = raw(step, add_special_tokens=False, split_special_tokens=True)["input_ids"]
+        assert incremental.encode(step) == expected
+
+
+def test_a_keystroke_encodes_only_the_end_of_the_prefix_window(tiny_model):
+    from transformers import AutoTokenizer
+
+    tokenizer = PromptTokenizer(AutoTokenizer.from_pretrained(tiny_model))
+    prefix = REAL_SOURCE[:20_000]
+    first, cut = tokenizer.tail(prefix, 400)
+    assert cut
+    before = tokenizer.encoded_chars
+    second, _ = tokenizer.tail(prefix + "x", 400)
+    typed_cost = tokenizer.encoded_chars - before
+    # The window is ~1,600+ characters; a keystroke re-encodes only the last tokens.
+    assert 0 < typed_cost < 200, typed_cost
+    assert second == tokenizer.tokenizer(prefix + "x", add_special_tokens=False)["input_ids"][-400:]

@@ -7,6 +7,7 @@ the prefix, the end of the suffix), never the text next to the cursor.
 
 from __future__ import annotations
 
+import bisect
 from collections import OrderedDict
 from dataclasses import dataclass, field
 
@@ -31,6 +32,18 @@ MIN_SNIPPET_TOKENS = 48
 STABLE_CUT_SHARE = 1 / 16
 # First guess of characters per token when cutting a long text before encoding it.
 CHARS_PER_TOKEN_GUESS = 4
+# A window of the prefix starts on a grid of this many characters (not at a fixed
+# distance from the cursor), so that consecutive keystrokes encode texts that share
+# their beginning, and ``encode`` can reuse the tokens of that beginning.
+WINDOW_GRID_CHARS = 1024
+# Texts at least this long are encoded incrementally: the tokens of the part shared
+# with a recently encoded text are kept, up to a token boundary this many characters
+# before the first changed character (BPE merges stay inside pre-tokenizer pieces,
+# which are much shorter; the margin keeps the boundary clear of any piece that the
+# change could extend), and only the rest is encoded.
+REUSE_MIN_CHARS = 512
+REUSE_MARGIN_CHARS = 64
+REUSE_ENTRIES = 4
 
 
 class PromptTokenizer:
@@ -46,6 +59,11 @@ class PromptTokenizer:
         self.vocabulary: dict[str, int] = tokenizer.get_vocab()
         self._cache: OrderedDict[str, list[int]] = OrderedDict()
         self._cache_size = cache_size
+        # Recent long encodings as (text, ids, token end offsets), newest last; only
+        # fast (Rust) tokenizers report the offsets this needs.
+        self._recent: list[tuple[str, list[int], list[int]]] = []
+        self._incremental = bool(getattr(tokenizer, "is_fast", False))
+        self.encoded_chars = 0  # characters actually run through the tokenizer (for benchmarks)
 
     def special_id(self, token: str) -> int:
         return self.vocabulary[token]
@@ -55,12 +73,44 @@ class PromptTokenizer:
             return []
         ids = self._cache.get(text)
         if ids is None:
-            ids = self.tokenizer(text, add_special_tokens=False, split_special_tokens=True)["input_ids"]
+            if self._incremental and len(text) >= REUSE_MIN_CHARS:
+                ids = self._encode_reusing(text)
+            else:
+                ids = self.tokenizer(text, add_special_tokens=False, split_special_tokens=True)["input_ids"]
+                self.encoded_chars += len(text)
             self._cache[text] = ids
             if len(self._cache) > self._cache_size:
                 self._cache.popitem(last=False)
         else:
             self._cache.move_to_end(text)
+        return ids
+
+    def _encode_with_ends(self, text: str) -> tuple[list[int], list[int]]:
+        out = self.tokenizer(text, add_special_tokens=False, split_special_tokens=True, return_offsets_mapping=True)
+        self.encoded_chars += len(text)
+        return out["input_ids"], [end for _, end in out["offset_mapping"]]
+
+    def _encode_reusing(self, text: str) -> list[int]:
+        """``text``'s ids, keeping the tokens of the longest beginning shared with a recent text."""
+        best, shared = None, 0
+        for entry in self._recent:
+            common = common_prefix_length(entry[0], text)
+            if common > shared:
+                best, shared = entry, common
+        ids, ends = [], []
+        if best is not None:
+            old_ids, old_ends = best[1], best[2]
+            # The last token that ends by the margin, and after which a new token starts
+            # (two tokens of one multi-byte character share their offsets).
+            keep = bisect.bisect_right(old_ends, shared - REUSE_MARGIN_CHARS)
+            while keep > 0 and keep < len(old_ends) and old_ends[keep] == old_ends[keep - 1]:
+                keep -= 1
+            ids, ends = old_ids[:keep], old_ends[:keep]
+        boundary = ends[-1] if ends else 0
+        rest_ids, rest_ends = self._encode_with_ends(text[boundary:])
+        ids = ids + rest_ids
+        ends = ends + [boundary + end for end in rest_ends]
+        self._recent = [entry for entry in self._recent if entry is not best][-(REUSE_ENTRIES - 1):] + [(text, ids, ends)]
         return ids
 
     def pieces(self, pieces: list) -> list[int]:
@@ -115,7 +165,15 @@ class PromptTokenizer:
         chars = limit * CHARS_PER_TOKEN_GUESS
         while True:
             whole = chars >= len(text)
-            piece = text if whole else (text[-chars:] if from_end else text[:chars])
+            if whole:
+                piece = text
+            elif from_end:
+                # Start on the grid (at least ``chars`` back): the next keystroke's window
+                # starts at the same place, so encode() reuses this one's tokens.
+                start = (len(text) - chars) // WINDOW_GRID_CHARS * WINDOW_GRID_CHARS
+                piece = text[start:]
+            else:
+                piece = text[:chars]
             ids = self.encode(piece)
             if whole and len(ids) <= limit:
                 return ids, False
@@ -123,6 +181,18 @@ class PromptTokenizer:
             if len(ids) > limit + 1 or whole:
                 return (ids[-limit:] if from_end else ids[:limit]), True
             chars *= 2
+
+
+def common_prefix_length(a: str, b: str) -> int:
+    """Length of the longest common beginning of ``a`` and ``b`` (binary search on C-speed slices)."""
+    low, high = 0, min(len(a), len(b))
+    while low < high:
+        middle = (low + high + 1) // 2
+        if a[:middle] == b[:middle]:
+            low = middle
+        else:
+            high = middle - 1
+    return low
 
 
 @dataclass(frozen=True)
