@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
+from hypothesis import given, settings as hsettings, strategies as st
 
 from infill_ls.syntax import analyze, code_characters, language_of, lexicon_of, plain_enclosing_brackets
 
@@ -98,3 +101,37 @@ def test_plain_scanner_skips_strings_and_comments():
     code = 'a("(") # )\nb = """ ( """; c[1]'
     assert "".join(ch for _, ch in code_characters(code, lexicon_of("python")) if ch in "()[]") == "()[]"
     assert plain_enclosing_brackets("f(x, '(' ", ")\n", lexicon_of("python")) == [("(", True)]
+
+
+@hsettings(max_examples=300, deadline=None)
+@given(
+    text=st.lists(st.sampled_from(list("ab ()[]{}\"'`#/*-\\\n\tx") + ["'''", '"""', "/*", "*/", "//", "--", "'a"]),
+                  max_size=120).map("".join),
+    language=st.sampled_from(["python", "javascript", "rust", "lua", "php", "c", None]),
+)
+def test_the_bracket_only_scan_finds_what_the_full_scan_finds(text, language):
+    lexicon = lexicon_of(language)
+    full = [(i, ch) for i, ch in code_characters(text, lexicon) if ch in "()[]{}"]
+    assert list(code_characters(text, lexicon, "()[]{}")) == full
+
+
+SOURCE = (Path(__file__).resolve().parent.parent / "server" / "infill_ls" / "context.py").read_text()
+
+
+@hsettings(max_examples=40, deadline=None)
+@given(
+    cursor=st.integers(min_value=0, max_value=len(SOURCE)),
+    edits=st.lists(st.one_of(st.sampled_from(list("abc_(). :\n'\"é🐍#") + ["    ", "def f(", '"""']),
+                             st.integers(min_value=1, max_value=3)), max_size=25),
+)
+def test_incremental_parsing_gives_the_tree_of_a_fresh_parse(cursor, edits):
+    """Typing (text) and backspacing (counts) at a cursor: each reused tree equals a fresh parse."""
+    from infill_ls.syntax import IncrementalParser, tree_sitter_parser
+
+    parser = tree_sitter_parser("python")
+    incremental = IncrementalParser(parser)
+    prefix, suffix = SOURCE[:cursor], SOURCE[cursor:]
+    for edit in [""] + edits:
+        prefix = prefix + edit if isinstance(edit, str) else prefix[:-edit]
+        source = (prefix + suffix).encode("utf-8")
+        assert str(incremental.parse(source).root_node) == str(parser.parse(source).root_node)

@@ -183,7 +183,7 @@ class PromptTokenizer:
             chars *= 2
 
 
-def common_prefix_length(a: str, b: str) -> int:
+def common_prefix_length(a: str | bytes, b: str | bytes) -> int:
     """Length of the longest common beginning of ``a`` and ``b`` (binary search on C-speed slices)."""
     low, high = 0, min(len(a), len(b))
     while low < high:

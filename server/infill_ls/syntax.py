@@ -12,15 +12,19 @@ from __future__ import annotations
 
 import logging
 import re
+import threading
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import PurePosixPath
 from typing import Iterator
 
+from .prompt import common_prefix_length
+
 log = logging.getLogger(__name__)
 
 OPENERS = {"(": ")", "[": "]", "{": "}"}
 CLOSERS = {v: k for k, v in OPENERS.items()}
+BRACKETS = "()[]{}"
 
 # Editor language ids (LSP languageId) and file extensions -> tree-sitter grammar names.
 LANGUAGE_IDS = {
@@ -90,14 +94,31 @@ def lexicon_of(language: str | None) -> Lexicon:
 # ----- the plain scanner -----
 
 
-def code_characters(text: str, lexicon: Lexicon) -> Iterator[tuple[int, str]]:
+@lru_cache(maxsize=64)
+def _next_interesting(lexicon: Lexicon, only: str) -> re.Pattern:
+    """The characters ``code_characters`` must stop at: ``only`` and whatever may start a string or comment."""
+    starts = set(only) | set(lexicon.quotes) | {marker[0] for marker in lexicon.line_comment}
+    if lexicon.block_comment:
+        starts.add(lexicon.block_comment[0][0])
+    return re.compile("[" + "".join(re.escape(ch) for ch in sorted(starts)) + "]")
+
+
+def code_characters(text: str, lexicon: Lexicon, only: str | None = None) -> Iterator[tuple[int, str]]:
     """(index, character) for each character of ``text`` that is code: not in a string or comment.
 
     Assumes ``text`` starts in code.  An unterminated one-line string ends at the line end,
-    as most languages' error recovery does.
+    as most languages' error recovery does.  With ``only``, just those characters are
+    yielded, and the runs between them are skipped at regex speed (a bracket scan of a
+    few thousand characters would otherwise cost milliseconds per keystroke).
     """
+    interesting = _next_interesting(lexicon, only) if only else None
     i, n = 0, len(text)
     while i < n:
+        if interesting is not None:
+            found = interesting.search(text, i)
+            if found is None:
+                return
+            i = found.start()
         ch = text[i]
         if lexicon.block_comment and text.startswith(lexicon.block_comment[0], i):
             end = text.find(lexicon.block_comment[1], i + 2)
@@ -113,14 +134,16 @@ def code_characters(text: str, lexicon: Lexicon) -> Iterator[tuple[int, str]]:
                 if not match and len(text) - i <= 3:
                     return  # ``'}`` at the end of generated text: a char literal or a lifetime, not known yet
                 if not match:  # a lifetime such as 'a
-                    yield i, ch
+                    if only is None or ch in only:
+                        yield i, ch
                     i += 1
                     continue
                 i = match.end()
                 continue
             i = skip_string(text, i, lexicon)
             continue
-        yield i, ch
+        if only is None or ch in only:
+            yield i, ch
         i += 1
 
 
@@ -157,7 +180,7 @@ def plain_enclosing_brackets(prefix: str, suffix: str, lexicon: Lexicon) -> list
     prefix = prefix[prefix.rfind("\n", 0, max(len(prefix) - PLAIN_SCAN_CHARS, 0)) + 1 :]
     suffix = suffix[:PLAIN_SCAN_CHARS]
     stack: list[str] = []
-    for _, ch in code_characters(prefix, lexicon):
+    for _, ch in code_characters(prefix, lexicon, BRACKETS):
         if ch in OPENERS:
             stack.append(ch)
         elif ch in CLOSERS and stack and stack[-1] == CLOSERS[ch]:
@@ -165,7 +188,7 @@ def plain_enclosing_brackets(prefix: str, suffix: str, lexicon: Lexicon) -> list
     open_brackets = list(reversed(stack))
     closed = 0
     depth = 0
-    for _, ch in code_characters(suffix, lexicon):
+    for _, ch in code_characters(suffix, lexicon, BRACKETS):
         if ch in OPENERS:
             depth += 1
         elif ch in CLOSERS:
@@ -208,11 +231,59 @@ class TreeFacts:
     enclosing: list[tuple[str, bool]] | None
 
 
-def tree_facts(language: str, prefix: str, suffix: str) -> TreeFacts | None:
+# The parse window starts at a line beginning after a point on this grid, so that
+# consecutive keystrokes parse windows that differ only where the user typed, and the
+# previous tree can be reused (tree-sitter's incremental parsing).
+PARSE_GRID_CHARS = 2048
+
+
+def _point(source: bytes, offset: int) -> tuple[int, int]:
+    """tree-sitter's (row, byte column) of a byte offset."""
+    row = source.count(b"\n", 0, offset)
+    return row, offset - (source.rfind(b"\n", 0, offset) + 1)
+
+
+class IncrementalParser:
+    """One language's parser and its last tree: a new source that differs from the last
+    one in a single stretch (a keystroke, a paste) is parsed incrementally."""
+
+    def __init__(self, parser):
+        self.parser = parser
+        self.lock = threading.Lock()
+        self.source: bytes | None = None
+        self.tree = None
+
+    def parse(self, source: bytes):
+        with self.lock:
+            old, tree = self.source, self.tree
+            if old is None or tree is None:
+                tree = self.parser.parse(source)
+            elif old != source:
+                start = common_prefix_length(old, source)
+                tail = common_prefix_length(old[start:][::-1], source[start:][::-1])
+                old_end, new_end = len(old) - tail, len(source) - tail
+                tree.edit(
+                    start_byte=start, old_end_byte=old_end, new_end_byte=new_end,
+                    start_point=_point(old, start), old_end_point=_point(old, old_end),
+                    new_end_point=_point(source, new_end),
+                )
+                tree = self.parser.parse(source, tree)
+            self.source, self.tree = source, tree
+            return tree
+
+
+@lru_cache(maxsize=None)
+def incremental_parser(language: str) -> IncrementalParser | None:
     parser = tree_sitter_parser(language)
+    return IncrementalParser(parser) if parser is not None else None
+
+
+def tree_facts(language: str, prefix: str, suffix: str) -> TreeFacts | None:
+    parser = incremental_parser(language)
     if parser is None:
         return None
-    start = prefix.rfind("\n", 0, max(len(prefix) - PARSE_WINDOW_CHARS, 0)) + 1
+    grid = max(len(prefix) - PARSE_WINDOW_CHARS, 0) // PARSE_GRID_CHARS * PARSE_GRID_CHARS
+    start = prefix.rfind("\n", 0, grid) + 1
     before = prefix[start:].encode("utf-8")
     source = before + suffix[:PARSE_WINDOW_CHARS].encode("utf-8")
     tree = parser.parse(source)
