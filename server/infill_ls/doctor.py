@@ -11,7 +11,8 @@ from .settings import BUNDLED_MODEL_DIR, Settings
 
 RECOMMENDATION = """\
 Models: the default is a small model bundled with infill-ls so it works offline
-right away, but it is tiny and weak (trained on a CPU: training/MODEL_CARD.md).
+right away; with 5M parameters (training/MODEL_CARD.md) it closes
+brackets and finishes common lines, no more.
 For real use point infill.model at
 StarCoder2: bigcode/starcoder2-3b (6 GB bf16), -7b (15 GB) or -15b (32 GB bf16,
 17 GB 8-bit, 9 GB 4-bit). On FIM benchmarks the 3B scores above the 15B."""
