@@ -110,3 +110,20 @@ def test_a_keystroke_encodes_only_the_end_of_the_prefix_window(tiny_model):
     # The window is ~1,600+ characters; a keystroke re-encodes only the last tokens.
     assert 0 < typed_cost < 200, typed_cost
     assert second == tokenizer.tokenizer(prefix + "x", add_special_tokens=False)["input_ids"][-400:]
+
+
+def test_a_tokenizer_that_prepends_a_space_is_never_encoded_in_pieces():
+    """SentencePiece-style tokenizers (CodeLlama's "▁" before every text) would get a stray
+    token at a reuse seam: PromptTokenizer notices and encodes whole texts for them."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE(unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="first")
+    tok.decoder = decoders.Metaspace()
+    tok.train_from_iterator([REAL_SOURCE], trainers.BpeTrainer(vocab_size=600, special_tokens=["<unk>"]))
+    raw = PreTrainedTokenizerFast(tokenizer_object=tok)
+    prompt_tokenizer = PromptTokenizer(raw)
+    text = REAL_SOURCE[:3000]
+    for typed in ("", "x", "xy", "xy(", "xy(z"):
+        assert prompt_tokenizer.encode(text + typed) == raw(text + typed, add_special_tokens=False)["input_ids"]

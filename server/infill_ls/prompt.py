@@ -62,8 +62,8 @@ class PromptTokenizer:
         # Recent long encodings as (text, ids, token end offsets), newest last; only
         # fast (Rust) tokenizers report the offsets this needs.
         self._recent: list[tuple[str, list[int], list[int]]] = []
-        self._incremental = bool(getattr(tokenizer, "is_fast", False))
         self.encoded_chars = 0  # characters actually run through the tokenizer (for benchmarks)
+        self._incremental = bool(getattr(tokenizer, "is_fast", False)) and self._splits_at_token_boundaries()
 
     def special_id(self, token: str) -> int:
         return self.vocabulary[token]
@@ -89,6 +89,25 @@ class PromptTokenizer:
         out = self.tokenizer(text, add_special_tokens=False, split_special_tokens=True, return_offsets_mapping=True)
         self.encoded_chars += len(text)
         return out["input_ids"], [end for _, end in out["offset_mapping"]]
+
+    def _splits_at_token_boundaries(self) -> bool:
+        """Whether encoding the text after any token boundary gives the rest of the ids.
+
+        True for byte-level BPE (StarCoder, Qwen, DeepSeek); false for tokenizers that
+        put a prefix space before every text they encode (SentencePiece "▁", e.g.
+        CodeLlama), where a reused beginning would get a stray token at the seam."""
+        sample = 'import os\n\n\ndef load(path, *, limit=10):\n    """Read it."""\n    return [l.strip() for l in open(path)][:limit]  # é\n'
+        try:
+            ids, ends = self._encode_with_ends(sample)
+            return all(
+                ids[:i] + self._encode_with_ends(sample[ends[i - 1]:])[0] == ids
+                for i in range(1, len(ids))
+                if ends[i - 1] < len(sample) and (i == len(ids) or ends[i] != ends[i - 1])
+            )
+        except Exception:  # a tokenizer without offsets: encode whole texts
+            return False
+        finally:
+            self.encoded_chars = 0
 
     def _encode_reusing(self, text: str) -> list[int]:
         """``text``'s ids, keeping the tokens of the longest beginning shared with a recent text."""
