@@ -8,9 +8,10 @@ from dataclasses import dataclass
 # StarCoder2-15B architecture (16,565 MB at 8-bit, 8,889 MB at nf4 for 15.96 B params).
 BYTES_PER_PARAM = {"bf16": 2.0, "8bit": 1.04, "4bit": 0.56, "int8wo": 1.04, "int4wo": 0.6}
 # CPU precision for quantization auto/none, measured with bench/cpu.py (engine loop,
-# bundled model's shape, 1 thread, Xeon with AMX, 2026-11-25): prefill of 1,024 tokens
-# float32 369 ms, bf16 144, int8dyn 304; decode float32 16.0 ms/token, bf16 17.6,
-# int8dyn 12.8.  A suggestion (a prefill plus ~16 tokens) is fastest in bf16 where the
+# the bundled model, 1 thread, idle Xeon with AMX, 2026-11-25,
+# `bench/cpu.py --threads 1 --model server/infill_ls/models/infill-small`): prefill of
+# 1,024 tokens float32 108 ms, bf16 41, int8dyn 83, int8wo 119, int4wo 120; decode
+# float32 5.7 ms/token, bf16 4.4, int8dyn 3.8, int8wo 5.0, int4wo 9.9.  A suggestion (a prefill plus ~16 tokens) is fastest in bf16 where the
 # CPU has bf16 matrix instructions (AMX / AVX512-BF16); elsewhere bf16 is emulated and
 # slow, so float32.  int8dyn decodes fastest but prefills slower: available by setting.
 # ``auto`` still loads float32 on the CPU: the tests compare with float32 model.generate
