@@ -4,7 +4,9 @@
 
 Holes are cut from the held-out files (never trained on): "single-line" = the rest of a
 line from a cursor inside it; "multi-line" = 2-5 whole lines from the start of a line's
-code.  "with context" puts snippets of other files of the same package before the file
+code; "cross-file name" = the rest of a line from a use of a name that another file of the
+package defines and this one does not (only the repository context can supply it).
+"with context" puts snippets of other files of the same package before the file
 (the server's own prompt builder and snippet choice); "without" is a plain FIM prompt.
 """
 
@@ -49,6 +51,30 @@ def cut_hole(rng: random.Random, text: str, kind: str) -> tuple[int, int] | None
     return offsets[i] + indent, offsets[last] + len(lines[last].rstrip("\n"))
 
 
+DEFINITION = re.compile(r"^\s*(?:def|class)\s+([A-Za-z_]\w{3,})", re.M)
+NAME = re.compile(r"[A-Za-z_]\w*")
+
+
+def cross_file_hole(rng: random.Random, f: SourceFile, siblings: list[SourceFile]) -> tuple[int, int] | None:
+    """A single-line hole that starts at a use of a name defined in another file of the
+    package (not in this one): the context can supply the name, the file cannot."""
+    elsewhere = {name for g in siblings if g.path != f.path for name in DEFINITION.findall(g.text)}
+    candidates = elsewhere - set(DEFINITION.findall(f.text))
+    uses = []
+    offset = 0
+    for line in f.text.splitlines(keepends=True):
+        code = line.rstrip("\n")
+        if not code.lstrip().startswith(("#", "def ", "class ", "import ", "from ")):
+            uses += [(offset + m.start(), offset + len(code)) for m in NAME.finditer(code) if m.group() in candidates]
+        offset += len(line)
+    return rng.choice(uses) if uses else None
+
+
+def first_name(text: str) -> str | None:
+    match = NAME.search(text)
+    return match.group() if match else None
+
+
 @torch.inference_mode()
 def complete(model, prompt: list[int], max_new_tokens: int, stop_newlines: int) -> list[int]:
     """Greedy decoding that never emits FIM/repo tokens; stops at EOS or after `stop_newlines` newlines."""
@@ -83,16 +109,20 @@ def evaluate(model, tokenizer, repos: dict[str, list[SourceFile]], holes_per_kin
     files = [f for name in sorted(repos) for f in repos[name] if len(f.text) > 500]
     results: dict[str, dict] = {}
     examples = []
-    for kind, max_new in (("single-line", 32), ("multi-line", 128)):
+    for kind, max_new in (("single-line", 32), ("multi-line", 128), ("cross-file name", 32)):
         scores = {"without context": [], "with context": []}
         for _ in range(holes_per_kind):
             f = rng.choice(files)
-            hole = cut_hole(rng, f.text, kind)
+            if kind == "cross-file name":
+                hole = cross_file_hole(rng, f, repos[f.repo])
+            else:
+                hole = cut_hole(rng, f.text, kind)
             if hole is None:
                 continue
             start, end = hole
             prefix, middle, suffix = f.text[:start], f.text[start:end], f.text[end:]
             n_lines = middle.count("\n") + 1
+            expected_name = first_name(middle)
             snippets = context_snippets(f, repos[f.repo], prefix, suffix)
             room = budget - max_new
             repo = RepoContext(repo_display_name(f.repo), f.path, snippets)
@@ -103,14 +133,18 @@ def evaluate(model, tokenizer, repos: dict[str, list[SourceFile]], holes_per_kin
             for condition, prompt in prompts.items():
                 text = tokenizer.decode(complete(model, prompt, max_new, n_lines))
                 text = truncate_lines(text, n_lines)
-                scores[condition].append((text.rstrip() == middle.rstrip(), edit_similarity(text.rstrip(), middle.rstrip())))
+                scores[condition].append((text.rstrip() == middle.rstrip(), edit_similarity(text.rstrip(), middle.rstrip()),
+                                          expected_name is not None and first_name(text) == expected_name))
                 if len(examples) < 12:
                     examples.append({"kind": kind, "condition": condition, "file": f.path, "expected": middle, "got": text})
         results[kind] = {
             condition: {
                 "holes": len(s),
-                "exact_match": round(100 * sum(e for e, _ in s) / max(len(s), 1), 1),
-                "edit_similarity": round(100 * sum(es for _, es in s) / max(len(s), 1), 1),
+                "exact_match": round(100 * sum(e for e, _, _ in s) / max(len(s), 1), 1),
+                "edit_similarity": round(100 * sum(es for _, es, _ in s) / max(len(s), 1), 1),
+                # The first identifier of the hole written right (for cross-file holes: the name
+                # that only the context holds).
+                "first_name_match": round(100 * sum(n for _, _, n in s) / max(len(s), 1), 1),
             }
             for condition, s in scores.items()
         }
