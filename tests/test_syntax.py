@@ -135,3 +135,14 @@ def test_incremental_parsing_gives_the_tree_of_a_fresh_parse(cursor, edits):
         prefix = prefix + edit if isinstance(edit, str) else prefix[:-edit]
         source = (prefix + suffix).encode("utf-8")
         assert str(incremental.parse(source).root_node) == str(parser.parse(source).root_node)
+
+
+@hsettings(max_examples=500, deadline=None)
+@given(text=st.text(alphabet="a :\n\t\r\x0c\u2028", max_size=60), data=st.data())
+def test_line_walkers_agree_with_splitting_the_whole_text(text, data):
+    from infill_ls.syntax import first_nonblank_line, last_nonblank_line
+
+    assert first_nonblank_line(text) == next((line.rstrip() for line in text.split("\n") if line.strip()), "")
+    end = data.draw(st.integers(min_value=0, max_value=len(text)))
+    expected = next((line for line in reversed(text[:end].rstrip("\n").split("\n")) if line.strip()), None)
+    assert last_nonblank_line(text, end) == expected

@@ -125,8 +125,9 @@ def window_around(text: str, line: int) -> Window:
 
 
 def query_tokens(context: CursorContext) -> frozenset[str]:
-    before = context.prefix.split("\n")[-QUERY_LINES_BEFORE:]
-    after = context.suffix.split("\n")[:QUERY_LINES_AFTER]
+    # maxsplit: split only the lines used, not the whole file, on every keystroke.
+    before = context.prefix.rsplit("\n", QUERY_LINES_BEFORE)[-QUERY_LINES_BEFORE:]
+    after = context.suffix.split("\n", QUERY_LINES_AFTER)[:QUERY_LINES_AFTER]
     return identifiers("\n".join(before + after))
 
 

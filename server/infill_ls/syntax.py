@@ -386,7 +386,7 @@ def analyze(prefix: str, suffix: str, language: str | None, multiline: str) -> C
     if is_only_closers(line_suffix):
         line_closers = tuple((i, ch) for i, ch in enumerate(line_suffix) if ch in CLOSERS)
     rest = suffix[newline + 1 :] if newline >= 0 else ""
-    next_line = next((line.rstrip() for line in rest.split("\n") if line.strip()), "")
+    next_line = first_nonblank_line(rest)
     return CursorSyntax(
         language=language,
         lexicon=lexicon,
@@ -411,10 +411,28 @@ def block_indent(prefix: str, line_prefix: str, lexicon: Lexicon) -> int:
         # Cursor after ``def f():`` (or an open bracket): the body is deeper than this line.
         return indent_width(line_prefix) + 1
     indent = indent_width(line_prefix)
-    previous = prefix[: len(prefix) - len(line_prefix)].rstrip("\n").split("\n")
-    for line in reversed(previous):
-        if line.strip():
-            if opens_block(line, lexicon):
-                return max(indent, indent_width(line) + 1)
-            break
+    line = last_nonblank_line(prefix, len(prefix) - len(line_prefix))
+    if line is not None and opens_block(line, lexicon):
+        return max(indent, indent_width(line) + 1)
     return indent
+
+
+# Both walk only the lines they need: splitting a whole file per keystroke costs ~1 ms.
+NONBLANK_LINE = re.compile(r"^[^\S\n]*\S.*", re.M)
+
+
+def first_nonblank_line(text: str) -> str:
+    """The first line of ``text`` with something other than whitespace, right-stripped ("" if none)."""
+    match = NONBLANK_LINE.search(text)
+    return match.group().rstrip() if match else ""
+
+
+def last_nonblank_line(text: str, end: int) -> str | None:
+    """The last line of ``text[:end]`` with something other than whitespace, or None."""
+    while end > 0:
+        start = text.rfind("\n", 0, end) + 1
+        line = text[start:end]
+        if line.strip():
+            return line
+        end = start - 1
+    return None
