@@ -16,12 +16,13 @@ from pygls.workspace import TextDocument, Workspace
 # A line with its ending, or the last line without one.
 LSP_LINE = re.compile(r"[^\r\n]*(?:\r\n|\r|\n)|[^\r\n]+\Z")
 # What str.splitlines breaks at besides \n, \r\n and \r.
-OTHER_LINE_BREAKS = re.compile("[\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029]")
+OTHER_BREAK_CHARS = "\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029"
 
 
 def split_lines(text: str) -> tuple[str, ...]:
     """``text.splitlines(keepends=True)`` with LSP's line endings only."""
-    if OTHER_LINE_BREAKS.search(text) is None:
+    # ``in`` per character is a C-speed scan, several times faster than the regex over a big file.
+    if not any(ch in text for ch in OTHER_BREAK_CHARS):
         return tuple(text.splitlines(True))  # the same split, 2-3x faster
     return tuple(LSP_LINE.findall(text))
 

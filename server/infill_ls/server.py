@@ -431,7 +431,7 @@ def cursor_context(server: InfillServer, uri: str, position: types.Position) -> 
             f"({codec.client_num_units(line_text)} {codec.encoding} units)"
         )
     server_position = codec.position_from_client_units(lines, position)
-    offset = sum(len(line) for line in lines[: position.line]) + server_position.character
+    offset = len("".join(lines[: position.line])) + server_position.character  # join: C speed on big files
     return CursorContext(prefix=source[:offset], suffix=source[offset:], language=document.language_id or "", document=uri)
 
 
