@@ -11,9 +11,10 @@ BYTES_PER_PARAM = {"bf16": 2.0, "8bit": 1.04, "4bit": 0.56, "int8wo": 1.04, "int
 # the bundled model, 1 thread, idle Xeon with AMX, 2026-11-25,
 # `bench/cpu.py --threads 1 --model server/infill_ls/models/infill-small`): prefill of
 # 1,024 tokens float32 108 ms, bf16 41, int8dyn 83, int8wo 119, int4wo 120; decode
-# float32 5.7 ms/token, bf16 4.4, int8dyn 3.8, int8wo 5.0, int4wo 9.9.  A suggestion (a prefill plus ~16 tokens) is fastest in bf16 where the
-# CPU has bf16 matrix instructions (AMX / AVX512-BF16); elsewhere bf16 is emulated and
-# slow, so float32.  int8dyn decodes fastest but prefills slower: available by setting.
+# float32 5.7 ms/token, bf16 4.4, int8dyn 3.8, int8wo 5.0, int4wo 9.9.  A suggestion
+# (a prefill plus ~16 tokens) is fastest in bf16 where the CPU has bf16 matrix
+# instructions (AMX / AVX512-BF16); elsewhere bf16 is emulated and slow, so float32.
+# int8dyn decodes fastest but prefills slower: available by setting.
 # ``auto`` still loads float32 on the CPU: the tests compare with float32 model.generate
 # output token for token; switching auto to cpu_precision() is one line here.
 BF16_CPU_FLAGS = {"amx_bf16", "avx512_bf16"}

@@ -102,7 +102,7 @@ class PromptTokenizer:
             return all(
                 ids[:i] + self._encode_with_ends(sample[ends[i - 1]:])[0] == ids
                 for i in range(1, len(ids))
-                if ends[i - 1] < len(sample) and (i == len(ids) or ends[i] != ends[i - 1])
+                if ends[i - 1] < len(sample) and ends[i] != ends[i - 1]
             )
         except Exception:  # a tokenizer without offsets: encode whole texts
             return False

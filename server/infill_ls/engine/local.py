@@ -12,6 +12,7 @@ import os
 import threading
 import time
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 from typing import Callable
 
@@ -347,9 +348,15 @@ def lookup_draft(sequence: list[int], limit: int, max_ngram: int = 3) -> list[in
 def cache_keyword(model) -> str:
     """The forward() argument that takes a KV cache: ``cache`` from transformers 5.2x,
     ``past_key_values`` before (5.17, on the GPU machines, silently ignores ``cache=``)."""
+    return _cache_keyword_of(type(model))
+
+
+@lru_cache(maxsize=None)
+def _cache_keyword_of(model_class) -> str:
+    # Read once per class: callers ask per session or, in training/evaluate.py, per token.
     import inspect
 
-    return "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
+    return "cache" if "cache" in inspect.signature(model_class.forward).parameters else "past_key_values"
 
 
 class DynamicSession:
