@@ -13,8 +13,7 @@ import random
 import re
 from dataclasses import dataclass
 
-from infill_ls.context import (MAX_SNIPPETS, MAX_WINDOWS_PER_FILE, MIN_SCORE, NEIGHBOUR_FILES, cut_windows,
-                               query_tokens)
+from infill_ls.context import NEIGHBOUR_FILES, Candidate, ContextProvider, cut_windows, query_tokens
 from infill_ls.postprocess import CursorContext
 from infill_ls.prompt import ContextFile, PromptTokenizer, RepoContext, build_fim_prompt
 from infill_ls.templates import TEMPLATES
@@ -88,24 +87,18 @@ def choose_hole(rng: random.Random, text: str, kind: str | None = None) -> Hole 
 
 def context_snippets(current: SourceFile, siblings: list[SourceFile], prefix: str, suffix: str,
                      windows_of=lambda f: cut_windows(f.text), max_files: int = NEIGHBOUR_FILES) -> list[ContextFile]:
-    """Ranked windows of other files of the package, chosen the way the server chooses them.
+    """Ranked windows of other files of the package, chosen by the server's own ranking.
 
-    The server's own pieces (context.cut_windows, identifiers, the Jaccard score, at most
-    two windows per file, MIN_SCORE, MAX_SNIPPETS) over the package's files, those of the
-    current file's folder first: the model trains on the snippets it will be shown."""
+    The package's files, those of the current file's folder first, stand in for the
+    workspace files the server would consider; ``ContextProvider.rank`` scores and picks
+    their windows exactly as it does for the server: the model trains on the snippets it
+    will be shown."""
     current_dir = current.path.rsplit("/", 1)[0]
     others = [f for f in siblings if f.path != current.path]
     others.sort(key=lambda f: (f.path.rsplit("/", 1)[0] != current_dir, f.path))
-    query = query_tokens(CursorContext(prefix=prefix, suffix=suffix))
-    scored = []
-    for f in others[:max_files]:
-        best = sorted(
-            ((len(query & w.tokens) / (len(query | w.tokens) or 1), w) for w in windows_of(f)),
-            key=lambda pair: -pair[0],
-        )[:MAX_WINDOWS_PER_FILE]
-        scored += [(score, f.path, w) for score, w in best if score >= MIN_SCORE]
-    scored.sort(key=lambda item: -item[0])
-    return [ContextFile(path, w.text, round(score, 4), "workspace", w.start) for score, path, w in scored[:MAX_SNIPPETS]]
+    context = CursorContext(prefix=prefix, suffix=suffix)
+    candidates = [Candidate(f.path, "workspace", windows_of(f), 1.0) for f in others[:max_files]]
+    return ContextProvider.rank(candidates, query_tokens(context), context)
 
 
 # ---------------------------------------------------------------- prompts
