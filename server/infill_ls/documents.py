@@ -4,7 +4,9 @@ pygls splits documents with ``str.splitlines``, which also breaks lines at form
 feeds, vertical tabs, U+0085, U+2028, U+2029 and U+001C..U+001E.  LSP counts only
 ``\\n``, ``\\r\\n`` and ``\\r``, so a file with a form feed (common in Python and
 Lisp sources) or a U+2028 in a string got every later edit applied at the wrong
-place.  These subclasses keep pygls' code and change only the line split.
+place.  These subclasses keep pygls' code and change the line split, and apply an
+edit by slicing: pygls rebuilds the whole text line by line in Python (0.5 ms per
+keystroke on a 5,000-line file) and the next request would split it again.
 """
 
 from __future__ import annotations
@@ -38,6 +40,34 @@ class LspTextDocument(TextDocument):
         if source is not self._lines_of:
             self._lines, self._lines_of = split_lines(source), source
         return self._lines
+
+    def _apply_incremental_change(self, change) -> None:
+        lines, source, text = self.lines, self.source, change.text
+        if not lines:
+            self._source = source + text
+            return
+        edit = self._position_codec.range_from_client_units(lines, change.range)
+        start, end = self._offset(lines, edit.start), self._offset(lines, edit.end)
+        end = max(start, end)
+        new_source = source[:start] + text + source[end:]
+        # Re-split the edited lines and one unchanged line on each side: a line break
+        # depends only on the two characters at it ("\r" + "\n"), and the characters
+        # at the region's edges are unchanged, so everything outside splits as before.
+        first = max(min(edit.start.line, len(lines)) - 1, 0)
+        last = min(max(edit.end.line, edit.start.line) + 1, len(lines) - 1)
+        region_start = len("".join(lines[:first]))
+        region_end = region_start + len("".join(lines[first:last + 1])) + len(text) - (end - start)
+        self._source = new_source
+        self._lines = lines[:first] + split_lines(new_source[region_start:region_end]) + lines[last + 1:]
+        self._lines_of = new_source
+
+    @staticmethod
+    def _offset(lines: tuple[str, ...], position) -> int:
+        """Offset in the text of a server position; past the end of a line (or of the
+        text) counts as its end, as pygls' own edit does."""
+        if position.line >= len(lines):
+            return len("".join(lines))
+        return len("".join(lines[: position.line])) + min(position.character, len(lines[position.line]))
 
 
 class LspWorkspace(Workspace):
