@@ -7,7 +7,11 @@ loop stops where the final shaping would cut.
 
 from __future__ import annotations
 
+import math
+
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from infill_ls.postprocess import (
     CursorContext,
@@ -15,6 +19,7 @@ from infill_ls.postprocess import (
     apply_stop_rule,
     cursor_syntax,
     finish_suggestion,
+    indent_style,
     repetition_stop,
     stop_rule_for,
 )
@@ -179,3 +184,27 @@ def test_apply_stop_rule_treats_the_end_as_a_line_end():
     context = split("def f(x):\n    █\n    return total\n", "python")
     rule = stop_rule_for(context, cursor_syntax(context, "auto"))
     assert apply_stop_rule("total = 0\n    return total", rule) == "total = 0"
+
+
+def indent_style_by_lines(source: str):
+    """indent_style's definition, line by line (the regex version must agree)."""
+    tabs = spaces = 0
+    widths = []
+    for line in source.split("\n"):
+        if line.startswith("\t"):
+            tabs += 1
+        elif line.startswith(" ") and line.strip():
+            spaces += 1
+            widths.append(len(line) - len(line.lstrip(" ")))
+    if tabs == spaces == 0:
+        return None
+    if tabs > spaces:
+        return "tab", 1
+    return "space", math.gcd(*widths) if math.gcd(*widths) in (2, 3, 4, 8) else 4
+
+
+@settings(max_examples=2000, deadline=None)
+@given(st.lists(st.sampled_from([" ", "  ", "    ", "\t", "x", "if a:", "\n", "\r\n", "\r", "\x0c", "\u2028", "\xa0", "é"]),
+                max_size=40).map("".join))
+def test_indent_style_matches_the_line_by_line_definition(source):
+    assert indent_style(source) == indent_style_by_lines(source)

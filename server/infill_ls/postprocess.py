@@ -263,21 +263,23 @@ def settle_closers(text: str, context: CursorContext, syntax: CursorSyntax) -> S
     return Suggestion(text, replace_chars=covered)
 
 
+# Leading spaces of a line with code after them (the text is searched with a "\n" in front).
+SPACE_INDENT = re.compile(r"\n( +)[^\n]*?\S")
+
+
 def indent_style(source: str) -> tuple[str, int] | None:
     """("tab", 1) or ("space", step) for the document's indentation; None when it has none."""
-    tabs = spaces = 0
-    widths = []
-    for line in source.split("\n"):
-        if line.startswith("\t"):
-            tabs += 1
-        elif line.startswith(" ") and line.strip():
-            spaces += 1
-            widths.append(len(line) - len(line.lstrip(" ")))
-    if tabs == spaces == 0:
+    # C-speed searches, not a loop over lines: this runs on every suggestion over 40,000
+    # characters.  (A "^" pattern in MULTILINE mode is slower than searching for "\n".)
+    lines = "\n" + source
+    tabs = lines.count("\n\t")
+    widths = [len(spaces) for spaces in SPACE_INDENT.findall(lines)]
+    if not tabs and not widths:
         return None
-    if tabs > spaces:
+    if tabs > len(widths):
         return "tab", 1
-    return "space", math.gcd(*widths) if math.gcd(*widths) in (2, 3, 4, 8) else 4
+    step = math.gcd(*widths)
+    return "space", step if step in (2, 3, 4, 8) else 4
 
 
 def match_indentation(text: str, context: CursorContext) -> str:
