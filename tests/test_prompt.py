@@ -127,3 +127,13 @@ def test_a_tokenizer_that_prepends_a_space_is_never_encoded_in_pieces():
     text = REAL_SOURCE[:3000]
     for typed in ("", "x", "xy", "xy(", "xy(z"):
         assert prompt_tokenizer.encode(text + typed) == raw(text + typed, add_special_tokens=False)["input_ids"]
+    # Its texts' lengths come from decoding (no byte-level table for "▁" tokens).
+    assert prompt_tokenizer.characters_in(raw(text, add_special_tokens=False)["input_ids"]) == len(text)
+
+
+@hsettings(max_examples=200, deadline=None)
+@given(st.lists(st.sampled_from(list("ab_(). :\n\t'\"é中🐍🏽\u0301\x00\x7f0") + ["    ", "def "]), max_size=80).map("".join))
+def test_the_length_of_a_run_of_tokens_is_its_decoded_length(tokenizer, text):
+    """stable_tail sums per-token character counts instead of decoding (byte-level BPE)."""
+    assert tokenizer._token_chars is not None  # the tiny model's tokenizer is byte-level
+    assert tokenizer.characters_in(tokenizer.encode(text)) == len(tokenizer.decode(tokenizer.encode(text))) == len(text)
