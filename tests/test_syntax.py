@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from hypothesis import given, settings as hsettings, strategies as st
 
-from infill_ls.syntax import analyze, code_characters, language_of, lexicon_of, plain_enclosing_brackets
+from infill_ls.syntax import analyze, code_characters, language_of, lexicon_of, open_brackets, plain_enclosing_brackets
 
 CURSOR = "█"
 
@@ -113,6 +113,32 @@ def test_the_bracket_only_scan_finds_what_the_full_scan_finds(text, language):
     lexicon = lexicon_of(language)
     full = [(i, ch) for i, ch in code_characters(text, lexicon) if ch in "()[]{}"]
     assert list(code_characters(text, lexicon, "()[]{}")) == full
+
+
+BRACKET_PIECES = list("ab ()[]{}\"'`#/*-\\\n\tx") + ["'''", '"""', "/*", "*/", "//", "--", "'a"]
+
+
+@hsettings(max_examples=300, deadline=None)
+@given(
+    base=st.lists(st.sampled_from(BRACKET_PIECES + ["xxxxxxxxxxxxxxxx"]), min_size=50, max_size=400).map("".join),
+    # Typing and deleting, mostly near the end (where the cursor is), sometimes anywhere.
+    edits=st.lists(st.tuples(st.one_of(st.floats(0.9, 1), st.floats(0, 1)), st.sampled_from(BRACKET_PIECES + [""]),
+                             st.integers(0, 3)), max_size=20),
+    language=st.sampled_from(["python", "javascript", "rust", "lua", "php", "c", None]),
+)
+def test_a_resumed_bracket_scan_finds_the_stack_of_a_scan_from_the_start(base, edits, language):
+    lexicon = lexicon_of(language)
+    text = base
+    for where, typed, deleted in [(1.0, "", 0), *edits]:
+        at = int(where * len(text))
+        text = text[:at] + typed + text[at + deleted:]
+        expected: list[str] = []
+        for _, ch in code_characters(text, lexicon):
+            if ch in "([{":
+                expected.append(ch)
+            elif ch in ")]}" and expected and expected[-1] == {")": "(", "]": "[", "}": "{"}[ch]:
+                expected.pop()
+        assert open_brackets(text, lexicon) == expected
 
 
 SOURCE = (Path(__file__).resolve().parent.parent / "server" / "infill_ls" / "context.py").read_text()

@@ -173,32 +173,63 @@ def skip_string(text: str, start: int, lexicon: Lexicon) -> int:
 # character-by-character scan of a 5,000-line file took ~80 ms per keystroke.  Brackets
 # opened further back than this are not seen (the scan starts at a line beginning).
 PLAIN_SCAN_CHARS = 6000
+# Windows of the document (this scan's, tree-sitter's) start at a line beginning after a
+# point on this grid, so that consecutive keystrokes see windows that differ only where
+# the user typed and the work done for the last one can be reused.
+WINDOW_GRID_CHARS = 2048
+# The prefix scan resumes from the last one's bracket stack at a bracket at least this
+# far before the cursor (edits happen at the cursor).
+RESUME_MARGIN_CHARS = 256
+# (scanned text, lexicon, bracket stack at its end): the last scan's resume point.
+_last_scan: tuple[str, "Lexicon", tuple[str, ...]] | None = None
 
 
-def plain_enclosing_brackets(prefix: str, suffix: str, lexicon: Lexicon) -> list[tuple[str, bool]]:
-    """Open brackets at the cursor, innermost first, each with whether the suffix closes it."""
-    prefix = prefix[prefix.rfind("\n", 0, max(len(prefix) - PLAIN_SCAN_CHARS, 0)) + 1 :]
-    suffix = suffix[:PLAIN_SCAN_CHARS]
-    stack: list[str] = []
-    for _, ch in code_characters(prefix, lexicon, BRACKETS):
+def window_start(prefix: str, chars: int) -> int:
+    """Where a window reaching at least ``chars`` back from the end of ``prefix`` starts."""
+    grid = max(len(prefix) - chars, 0) // WINDOW_GRID_CHARS * WINDOW_GRID_CHARS
+    return prefix.rfind("\n", 0, grid) + 1
+
+
+def open_brackets(text: str, lexicon: Lexicon) -> list[str]:
+    """The brackets still open at the end of ``text`` (which starts in code), outermost first.
+
+    Resumes from the last call's stack when ``text`` starts with the text it had scanned
+    up to its resume point: the scanner's state right after a bracket depends only on the
+    text before it."""
+    global _last_scan
+    start, stack = 0, []
+    last = _last_scan
+    if last is not None and last[1] is lexicon and text.startswith(last[0]):
+        start, stack = len(last[0]), list(last[2])
+    resume_limit, resume_point = len(text) - RESUME_MARGIN_CHARS, None
+    for i, ch in code_characters(text[start:], lexicon, BRACKETS):
         if ch in OPENERS:
             stack.append(ch)
         elif ch in CLOSERS and stack and stack[-1] == CLOSERS[ch]:
             stack.pop()
-    open_brackets = list(reversed(stack))
+        if start + i < resume_limit:
+            resume_point = (start + i + 1, tuple(stack))
+    if resume_point is not None:
+        _last_scan = (text[: resume_point[0]], lexicon, resume_point[1])
+    return stack
+
+
+def plain_enclosing_brackets(prefix: str, suffix: str, lexicon: Lexicon) -> list[tuple[str, bool]]:
+    """Open brackets at the cursor, innermost first, each with whether the suffix closes it."""
+    innermost_first = open_brackets(prefix[window_start(prefix, PLAIN_SCAN_CHARS):], lexicon)[::-1]
     closed = 0
     depth = 0
-    for _, ch in code_characters(suffix, lexicon, BRACKETS):
+    for _, ch in code_characters(suffix[:PLAIN_SCAN_CHARS], lexicon, BRACKETS):
         if ch in OPENERS:
             depth += 1
         elif ch in CLOSERS:
             if depth:
                 depth -= 1
-            elif closed < len(open_brackets):
+            elif closed < len(innermost_first):
                 closed += 1
-                if closed == len(open_brackets):
+                if closed == len(innermost_first):
                     break  # every open bracket is accounted for
-    return [(bracket, index < closed) for index, bracket in enumerate(open_brackets)]
+    return [(bracket, index < closed) for index, bracket in enumerate(innermost_first)]
 
 
 # ----- tree-sitter -----
@@ -229,12 +260,6 @@ class TreeFacts:
     # Open brackets around the cursor, innermost first, each closed later or not; None
     # when the tree has errors.
     enclosing: list[tuple[str, bool]] | None
-
-
-# The parse window starts at a line beginning after a point on this grid, so that
-# consecutive keystrokes parse windows that differ only where the user typed, and the
-# previous tree can be reused (tree-sitter's incremental parsing).
-PARSE_GRID_CHARS = 2048
 
 
 def _point(source: bytes, offset: int) -> tuple[int, int]:
@@ -282,8 +307,7 @@ def tree_facts(language: str, prefix: str, suffix: str) -> TreeFacts | None:
     parser = incremental_parser(language)
     if parser is None:
         return None
-    grid = max(len(prefix) - PARSE_WINDOW_CHARS, 0) // PARSE_GRID_CHARS * PARSE_GRID_CHARS
-    start = prefix.rfind("\n", 0, grid) + 1
+    start = window_start(prefix, PARSE_WINDOW_CHARS)
     before = prefix[start:].encode("utf-8")
     source = before + suffix[:PARSE_WINDOW_CHARS].encode("utf-8")
     tree = parser.parse(source)
