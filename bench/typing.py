@@ -196,7 +196,7 @@ async def replay(model: str, lines: int, chars: int, settings: dict) -> dict:
         "keystroke_to_suggestion_ms": summary(answered),
         "server_overhead_ms": summary(overhead),
         "model_ms": summary([t["model_ms"] for t in finished]),
-        "overhead_parts_ms": {part: summary([t[f"{part}_ms"] for t in timings]) for part in ("context", "prompt", "postprocess")},
+        "overhead_parts_ms": {part: summary([t[f"{part}_ms"] for t in timings]) for part in ("context", "syntax", "prompt", "postprocess")},
         "prompt_tokens": summary([t["prompt_tokens"] for t in timings]),
         "generations_started": generations,
         "generations_thrown_away": thrown,

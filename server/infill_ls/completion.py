@@ -57,6 +57,7 @@ def suggest(
     if limit and settings.contextTokens > limit and limit - settings.maxNewTokens >= 32:
         settings = dataclasses.replace(settings, contextTokens=limit)
     syntax = cursor_syntax(context, settings.multiline)
+    syntax_done = time.perf_counter()
     prompt = build_prompt(engine.tokenizer, engine.template, context, settings, repo)
     prompt_done = time.perf_counter()
     generation = engine.generate(
@@ -78,7 +79,8 @@ def suggest(
         cache.store(context, settings, suggestion)
     finished = time.perf_counter()
     timings = {
-        "prompt": (prompt_done - started) * 1000,
+        "syntax": (syntax_done - started) * 1000,
+        "prompt": (prompt_done - syntax_done) * 1000,
         "model": (model_done - prompt_done) * 1000,
         "prefill": generation.prefill_ms,
         "decode": generation.decode_ms,
