@@ -56,8 +56,11 @@ def test_short_suffix_leaves_its_share_to_the_prefix():
 def test_prompt_never_exceeds_the_budget(tokenizer, prefix, suffix, budget):
     prompt = build_fim_prompt(tokenizer, STARCODER2, prefix, suffix, budget)
     assert len(prompt) <= budget
+    kept_prefix = tokenizer.decode(prompt.ids[1 : 1 + prompt.prefix_tokens])
     if not prompt.prefix_cut:
-        assert tokenizer.decode(prompt.ids[1 : 1 + prompt.prefix_tokens]) == prefix
+        assert kept_prefix == prefix
+    else:  # the end of the prefix (a cut inside a character decodes to U+FFFD)
+        assert prefix.endswith(kept_prefix.lstrip("\ufffd"))
 
 
 def test_template_choice_needs_the_fim_tokens(tokenizer):

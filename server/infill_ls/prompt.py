@@ -77,12 +77,33 @@ class PromptTokenizer:
         # fast (Rust) tokenizers report the offsets this needs.
         self._recent: list[tuple[str, list[int], list[int]]] = []
         self.encoded_chars = 0  # characters actually run through the tokenizer (for benchmarks)
-        self._incremental = bool(getattr(tokenizer, "is_fast", False)) and self._splits_at_token_boundaries()
-        # The Rust tokenizer decodes a list of ids without transformers' per-id type checks
-        # (2x faster on a long prompt); same text when no clean-up is asked for.
-        backend = getattr(tokenizer, "backend_tokenizer", None) if getattr(tokenizer, "is_fast", False) else None
-        self._backend_decode = getattr(backend, "decode", None)
+        self._backend = self._private_backend()
+        self._incremental = self._backend is not None and self._splits_at_token_boundaries()
         self._token_chars = self._characters_per_token()
+
+    def _private_backend(self):
+        """A copy of the Rust tokenizer that always splits special-token look-alikes, or
+        None for a tokenizer without one.
+
+        transformers sets that flag on its shared Rust tokenizer at every call (a race
+        between threads that encode with different flags) and its wrapper costs ~30 µs
+        per call and a per-id type check per decode; the copy is called directly.  It is
+        used only if it encodes a sample exactly as the wrapper does."""
+        shared = getattr(self.tokenizer, "backend_tokenizer", None) if getattr(self.tokenizer, "is_fast", False) else None
+        if shared is None:
+            return None
+        from tokenizers import Tokenizer
+
+        try:
+            backend = Tokenizer.from_str(shared.to_str())
+        except Exception:  # a component written in Python cannot be copied
+            return None
+        backend.encode_special_tokens = True
+        backend.no_truncation()
+        backend.no_padding()
+        sample = CHECK_SAMPLE + "<|endoftext|><fim_middle>"
+        expected = self.tokenizer(sample, add_special_tokens=False, split_special_tokens=True)["input_ids"]
+        return backend if backend.encode(sample, add_special_tokens=False).ids == expected else None
 
     def special_id(self, token: str) -> int:
         return self.vocabulary[token]
@@ -94,6 +115,9 @@ class PromptTokenizer:
         if ids is None:
             if self._incremental and len(text) >= REUSE_MIN_CHARS:
                 ids = self._encode_reusing(text)
+            elif self._backend is not None:
+                ids = self._backend.encode(text, add_special_tokens=False).ids
+                self.encoded_chars += len(text)
             else:
                 ids = self.tokenizer(text, add_special_tokens=False, split_special_tokens=True)["input_ids"]
                 self.encoded_chars += len(text)
@@ -105,9 +129,9 @@ class PromptTokenizer:
         return ids
 
     def _encode_with_ends(self, text: str) -> tuple[list[int], list[int]]:
-        out = self.tokenizer(text, add_special_tokens=False, split_special_tokens=True, return_offsets_mapping=True)
+        encoding = self._backend.encode(text, add_special_tokens=False)
         self.encoded_chars += len(text)
-        return out["input_ids"], [end for _, end in out["offset_mapping"]]
+        return encoding.ids, [end for _, end in encoding.offsets]
 
     def _splits_at_token_boundaries(self) -> bool:
         """Whether encoding the text after any token boundary gives the rest of the ids.
@@ -115,16 +139,13 @@ class PromptTokenizer:
         True for byte-level BPE (StarCoder, Qwen, DeepSeek); false for tokenizers that
         put a prefix space before every text they encode (SentencePiece "▁", e.g.
         CodeLlama), where a reused beginning would get a stray token at the seam."""
-        sample = CHECK_SAMPLE
         try:
-            ids, ends = self._encode_with_ends(sample)
+            ids, ends = self._encode_with_ends(CHECK_SAMPLE)
             return all(
-                ids[:i] + self._encode_with_ends(sample[ends[i - 1]:])[0] == ids
+                ids[:i] + self._encode_with_ends(CHECK_SAMPLE[ends[i - 1]:])[0] == ids
                 for i in range(1, len(ids))
-                if ends[i - 1] < len(sample) and ends[i] != ends[i - 1]
+                if ends[i - 1] < len(CHECK_SAMPLE) and ends[i] != ends[i - 1]
             )
-        except Exception:  # a tokenizer without offsets: encode whole texts
-            return False
         finally:
             self.encoded_chars = 0
 
@@ -181,8 +202,8 @@ class PromptTokenizer:
         return ids
 
     def decode(self, ids: list[int]) -> str:
-        if self._backend_decode is not None:
-            return self._backend_decode(ids, skip_special_tokens=False)
+        if self._backend is not None:  # the same text: no clean-up is asked for
+            return self._backend.decode(ids, skip_special_tokens=False)
         return self.tokenizer.decode(ids, skip_special_tokens=False, clean_up_tokenization_spaces=False)
 
     def tail(self, text: str, limit: int) -> tuple[list[int], bool]:
@@ -193,11 +214,15 @@ class PromptTokenizer:
         """The first ``limit`` tokens of ``text`` and whether anything was cut."""
         return self._window(text, limit, from_end=False)
 
-    def stable_tail(self, text: str, limit: int) -> tuple[list[int], bool]:
+    def stable_tail(self, text: str, limit: int, longer_tail: list[int] | None = None) -> tuple[list[int], bool]:
         """Like ``tail``, but a cut starts at a stable place: the first line beginning
         after a grid point (see STABLE_CUT_SHARE), as long as that keeps at least 7/8
-        of ``limit`` tokens (else the exact tail)."""
-        exact, cut = self.tail(text, limit)
+        of ``limit`` tokens (else the exact tail).  ``longer_tail``: ``tail(text, n)[0]``
+        for an n > ``limit`` when the caller has it (its end is the exact tail)."""
+        if longer_tail is not None and len(longer_tail) > limit:
+            exact, cut = longer_tail[len(longer_tail) - limit:], True
+        else:
+            exact, cut = self.tail(text, limit)
         if not cut or not exact:
             return exact, cut
         kept_chars = self.characters_in(exact)
@@ -342,7 +367,7 @@ def build_fim_prompt(
     prefix_cut = prefix_cut or keep_prefix < len(prefix_ids)
     suffix_cut = suffix_cut or keep_suffix < len(suffix_ids)
     if prefix_cut:
-        prefix_ids, _ = tokenizer.stable_tail(prefix, keep_prefix)
+        prefix_ids, _ = tokenizer.stable_tail(prefix, keep_prefix, prefix_ids)
     suffix_ids = suffix_ids[:keep_suffix]
     ids = [*head, *snippet_ids, *opening, *prefix_ids, suffix_mark, *suffix_ids, middle_mark]
     return Prompt(ids, len(prefix_ids), len(suffix_ids), prefix_cut, suffix_cut, len(snippet_ids), chosen)
