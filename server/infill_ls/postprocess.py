@@ -263,14 +263,17 @@ def settle_closers(text: str, context: CursorContext, syntax: CursorSyntax) -> S
     return Suggestion(text, replace_chars=covered)
 
 
+# The file's indentation is read from this many characters on each side of the cursor
+# (a few hundred lines), not the whole file: it runs on every suggestion.
+INDENT_SAMPLE_CHARS = 8000
 # Leading spaces of a line with code after them (the text is searched with a "\n" in front).
 SPACE_INDENT = re.compile(r"\n( +)[^\n]*?\S")
 
 
 def indent_style(source: str) -> tuple[str, int] | None:
     """("tab", 1) or ("space", step) for the document's indentation; None when it has none."""
-    # C-speed searches, not a loop over lines: this runs on every suggestion over 40,000
-    # characters.  (A "^" pattern in MULTILINE mode is slower than searching for "\n".)
+    # C-speed searches, not a loop over lines.  (A "^" pattern in MULTILINE mode is
+    # slower than the loop; searching for "\n" is not.)
     lines = "\n" + source
     tabs = lines.count("\n\t")
     widths = [len(spaces) for spaces in SPACE_INDENT.findall(lines)]
@@ -284,7 +287,7 @@ def indent_style(source: str) -> tuple[str, int] | None:
 
 def match_indentation(text: str, context: CursorContext) -> str:
     """Re-indent generated lines with the document's tabs or spaces."""
-    style = indent_style(context.prefix[-20000:] + context.suffix[:20000])
+    style = indent_style(context.prefix[-INDENT_SAMPLE_CHARS:] + context.suffix[:INDENT_SAMPLE_CHARS])
     if style is None:
         return text
     kind, step = style
