@@ -12,7 +12,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings as hsettings, strategies as st
 
 from context_fixture import HELPERS, MAIN_PREFIX, MAIN_SUFFIX, REPORTS, make_workspace
-from infill_ls.context import ContextProvider, OpenDocument, Workspace, PathRules, imported_paths
+from infill_ls.context import IMPORTS, ContextProvider, OpenDocument, PathRules, Workspace, imported_paths, lines_containing
 from infill_ls.postprocess import CursorContext
 from infill_ls.prompt import NEIGHBOURHOOD_TOKENS, ContextFile, PromptTokenizer, RepoContext, build_fim_prompt
 from infill_ls.templates import STARCODER2
@@ -181,6 +181,60 @@ def test_imports_point_at_local_modules():
     assert "app/util.py" in imported_paths("app/main.py", "from .util import y\n")
     assert "src/lib/api.ts" in imported_paths("src/app.ts", "import { get } from './lib/api'\n")
     assert "src/defs.h" in imported_paths("src/main.c", '#include "defs.h"\n')
+
+
+# Whole lines of real-looking code, imports among them: each import pattern must find in
+# the lines that mention its words what it finds in the whole text.
+IMPORT_LINES = {
+    "python": ["import os", "import a, b.c", "    import pkg.mod as m", "from .util import y", "from .. import up",
+               "from a.b import (c,", "    d)", "x = 1  # import nothing", "def f(): import json",
+               "'''from here import there'''", "value = imported", "", "   ", "from_ = 3", "\timport tabbed"],
+    "js": ["import { get } from './lib/api'", "const x = require('./x')", "export * from '../up'",
+           "import('./lazy')", "// from './not'", "let from = 1", "import React from 'react'", ""],
+    "c": ['#include "defs.h"', '#  include "sub/x.h"', "#include <stdio.h>", "int include = 0;", "/* include */", ""],
+}
+
+
+@hsettings(max_examples=300, deadline=None)
+@given(st.sampled_from(sorted(IMPORT_LINES)).flatmap(
+    lambda language: st.tuples(st.just(language), st.lists(st.sampled_from(IMPORT_LINES[language]), max_size=30))))
+def test_import_patterns_find_in_keyword_lines_what_they_find_in_the_whole_text(case):
+    language, lines = case
+    text = "\n".join(lines)
+    pattern, words = IMPORTS[language]
+    assert pattern.findall(lines_containing(text, words)) == pattern.findall(text)
+
+
+SERVER_SOURCES = sorted((Path(__file__).resolve().parent.parent / "server" / "infill_ls").glob("*.py"))
+
+
+@hsettings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    picks=st.lists(st.tuples(st.integers(0, len(SERVER_SOURCES) - 1), st.sampled_from(["open", "workspace", "recent"]),
+                             st.sampled_from([1.0, 0.5]), st.integers(1, 60)), min_size=1, max_size=6),
+    query_file=st.integers(0, len(SERVER_SOURCES) - 1),
+    query_line=st.integers(0, 400),
+)
+def test_window_scores_are_the_jaccard_similarity_of_identifiers(picks, query_file, query_line):
+    """Scores through the cached inverted indexes equal the definition, window by window."""
+    from infill_ls.context import MIN_SCORE, RECENT_EDIT_BONUS, Candidate, cut_windows, identifiers, score_windows
+
+    candidates = []
+    for file_index, source, weight, count in picks:  # short lists are scored directly, long ones indexed
+        windows = cut_windows(SERVER_SOURCES[file_index].read_text())[:count]
+        candidates.append(Candidate(SERVER_SOURCES[file_index].name, source, windows, weight))
+    lines = SERVER_SOURCES[query_file].read_text().splitlines()
+    query = identifiers("\n".join(lines[query_line:query_line + 30]))
+    expected = []
+    for c in candidates:
+        for window in c.windows:
+            union = len(query | window.tokens)
+            score = len(query & window.tokens) / union * c.weight if union else 0.0
+            score += RECENT_EDIT_BONUS if c.source == "recent" else 0.0
+            if query & window.tokens and score >= MIN_SCORE:
+                expected.append((score, c.path, window.start, c.source, window))
+    assert score_windows(candidates, query) == expected
+    assert score_windows(candidates, query) == expected  # again: long lists now through their indexes
 
 
 words = st.from_regex(r"[a-z_]{1,8}( |\n|\(|\)|=|: ){1,2}", fullmatch=True)

@@ -27,6 +27,7 @@ from collections import Counter, OrderedDict, deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import lru_cache
+from itertools import chain
 from pathlib import Path, PurePosixPath
 from urllib.parse import unquote
 
@@ -131,6 +132,61 @@ def query_tokens(context: CursorContext) -> frozenset[str]:
     return identifiers("\n".join(before + after))
 
 
+# A file's windows are a cached list that changes only with its text, so an inverted index
+# (identifier -> positions of the windows holding it) can serve many requests: scoring then
+# visits only the windows that share an identifier with the query, ~10x fewer operations
+# than a set intersection per window (1,150 windows: 1.4 -> 0.13 ms).  Building one costs a
+# few direct passes, so a list gets its index the second time it is scored; lists shorter
+# than INDEX_MIN_WINDOWS (recent-edit windows, made per request) are always scored directly.
+INDEX_MIN_WINDOWS = 16
+INDEXED_LISTS = 256
+_indexes: OrderedDict[int, tuple[list[Window], dict[str, list[int]] | None]] = OrderedDict()
+_indexes_lock = threading.Lock()
+
+
+def window_index(windows: list[Window]) -> dict[str, list[int]] | None:
+    """The inverted index of a window list scored before, else None (and the list is noted)."""
+    with _indexes_lock:  # an entry holds its list, so the list's id cannot be reused meanwhile
+        entry = _indexes.get(id(windows))
+        if entry is None or entry[0] is not windows:
+            _indexes[id(windows)] = (windows, None)
+            while len(_indexes) > INDEXED_LISTS:
+                _indexes.popitem(last=False)
+            return None
+        _indexes.move_to_end(id(windows))
+        if entry[1] is not None:
+            return entry[1]
+    index: dict[str, list[int]] = {}
+    for position, window in enumerate(windows):
+        for token in window.tokens:
+            index.setdefault(token, []).append(position)
+    with _indexes_lock:
+        _indexes[id(windows)] = (windows, index)
+    return index
+
+
+def score_windows(candidates, query: frozenset[str]) -> list[tuple[float, str, int, str, Window]]:
+    """(score, path, start line, source, window) for each window scoring at least MIN_SCORE:
+    Jaccard similarity of identifiers with the query, times the file's weight, plus a bonus
+    for windows around recent edits.  In candidate order, then window order."""
+    scored = []
+    size = len(query)
+    for c in candidates:
+        bonus = RECENT_EDIT_BONUS if c.source == "recent" else 0.0
+        index = window_index(c.windows) if len(c.windows) >= INDEX_MIN_WINDOWS else None
+        if index is not None:
+            shared = sorted(Counter(chain.from_iterable(index.get(token, ()) for token in query)).items())
+        else:
+            shared = [(position, len(query & window.tokens)) for position, window in enumerate(c.windows)]
+        for position, common in shared:
+            if common:
+                window = c.windows[position]
+                score = common / (size + len(window.tokens) - common) * c.weight + bonus
+                if score >= MIN_SCORE:
+                    scored.append((score, c.path, window.start, c.source, window))
+    return scored
+
+
 @dataclass(frozen=True)
 class OpenDocument:
     uri: str
@@ -212,6 +268,7 @@ class Workspace:
         self.error: str | None = None
         self.loaded: OrderedDict[tuple[Path, str], tuple[int, int, list[Window]]] = OrderedDict()
         self._checked: dict[tuple[Path, str], float] = {}
+        self._neighbours: OrderedDict[tuple, list[tuple[Path, str]]] = OrderedDict()
         self._pending: set = set()
         self._lock = threading.Lock()
         self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="infill-context")
@@ -407,8 +464,16 @@ class Workspace:
         """Files worth reading for ``rel``: the modules it imports, then its folder's newest files."""
         if not self._scanned.is_set():
             return []
+        # The file lists do not change after the scan: the answer depends on the imports only
+        # (and a keystroke seldom changes them; matching them to files cost ~1 ms per request).
+        targets = tuple(imported_paths(rel, text))
+        key = (root, rel, targets)
+        with self._lock:
+            cached = self._neighbours.get(key)
+        if cached is not None:
+            return cached
         found: list[tuple[Path, str]] = []
-        for target in imported_paths(rel, text):
+        for target in targets:
             for candidate_root, candidate in self.by_name.get(PurePosixPath(target).name, []):
                 if (candidate == target or candidate.endswith("/" + target)) and candidate_root == root:
                     found.append((root, candidate))
@@ -416,7 +481,12 @@ class Workspace:
         files = self.files.get(root, {})
         same_folder = sorted(self.by_folder.get((root, "" if folder == "." else folder), []), key=lambda f: -files[f])
         unique = list(dict.fromkeys(found + [(root, f) for f in same_folder]))
-        return [k for k in unique if k[1] != rel][:NEIGHBOUR_FILES]
+        neighbours = [k for k in unique if k[1] != rel][:NEIGHBOUR_FILES]
+        with self._lock:
+            self._neighbours[key] = neighbours
+            while len(self._neighbours) > 64:
+                self._neighbours.popitem(last=False)
+        return neighbours
 
     def summary(self) -> dict:
         return {
@@ -437,16 +507,42 @@ class Workspace:
 PY_IMPORT = re.compile(r"^\s*(?:from\s+(\.*[\w.]*)\s+import|import\s+([\w.]+(?:\s*,\s*[\w.]+)*))", re.M)
 JS_IMPORT = re.compile(r"""(?:from\s+|require\(\s*|import\s*\(?\s*)['"](\.{1,2}/[^'"]+)['"]""")
 C_INCLUDE = re.compile(r'^\s*#\s*include\s+"([^"]+)"', re.M)
+# Per language: the pattern of a local import and the words its lines must contain.
+IMPORTS = {
+    "python": (PY_IMPORT, ("import",)),
+    "js": (JS_IMPORT, ("from", "require", "import")),
+    "c": (C_INCLUDE, ("include",)),
+}
 JS_EXTENSIONS = (".ts", ".tsx", ".js", ".jsx", ".mjs", ".cjs", "/index.ts", "/index.js")
+
+
+def lines_containing(text: str, words: tuple[str, ...]) -> str:
+    """The lines of ``text`` that contain one of ``words``, in order, joined by newlines.
+
+    The import patterns run on these lines only: a MULTILINE '^' pattern over a whole
+    200 kB file cost ~1 ms per keystroke, ``str.find`` for a word ~0.1 ms."""
+    spans = set()
+    for word in words:
+        found = text.find(word)
+        while found >= 0:
+            end = text.find("\n", found)
+            end = len(text) if end < 0 else end
+            spans.add((text.rfind("\n", 0, found) + 1, end))
+            found = text.find(word, end)
+    return "\n".join(text[start:end] for start, end in sorted(spans))
 
 
 def imported_paths(rel: str, text: str) -> list[str]:
     """Workspace-relative path endings of the local modules a file imports (Python, JS/TS, C)."""
     folder = PurePosixPath(rel).parent
     language = language_of(rel)
+    if language not in IMPORTS:
+        return []
+    pattern, words = IMPORTS[language]
+    found = pattern.findall(lines_containing(text, words))
     paths: list[str] = []
     if language == "python":
-        for relative, absolute in PY_IMPORT.findall(text):
+        for relative, absolute in found:
             for module in ([relative] if relative else [m.strip() for m in absolute.split(",")]):
                 dots = len(module) - len(module.lstrip("."))
                 parts = [p for p in module.lstrip(".").split(".") if p]
@@ -459,11 +555,11 @@ def imported_paths(rel: str, text: str) -> list[str]:
                 if stem and stem != ".":
                     paths += [f"{stem}.py", f"{stem}/__init__.py"]
     elif language == "js":
-        for target in JS_IMPORT.findall(text):
+        for target in found:
             joined = os.path.normpath((folder / target).as_posix())
             paths += [joined + ext for ext in ("", *JS_EXTENSIONS)]
     elif language == "c":
-        for target in C_INCLUDE.findall(text):
+        for target in found:
             paths += [os.path.normpath((folder / target).as_posix()), target]
     return [p[2:] if p.startswith("./") else p for p in paths if not p.startswith("..")]
 
@@ -601,16 +697,7 @@ class ContextProvider:
 
     @staticmethod
     def rank(candidates, query: frozenset[str], context: CursorContext) -> list[ContextFile]:
-        scored = []
-        size = len(query)
-        for c in candidates:
-            bonus = RECENT_EDIT_BONUS if c.source == "recent" else 0.0
-            for window in c.windows:
-                common = len(query & window.tokens)  # Jaccard, inlined: this loop is the hot path
-                if common:
-                    score = common / (size + len(window.tokens) - common) * c.weight + bonus
-                    if score >= MIN_SCORE:
-                        scored.append((score, c.path, window.start, c.source, window))
+        scored = score_windows(candidates, query)
         scored.sort(key=lambda item: (-item[0], item[1], item[2]))
         chosen: list[ContextFile] = []
         taken: dict[str, list[int]] = {}
