@@ -1,6 +1,7 @@
 """Typing replay on the CPU: the real server over LSP, driven like an editor.
 
     python bench/typing.py [--model DIR] [--chars 300] [--lines 5000] [--no-lookup] [--context-tokens 2048]
+                           [--workspace DIR]
 
 Opens a 5,000-line Python file, deletes a stretch of it and types it back at
 30 ms per character (a 300 ms pause after each line and every few words), sending
@@ -9,7 +10,10 @@ cancelling the superseded request the way VS Code does.  Reports keystroke-to-
 suggestion p50/p95 (answered requests), the server's overhead outside the model
 (context, prompt, post-processing, handler; from its debug timing log) p50/p95, the
 share of generations started but thrown away, prompt-cache hits, and the server's
-peak RSS.  Writes bench/results/typing-*.json.
+peak RSS.  Without ``--workspace`` the file is in no workspace folder (no repository
+context); with it, the file is opened as ``DIR/typed_by_bench.py`` (never written to disk)
+and the server scans DIR and puts snippets of its files in each prompt.
+Writes bench/results/typing-*.json.
 """
 
 from __future__ import annotations
@@ -105,7 +109,7 @@ def typing_script(text: str, start_line: int, chars: int) -> tuple[str, str, lis
     return before + rest[chars:], before, steps
 
 
-async def replay(model: str, lines: int, chars: int, settings: dict) -> dict:
+async def replay(model: str, lines: int, chars: int, settings: dict, workspace: Path | None = None) -> dict:
     env = dict(os.environ, PYTHONPATH=str(REPO / "server"), HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
     process = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "infill_ls", "serve", "--model", model,
@@ -121,7 +125,8 @@ async def replay(model: str, lines: int, chars: int, settings: dict) -> dict:
     client = Client(process)
     capabilities = {"textDocument": {"inlineCompletion": {}, "synchronization": {}}, "window": {"workDoneProgress": True},
                     "workspace": {"configuration": True}}
-    _, init = client.request("initialize", {"processId": os.getpid(), "rootUri": None, "capabilities": capabilities,
+    root_uri = workspace.resolve().as_uri() if workspace else None
+    _, init = client.request("initialize", {"processId": os.getpid(), "rootUri": root_uri, "capabilities": capabilities,
                                             "initializationOptions": {**settings, "logLevel": "debug"}})
     await init
     client.notify("initialized", {})
@@ -136,7 +141,7 @@ async def replay(model: str, lines: int, chars: int, settings: dict) -> dict:
 
     text = five_thousand_lines(lines)
     document, before, steps = typing_script(text, lines // 2, chars)
-    uri = "file:///bench/typed.py"
+    uri = f"{root_uri}/typed_by_bench.py" if root_uri else "file:///bench/typed.py"
     client.notify("textDocument/didOpen", {"textDocument": {"uri": uri, "languageId": "python", "version": 1, "text": document}})
     line, character = before.count("\n"), 0
     version = 1
@@ -182,9 +187,10 @@ async def replay(model: str, lines: int, chars: int, settings: dict) -> dict:
         with_text += bool(message["result"]["items"])
     timings = [json.loads(m.group(1)) for m in map(TIMINGS.search, stderr_lines) if m]
     finished = [t for t in timings if t["stop"] != "cancelled"]
-    # Context building, prompt, post-processing and the worker's own bookkeeping, for
-    # every generation (a cancelled one skips only post-processing).
-    overhead = [t["context_ms"] + t["request_ms"] - t["waited_ms"] - t["model_ms"] for t in timings]
+    # The cursor context (on receipt), then on the worker everything but the model: snippets,
+    # syntax, prompt, post-processing, bookkeeping; for every generation (a cancelled one
+    # skips only post-processing).
+    overhead = [t["cursor_ms"] + t["request_ms"] - t["waited_ms"] - t["model_ms"] for t in timings]
     generations = sum(counters.get(k, 0) for k in ("eos", "rule", "length", "cancelled", "timeout"))
     thrown = counters.get("cancelled", 0)
     hits = [t for t in timings if t["reused_tokens"] > 0]
@@ -196,8 +202,9 @@ async def replay(model: str, lines: int, chars: int, settings: dict) -> dict:
         "keystroke_to_suggestion_ms": summary(answered),
         "server_overhead_ms": summary(overhead),
         "model_ms": summary([t["model_ms"] for t in finished]),
-        "overhead_parts_ms": {part: summary([t[f"{part}_ms"] for t in timings]) for part in ("context", "syntax", "prompt", "postprocess")},
+        "overhead_parts_ms": {part: summary([t[f"{part}_ms"] for t in timings]) for part in ("cursor", "gather", "syntax", "prompt", "postprocess")},
         "prompt_tokens": summary([t["prompt_tokens"] for t in timings]),
+        "snippet_tokens": summary([t.get("snippet_tokens", 0) for t in timings]),
         "generations_started": generations,
         "generations_thrown_away": thrown,
         "thrown_away_share": round(thrown / generations, 3) if generations else None,
@@ -232,16 +239,18 @@ def main() -> None:
     parser.add_argument("--no-lookup", action="store_true", help="promptLookup off")
     parser.add_argument("--debounce", type=int, default=30, help="debounceMs")
     parser.add_argument("--context-tokens", type=int, default=2048, help="contextTokens")
+    parser.add_argument("--workspace", type=Path, help="a workspace folder for repository context (e.g. the stdlib)")
     args = parser.parse_args()
     if args.model is None:
         from conftest import tiny_model_dir
 
         args.model = str(tiny_model_dir())
     settings = {"debounceMs": args.debounce, "promptLookup": not args.no_lookup, "contextTokens": args.context_tokens}
-    result = asyncio.run(replay(args.model, args.lines, args.chars, settings))
+    result = asyncio.run(replay(args.model, args.lines, args.chars, settings, args.workspace))
     print(json.dumps(result, indent=2))
     print(write_result("typing", {"model": args.model, "lines": args.lines, "chars_typed": args.chars,
-                                  "char_ms": CHAR_MS, "pause_ms": PAUSE_MS, "settings": settings, "results": result}))
+                                  "char_ms": CHAR_MS, "pause_ms": PAUSE_MS, "settings": settings,
+                                  "workspace": str(args.workspace) if args.workspace else None, "results": result}))
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import gc
 import logging
 import time
 import uuid
@@ -221,7 +222,14 @@ class InfillServer(LanguageServer):
 
         def load() -> LocalEngine:
             self.engine = None  # free the old model before the new one takes memory
-            return load_engine(settings, report)
+            gc.unfreeze()  # (its objects were frozen after its load)
+            engine = load_engine(settings, report)
+            # What is alive now (torch, transformers, the model: ~440k objects) leaves the
+            # collector's sight: a full collection of it took ~200 ms, a pause that any
+            # request allocating enough could hit.
+            gc.collect()
+            gc.freeze()
+            return engine
 
         try:
             engine = await self.scheduler.run(load)
@@ -284,9 +292,8 @@ class InfillServer(LanguageServer):
                     self.set_status(state="unloaded", message=f"unloaded after {minutes:g} min without requests")
 
     def _unload(self) -> None:
-        import gc
-
         self.engine = None
+        gc.unfreeze()
         gc.collect()
         try:
             import torch
@@ -315,7 +322,7 @@ class InfillServer(LanguageServer):
         """The suggestion for a cursor, or None (disabled, not loaded, superseded)."""
         received = time.monotonic()
         context = cursor_context(self, uri, position)
-        context_ms = (time.monotonic() - received) * 1000
+        cursor_ms = (time.monotonic() - received) * 1000
         if not self.settings.enable:
             return None
         cached = cached_suggestion(self.cache, context, self.settings)
@@ -339,7 +346,7 @@ class InfillServer(LanguageServer):
                 engine, context, settings, cancel=cancel, deadline=deadline, repo=repo, cache=self.cache
             )
             if log.isEnabledFor(logging.DEBUG):
-                log_timings(position, result, context_ms + (gathered - started) * 1000,
+                log_timings(position, result, cursor_ms, gather_ms=(gathered - started) * 1000,
                             waited_ms=(started - received) * 1000, request_ms=(time.monotonic() - received) * 1000)
             # Counted here, on the worker, so generations whose request was cancelled count too.
             self.count(result.generation.stop_reason)
@@ -384,7 +391,8 @@ class InfillServer(LanguageServer):
 
 
 def log_timings(
-    position: types.Position, result: SuggestionResult, context_ms: float, waited_ms: float, request_ms: float
+    position: types.Position, result: SuggestionResult, cursor_ms: float, gather_ms: float, waited_ms: float,
+    request_ms: float,
 ) -> None:
     """One JSON line per generation (bench/typing.py reads them): where the time went."""
     import json
@@ -394,12 +402,14 @@ def log_timings(
         "line": position.line,
         "character": position.character,
         **{f"{name}_ms": round(value, 3) for name, value in result.timings_ms.items()},
-        "context_ms": round(context_ms, 3),  # prefix/suffix around the cursor and snippets of other files
-        "waited_ms": round(waited_ms, 3),  # from receipt to the worker: context, debounce, queue
+        "cursor_ms": round(cursor_ms, 3),  # prefix and suffix around the cursor (on receipt)
+        "gather_ms": round(gather_ms, 3),  # snippets of other files (on the worker)
+        "waited_ms": round(waited_ms, 3),  # from receipt to the worker: cursor context, debounce, queue
         "request_ms": round(request_ms, 3),  # from receiving the request to the end of this job
         "stop": generation.stop_reason,
         "path": generation.path,
         "prompt_tokens": generation.prompt_tokens,
+        "snippet_tokens": result.prompt.context_tokens if result.prompt else 0,  # other files' snippets
         "reused_tokens": generation.reused_tokens,
         "generated_tokens": len(generation.token_ids),
         "draft_tokens": generation.draft_tokens,
