@@ -103,8 +103,9 @@ async def stop_client(client: LanguageClient) -> None:
 
 @pytest_asyncio.fixture(loop_scope="module", scope="module")
 async def client(tiny_model):
-    """A server on the tiny model, shared by the tests of a module."""
-    lsp = await start_client("--model", str(tiny_model), initialization_options={"debounceMs": 0, "timeoutMs": 600000, "loadWaitMs": 600000})
+    """A server on the tiny model, shared by the tests of a module.  float32, because tests
+    compare its suggestions with float32 ``model.generate`` (auto picks bf16 or int8 on a CPU)."""
+    lsp = await start_client("--model", str(tiny_model), "--quantization", "none", initialization_options={"debounceMs": 0, "timeoutMs": 600000, "loadWaitMs": 600000})
     yield lsp
     await stop_client(lsp)
 

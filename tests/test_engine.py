@@ -61,7 +61,8 @@ def reference_ids(engine: LocalEngine, ids: list[int], max_new_tokens: int) -> l
 
 
 def load_engine(model_dir: Path, **settings) -> LocalEngine:
-    return LocalEngine.load(Settings(model=str(model_dir), **settings))
+    """float32 (quantization none) unless asked otherwise: the tests compare with float32 ``model.generate``."""
+    return LocalEngine.load(Settings(model=str(model_dir), **{"quantization": "none", **settings}))
 
 
 @pytest.fixture(scope="module")
@@ -243,9 +244,10 @@ def test_weight_only_int8_and_int4_shrink_the_linears(tiny_model):
     assert sizes["int4wo"] < sizes["int8wo"] < sizes["float32"]
 
 
-def test_the_server_loads_a_weight_only_quantized_model(tiny_model):
-    engine = load_engine(tiny_model, quantization="int8wo", device="cpu")
-    assert engine.info.precision == "int8wo"
+@pytest.mark.parametrize("kind", ["int8wo", "int8dyn"])  # int8dyn: auto's choice on CPUs without bf16
+def test_the_server_loads_a_quantized_model(tiny_model, kind):
+    engine = load_engine(tiny_model, quantization=kind, device="cpu")
+    assert engine.info.precision == kind
     assert generate(engine, prompt_ids(engine, SOURCE[:300], "")).token_ids
 
 
@@ -260,7 +262,8 @@ async def test_time_box_returns_the_text_so_far(tiny_model):
 
     text = "def f(x):\n    \n"
     # 1,900 tokens take the tiny model many seconds; the time box is 0.3 s.
-    lsp = await start_client("--model", str(tiny_model), initialization_options={**LONG, "timeoutMs": 300})
+    lsp = await start_client("--model", str(tiny_model), "--quantization", "none",
+                             initialization_options={**LONG, "timeoutMs": 300})
     try:
         await wait_until_loaded(lsp)
         open_document(lsp, "file:///work/timebox.py", text)

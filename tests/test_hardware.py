@@ -1,7 +1,9 @@
-"""quantization auto: the fastest measured precision that fits the free GPU memory.
+"""quantization auto: the fastest measured precision that fits the free GPU memory, and on
+a CPU the fastest measured for its instruction set.
 
-There is no GPU here, so CUDA's presence and its free memory are the test doubles; the
-choice itself is the real code (hardware.choose_placement with the H100 figures).
+There is no GPU here, so CUDA's presence and its free memory are the test doubles, and
+the CPU's flags for the CPU cases; the choice itself is the real code
+(hardware.choose_placement with the H100 and CPU figures).
 """
 
 import pytest
@@ -53,3 +55,18 @@ def test_options_are_ordered_by_measured_decode_time():
     options = hardware.gpu_options(with_bitsandbytes=True)
     times = [hardware.GPU_DECODE_MS_PER_TOKEN[p] for p in options if p in hardware.GPU_DECODE_MS_PER_TOKEN]
     assert times == sorted(times) and options[0] == "bf16"
+
+
+@pytest.mark.parametrize("flags, expected", [
+    ({"avx2", "fma", "amx_bf16", "amx_tile"}, "bf16"),  # Sapphire Rapids and later
+    ({"avx2", "avx512f", "avx512_bf16"}, "bf16"),  # Cooper Lake, Zen 4
+    ({"avx2", "fma"}, "int8dyn"),  # a laptop: bf16 would be emulated
+    (set(), "int8dyn"),  # no /proc/cpuinfo (macOS) or an ARM CPU
+])
+def test_a_cpu_gets_the_precision_measured_fastest_for_its_instructions(monkeypatch, flags, expected):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(hardware, "cpu_flags", lambda: flags)
+    placement = hardware.choose_placement("auto", "auto", 5_000_000)
+    assert (placement.device, placement.precision) == ("cpu", expected)
+    # "none" means no quantization: float32, whatever the CPU.
+    assert hardware.choose_placement("cpu", "none", 5_000_000).precision == "float32"

@@ -7,16 +7,18 @@ from dataclasses import dataclass
 # Bytes per parameter at each precision, with the quantized ones measured on the
 # StarCoder2-15B architecture (16,565 MB at 8-bit, 8,889 MB at nf4 for 15.96 B params).
 BYTES_PER_PARAM = {"bf16": 2.0, "8bit": 1.04, "4bit": 0.56, "int8wo": 1.04, "int4wo": 0.6}
-# CPU precision for quantization auto/none, measured with bench/cpu.py (engine loop,
-# the bundled model, 1 thread, idle Xeon with AMX, 2026-11-25,
-# `bench/cpu.py --threads 1 --model server/infill_ls/models/infill-small`): prefill of
-# 1,024 tokens float32 108 ms, bf16 41, int8dyn 83, int8wo 119, int4wo 120; decode
-# float32 5.7 ms/token, bf16 4.4, int8dyn 3.8, int8wo 5.0, int4wo 9.9.  A suggestion
-# (a prefill plus ~16 tokens) is fastest in bf16 where the CPU has bf16 matrix
-# instructions (AMX / AVX512-BF16); elsewhere bf16 is emulated and slow, so float32.
-# int8dyn decodes fastest but prefills slower: available by setting.
-# ``auto`` still loads float32 on the CPU: the tests compare with float32 model.generate
-# output token for token; switching auto to cpu_precision() is one line here.
+# CPU precision for quantization auto, measured with bench/cpu.py on the bundled model
+# (1 thread, 1,024-token prompt; prefill ms / decode ms per token; 2026-11-25/26,
+# `bench/cpu.py --threads 1 --model server/infill_ls/models/infill-small`):
+#   Xeon with AMX:                 float32 108 / 5.7,  bf16 41 / 4.4,  int8dyn 83 / 3.8
+#   same, limited to AVX2 (a laptop without bf16 instructions; MKL_ENABLE_INSTRUCTIONS=AVX2
+#   ONEDNN_MAX_CPU_ISA=AVX2 ATEN_CPU_CAPABILITY=avx2):
+#                                  float32 149 / 10.3, bf16 520 / 6.6, int8dyn 105 / 3.3
+# A suggestion (a prefill and ~16 tokens) is fastest in bf16 where the CPU has bf16 matrix
+# instructions (AMX / AVX512-BF16), and in dynamic int8 elsewhere (bf16 is emulated there:
+# 5x slower prefill).  Quality against float32 (bench/quality.py, bundled model): bf16
+# argmax agreement 98.8 %, int8dyn 94.5 %, both the same greedy text on 4 of 4 prompts.
+# ``quantization: none`` keeps float32.
 BF16_CPU_FLAGS = {"amx_bf16", "avx512_bf16"}
 # Below this size a model runs fastest on one CPU thread: its matmuls are too small to
 # split, and OpenMP threads spinning on a busy machine made decoding 8-20x slower
@@ -71,7 +73,11 @@ def choose_placement(device: str, quantization: str, parameter_count: int | None
     if device == "cpu" or device == "mps":
         if quantization in CPU_CHOICES:
             return Placement(device, quantization, f"{quantization} requested on {device}")
-        return Placement(device, "float32", f"{device}: float32 (int8dyn decodes faster but less exactly)")
+        if quantization == "none" or device == "mps":
+            return Placement(device, "float32", f"{device}: float32")
+        precision = cpu_precision()
+        why = "bf16 matrix instructions" if precision == "bf16" else "no bf16 matrix instructions"
+        return Placement(device, precision, f"{why}: the fastest measured, bench/cpu.py; none = float32")
     if not device.startswith("cuda") or not torch.cuda.is_available():
         raise ValueError(f"device {device} is not available (torch.cuda.is_available() is False)")
     if quantization == "none":
@@ -121,7 +127,8 @@ def cpu_flags() -> set[str]:
 
 
 def cpu_precision() -> str:
-    return "bf16" if cpu_flags() & BF16_CPU_FLAGS else "float32"
+    """The fastest precision measured on a CPU like this one (see the figures above)."""
+    return "bf16" if cpu_flags() & BF16_CPU_FLAGS else "int8dyn"
 
 
 def cpu_threads(parameter_count: int) -> int | None:
