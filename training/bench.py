@@ -33,11 +33,18 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--prompt-tokens", type=int, default=1024)
     ap.add_argument("--new-tokens", type=int, default=16)
     ap.add_argument("--runs", type=int, default=20)
+    ap.add_argument("--dtype", choices=["float32", "bfloat16", "int8dyn"], default="float32",
+                    help="what the server runs with quantization auto: bfloat16 on a CPU with bf16 "
+                         "matrix instructions, int8dyn (dynamic int8 linears) elsewhere")
     args = ap.parse_args(argv)
 
     torch.set_num_threads(args.threads)
     tokenizer = AutoTokenizer.from_pretrained(args.model)
-    model = Starcoder2ForCausalLM.from_pretrained(args.model).eval()
+    model = Starcoder2ForCausalLM.from_pretrained(args.model, dtype=getattr(torch, args.dtype, torch.float32)).eval()
+    if args.dtype == "int8dyn":
+        from infill_ls.engine.quantize import quantize_weights
+
+        model = quantize_weights(model, "int8dyn")
     source = max((f for fs in load_split(args.heldout).values() for f in fs), key=lambda f: len(f.text)).text
     cut = len(source) // 2
     # The server's builder cuts the prefix on a character grid (for KV reuse), so it may
@@ -67,7 +74,7 @@ def main(argv: list[str] | None = None) -> None:
             model(input_ids=ids, logits_to_keep=1)
             prefills.append(time.perf_counter() - t)
     ms = lambda xs: f"median {statistics.median(xs) * 1000:.0f} ms, best {min(xs) * 1000:.0f} ms"
-    print(f"{args.new_tokens} tokens after a {args.prompt_tokens}-token prompt, {args.threads} threads: {ms(totals)}")
+    print(f"{args.new_tokens} tokens after a {args.prompt_tokens}-token prompt, {args.threads} threads, {args.dtype}: {ms(totals)}")
     print(f"prefill alone: {ms(prefills)}")
 
 
