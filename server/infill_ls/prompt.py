@@ -153,13 +153,15 @@ class PromptTokenizer:
         """For byte-level BPE: how many characters each token's bytes begin (its UTF-8
         bytes that are not continuation bytes), so the length of a run of tokens is a sum
         instead of a decode.  None for other tokenizers (and if the sums do not add up)."""
+        if self._backend is None:
+            return None
         alphabet = byte_level_alphabet()
         counts = [0] * (max(self.vocabulary.values(), default=-1) + 1)
         for token, token_id in self.vocabulary.items():
             if not all(ch in alphabet for ch in token):
                 return None  # not byte-level (SentencePiece's "▁", WordPiece's "##")
             counts[token_id] = sum(alphabet[ch] & 0xC0 != 0x80 for ch in token)
-        ids = self.tokenizer(CHECK_SAMPLE, add_special_tokens=False)["input_ids"]
+        ids = self._backend.encode(CHECK_SAMPLE, add_special_tokens=False).ids
         return counts if sum(counts[i] for i in ids) == len(CHECK_SAMPLE) else None
 
     def characters_in(self, ids: list[int]) -> int:
