@@ -45,7 +45,12 @@ def machine() -> dict:
         "cpu_count": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
         "load_average": os.getloadavg()[0],
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
     }
+    # Instruction-set caps (to measure a CPU without AVX-512/AMX on one that has them).
+    caps = {k: os.environ[k] for k in ("MKL_ENABLE_INSTRUCTIONS", "ONEDNN_MAX_CPU_ISA", "ATEN_CPU_CAPABILITY") if k in os.environ}
+    if caps:
+        info["isa_limits"] = caps
     try:
         info["cpu_model"] = next(
             line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")
