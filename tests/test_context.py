@@ -237,6 +237,33 @@ def test_window_scores_are_the_jaccard_similarity_of_identifiers(picks, query_fi
     assert score_windows(candidates, query) == expected  # again: long lists now through their indexes
 
 
+def test_the_word_being_typed_is_not_in_the_query():
+    from infill_ls.context import query_tokens
+
+    before = "import billing\n\ndef total(invoice):\n    amount = billing.net(invoice)\n    return compute_"
+    queries = [query_tokens(CursorContext(before + typed, "\nprint(done)\n")) for typed in ("", "t", "ta", "tax")]
+    assert all(query == queries[0] for query in queries)  # the same query while the word grows
+    assert {"billing", "invoice", "amount", "print", "done"} <= queries[0]
+    assert not any(token.startswith("compute_") for token in queries[0])
+    # Once the word is finished (a character that ends it), it counts.
+    assert "compute_tax" in query_tokens(CursorContext(before + "tax(", "\n"))
+
+
+def test_a_reused_ranking_never_outlives_its_windows():
+    """Ranking the same query over the same window lists again reuses the last ranking; a
+    file whose windows changed (a new list) is ranked anew."""
+    from infill_ls.context import Candidate, cut_windows, identifiers
+
+    query = identifiers("def net_amount(invoice): return invoice.total - invoice.discount")
+    old = cut_windows("def unrelated(x):\n    return x * 2\n")
+    new = cut_windows("def net_amount(invoice):\n    return invoice.total - invoice.discount\n")
+    first = ContextProvider.rank([Candidate("a.py", "open", old, 1.0)], query, CURSOR)
+    again = ContextProvider.rank([Candidate("a.py", "open", old, 1.0)], query, CURSOR)
+    changed = ContextProvider.rank([Candidate("a.py", "open", new, 1.0)], query, CURSOR)
+    assert first == again == []
+    assert [c.text for c in changed] == [new[0].text]
+
+
 words = st.from_regex(r"[a-z_]{1,8}( |\n|\(|\)|=|: ){1,2}", fullmatch=True)
 code = st.lists(words, max_size=400).map("".join)
 
