@@ -133,6 +133,7 @@ def test_ghost_text_in_code_server(tmp_path, tiny_model, vsix):
         "infill.server.args": ["-m", "infill_ls", "serve"],
         "infill.model": str(tiny_model),
         "infill.device": "cpu",
+        "infill.quantization": "none",  # float32 on the CPU, whatever its instructions (status bar below)
         "infill.logLevel": "debug",
         "infill.trace.server": "messages",
         # A fresh profile opens the Chat panel, which takes the keyboard.

@@ -24,9 +24,10 @@ from infill_ls.evaluate import edit_similarity  # the project's harness scores t
 from infill_ls.engine.local import cache_keyword  # transformers 5.17 and 5.2x name it differently
 
 from .data import SourceFile, load_split
-from infill_ls.prompt import PromptTokenizer, RepoContext
+from infill_ls.prompt import PromptTokenizer, RepoContext, build_fim_prompt
+from infill_ls.templates import TEMPLATES
 
-from .samples import context_snippets, fim_prompt, repo_display_name
+from .samples import context_snippets, repo_display_name
 from .tokenizer import EOS, SPECIAL_TOKENS
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -101,6 +102,24 @@ def truncate_lines(text: str, n: int) -> str:
     return "\n".join(text.split("\n")[:n])
 
 
+def summarize(scores: list[tuple[bool, float, bool, bool]]) -> dict:
+    """Percentages over holes of (exact match, edit similarity, first name right, name in a snippet)."""
+    share = lambda values: round(100 * sum(values) / max(len(values), 1), 1)  # noqa: E731
+    with_name = [name for _, _, name, in_context in scores if in_context]
+    return {
+        "holes": len(scores),
+        "exact_match": share([e for e, _, _, _ in scores]),
+        "edit_similarity": share([es for _, es, _, _ in scores]),
+        # The first identifier of the hole written right (for cross-file holes: the name
+        # that only the context holds).
+        "first_name_match": share([n for _, _, n, _ in scores]),
+        # Holes whose first identifier is in a snippet of the prompt, and of those, how
+        # many the model wrote: retrieval and copying, measured apart.
+        "name_in_context": share([c for _, _, _, c in scores]),
+        "first_name_match_when_in_context": share(with_name) if with_name else None,
+    }
+
+
 def evaluate(model, tokenizer, repos: dict[str, list[SourceFile]], holes_per_kind: int, seed: int, budget: int = 1024) -> dict:
     prompt_tokenizer = PromptTokenizer(tokenizer)
     # Newlines per token, for the stop rule.
@@ -127,27 +146,21 @@ def evaluate(model, tokenizer, repos: dict[str, list[SourceFile]], holes_per_kin
             room = budget - max_new
             repo = RepoContext(repo_display_name(f.repo), f.path, snippets)
             prompts = {
-                "without context": fim_prompt(prompt_tokenizer, prefix, suffix, room),
-                "with context": fim_prompt(prompt_tokenizer, prefix, suffix, room, repo),
+                "without context": build_fim_prompt(prompt_tokenizer, TEMPLATES["starcoder2"], prefix, suffix, room),
+                "with context": build_fim_prompt(prompt_tokenizer, TEMPLATES["starcoder2"], prefix, suffix, room, repo),
             }
             for condition, prompt in prompts.items():
-                text = tokenizer.decode(complete(model, prompt, max_new, n_lines))
+                text = tokenizer.decode(complete(model, prompt.ids, max_new, n_lines))
                 text = truncate_lines(text, n_lines)
+                # Whether a snippet in the prompt holds the hole's first identifier: for
+                # cross-file holes, whether the context gave the model the name to copy.
+                in_context = expected_name is not None and any(
+                    re.search(rf"\b{re.escape(expected_name)}\b", snippet.text) for snippet in prompt.snippets)
                 scores[condition].append((text.rstrip() == middle.rstrip(), edit_similarity(text.rstrip(), middle.rstrip()),
-                                          expected_name is not None and first_name(text) == expected_name))
+                                          expected_name is not None and first_name(text) == expected_name, in_context))
                 if len(examples) < 12:
                     examples.append({"kind": kind, "condition": condition, "file": f.path, "expected": middle, "got": text})
-        results[kind] = {
-            condition: {
-                "holes": len(s),
-                "exact_match": round(100 * sum(e for e, _, _ in s) / max(len(s), 1), 1),
-                "edit_similarity": round(100 * sum(es for _, es, _ in s) / max(len(s), 1), 1),
-                # The first identifier of the hole written right (for cross-file holes: the name
-                # that only the context holds).
-                "first_name_match": round(100 * sum(n for _, _, n in s) / max(len(s), 1), 1),
-            }
-            for condition, s in scores.items()
-        }
+        results[kind] = {condition: summarize(s) for condition, s in scores.items()}
     return {"results": results, "examples": examples}
 
 
