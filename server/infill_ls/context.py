@@ -149,7 +149,7 @@ def query_tokens(context: CursorContext) -> frozenset[str]:
 # few direct passes, so a list gets its index the second time it is scored; lists shorter
 # than INDEX_MIN_WINDOWS (recent-edit windows, made per request) are always scored directly.
 INDEX_MIN_WINDOWS = 16
-INDEXED_LISTS = 256
+INDEXED_LISTS = 128  # ~150 kB each for a 2,000-line file: at most ~20 MB
 _indexes: OrderedDict[int, tuple[list[Window], dict[str, list[int]] | None]] = OrderedDict()
 _indexes_lock = threading.Lock()
 
