@@ -14,23 +14,28 @@ import argparse
 from common import write_result
 from engines import BUNDLED, engine_for, random_model, time_engine
 
-PRECISIONS = ("float32", "bf16", "int8dyn", "int8wo", "int4wo")
+# int8wo/int4wo are the plain modules, as the server runs them on a CPU; "-kernels": on
+# PyTorch's weight-only kernels (what the server uses on a GPU), for comparison.
+PRECISIONS = ("float32", "bf16", "int8dyn", "int8wo", "int4wo", "int8wo-kernels", "int4wo-kernels")
 
 
 def build(precision: str, model_dir: str | None):
     import torch
     from transformers import AutoModelForCausalLM
 
-    from infill_ls.engine.quantize import quantize_weights
+    from infill_ls.engine.quantize import quantize_weights, use_kernels
 
     dtype = torch.bfloat16 if precision == "bf16" else torch.float32
     if model_dir:
         model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=dtype).eval()
     else:
         model = random_model(BUNDLED, dtype, "cpu")
-    if precision not in ("float32", "bf16"):
-        quantize_weights(model, precision)
-    return engine_for(model, model_dir or "bundled shape, random weights", precision)
+    kind = precision.removesuffix("-kernels")
+    if kind not in ("float32", "bf16"):
+        quantize_weights(model, kind)
+        if precision.endswith("-kernels"):
+            use_kernels(model, dtype)
+    return engine_for(model, model_dir or "bundled shape, random weights", kind)
 
 
 def main() -> None:

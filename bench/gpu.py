@@ -31,7 +31,10 @@ from engines import SMALL, STARCODER2_15B, engine_for, random_model, synchronize
 
 H100_BYTES_PER_S = 3.35e12
 MODEL_CARD_MB = {"bf16": 32251, "8bit": 16900, "4bit": 9225, "int8wo": 16900, "int4wo": 9225}
+# int8wo/int4wo: on PyTorch's weight-only kernels (tinygemm for int4), as the server runs
+# them; "-plain" (not run by default): the dequantize-then-matmul modules.
 VARIANTS = ("bf16", "int8wo", "int4wo", "4bit", "8bit")
+EXTRA_VARIANTS = ("int8wo-plain", "int4wo-plain")
 
 
 def swap_in_bitsandbytes(model, kind: str, device: str):
@@ -63,7 +66,7 @@ def swap_in_bitsandbytes(model, kind: str, device: str):
 def build(variant: str, shape: dict | None, model_dir: str | None, device: str):
     import torch
 
-    from infill_ls.engine.quantize import quantize_weights
+    from infill_ls.engine.quantize import quantize_weights, use_kernels
 
     if model_dir:
         from transformers import AutoModelForCausalLM
@@ -71,8 +74,10 @@ def build(variant: str, shape: dict | None, model_dir: str | None, device: str):
         model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.bfloat16, device_map=device).eval()
     else:
         model = random_model(shape, torch.bfloat16, device)
-    if variant in ("int8wo", "int4wo"):
-        quantize_weights(model, variant)
+    if variant.removesuffix("-plain") in ("int8wo", "int4wo"):
+        quantize_weights(model, variant.removesuffix("-plain"))
+        if not variant.endswith("-plain"):  # PyTorch's weight-only kernels, as the server runs them
+            print(f"{variant}: {use_kernels(model, torch.bfloat16)}", flush=True)
     elif variant in ("8bit", "4bit"):
         swap_in_bitsandbytes(model, variant, device)
     gc.collect()

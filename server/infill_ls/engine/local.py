@@ -76,7 +76,7 @@ def load_weights(source: str, placement: Placement, trust: bool):
     import torch
     from transformers import AutoModelForCausalLM
 
-    from .quantize import quantize_weights
+    from .quantize import quantize_weights, use_kernels
 
     precision = placement.precision
     float_dtype = torch.float32 if placement.device == "cpu" else torch.bfloat16
@@ -95,6 +95,8 @@ def load_weights(source: str, placement: Placement, trust: bool):
     if own_quantizer:
         quantize_weights(model, precision)
         model.to(placement.device)
+        if precision != "int8dyn" and placement.device.startswith("cuda"):  # see quantize.py: not on the CPU
+            log.info("weight-only linears: %s", use_kernels(model, dtype))
     return model
 
 
