@@ -31,6 +31,8 @@ CPU_CHOICES = ("float32", "bf16", "8bit", "4bit", "int8wo", "int4wo", "int8dyn")
 # cache, bitsandbytes 4-bit eager, int4wo compiled, int8wo eager (its compiled step was
 # slower), bitsandbytes 8-bit from the H100 run (144 ms; not rerun).  ``auto``
 # takes the fastest that fits; precisions without a figure come after, in GPU_ORDER.
+# int8wo/int4wo were measured as dequantize-then-matmul modules; they now run on PyTorch's
+# weight-only kernels on a GPU (quantize.use_kernels), not yet measured: re-measure here.
 GPU_DECODE_MS_PER_TOKEN: dict[str, float] = {"bf16": 17.6, "4bit": 41.9, "int4wo": 56.1, "int8wo": 59.6, "8bit": 144.0}
 GPU_ORDER = ("bf16", "8bit", "4bit")
 # Room kept free beside the weights for the KV cache, activations and the CUDA context.
