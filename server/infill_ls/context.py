@@ -567,12 +567,17 @@ def lines_containing(text: str, words: tuple[str, ...]) -> str:
 
 def imported_paths(rel: str, text: str) -> list[str]:
     """Workspace-relative path endings of the local modules a file imports (Python, JS/TS, C)."""
-    folder = PurePosixPath(rel).parent
     language = language_of(rel)
     if language not in IMPORTS:
         return []
-    pattern, words = IMPORTS[language]
-    found = pattern.findall(lines_containing(text, words))
+    return list(paths_imported_by(rel, language, lines_containing(text, IMPORTS[language][1])))
+
+
+@lru_cache(maxsize=64)
+def paths_imported_by(rel: str, language: str, import_lines: str) -> tuple[str, ...]:
+    """``imported_paths`` from the lines that may import (cached: they seldom change while typing)."""
+    folder = PurePosixPath(rel).parent
+    found = IMPORTS[language][0].findall(import_lines)
     paths: list[str] = []
     if language == "python":
         for relative, absolute in found:
@@ -594,7 +599,7 @@ def imported_paths(rel: str, text: str) -> list[str]:
     elif language == "c":
         for target in found:
             paths += [os.path.normpath((folder / target).as_posix()), target]
-    return [p[2:] if p.startswith("./") else p for p in paths if not p.startswith("..")]
+    return tuple(p[2:] if p.startswith("./") else p for p in paths if not p.startswith(".."))
 
 
 class RecentEdits:
