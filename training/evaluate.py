@@ -82,7 +82,7 @@ def complete(model, prompt: list[int], max_new_tokens: int, stop_newlines: int) 
     ids = torch.tensor([prompt])
     banned = list(range(1, len(SPECIAL_TOKENS)))
     out = model(input_ids=ids, use_cache=True, logits_to_keep=1)
-    cache, generated, newline_count = out.past_key_values, [], 0
+    cache, generated, newline_count = returned_cache(out), [], 0
     logits = out.logits[0, -1]
     for _ in range(max_new_tokens):
         logits[banned] = float("-inf")
@@ -94,8 +94,14 @@ def complete(model, prompt: list[int], max_new_tokens: int, stop_newlines: int) 
         if newline_count >= stop_newlines:
             break
         out = model(input_ids=torch.tensor([[token]]), use_cache=True, **{cache_keyword(model): cache})
-        cache, logits = out.past_key_values, out.logits[0, -1]
+        cache, logits = returned_cache(out), out.logits[0, -1]
     return generated
+
+
+def returned_cache(out):
+    """The KV cache a forward pass returns: ``cache`` from transformers 5.2x (which warns
+    on ``past_key_values``), ``past_key_values`` before."""
+    return out["cache"] if "cache" in out else out.past_key_values
 
 
 def truncate_lines(text: str, n: int) -> str:
