@@ -12,11 +12,11 @@ kernels (``_weight_int8pack_mm`` for decode-sized inputs; tinygemm's
 ``_weight_int4pack_mm``, gpt-fast's int4 path): one kernel reads the small weights
 without writing a dequantized copy.  Each shape is checked once against the plain
 module's output; a kernel that is missing or disagrees is not used.  Not on the CPU:
-there (2 cores, bundled model, float32) they decoded no faster than the plain modules
-(int8 4.9 vs 4.2 ms/token, int4 8.7 vs 9.0) and prefilled 1,024 tokens 17-48x slower
-(1.9 s / 5.1 s against 0.11 s) — although with bf16 activations on one 6144x6144 layer at
-M=1 they took 2.4 / 2.1 ms against 60 / 189 ms (the plain modules' eager dequantization).
-Their GPU speed is for bench/gpu.py to measure.
+there (2 cores, bundled model, float32; bench/results/cpu-20261126-003259.json) they
+decoded no faster than the plain modules (int8 5.1 vs 4.0 ms/token, int4 8.8 vs 8.9) and
+tinygemm's CPU port prefilled 1,024 tokens in 5.1 s against 0.12 s — although with bf16
+activations on one 6144x6144 layer at M=1 they took 2.4 / 2.1 ms against 60 / 189 ms (the
+plain modules' eager dequantization).  Their GPU speed is for bench/gpu.py to measure.
 
 ``int8dyn`` is PyTorch's dynamic int8 quantization, a CPU-only option.
 """
@@ -50,7 +50,6 @@ class Int8WeightOnlyLinear(nn.Module):
         self.register_buffer("weight", torch.round(weight / scales[:, None]).clamp(-127, 127).to(torch.int8))
         self.register_buffer("scales", scales.to(linear.weight.dtype))
         self.register_buffer("bias", None if linear.bias is None else linear.bias.detach().clone())
-
         self.kernel = False  # see use_kernels
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -91,9 +90,12 @@ class Int4WeightOnlyLinear(nn.Module):
         self.register_buffer("bias", None if linear.bias is None else linear.bias.detach().clone())
         self.kernel = False  # see use_kernels
 
+    def codes(self) -> torch.Tensor:
+        """The 4-bit codes, one per weight ([out, in], uint8)."""
+        return torch.stack([self.packed & 0x0F, self.packed >> 4], dim=2).reshape(self.out_features, -1)
+
     def dequantized(self, dtype: torch.dtype) -> torch.Tensor:
-        codes = torch.stack([self.packed & 0x0F, self.packed >> 4], dim=2).reshape(self.out_features, -1)
-        groups = codes.reshape(self.out_features, -1, self.group_size).to(dtype)
+        groups = self.codes().reshape(self.out_features, -1, self.group_size).to(dtype)
         weight = groups * self.scales[:, :, None].to(dtype) + self.mins[:, :, None].to(dtype)
         return weight.reshape(self.out_features, self.in_features)
 
@@ -111,8 +113,8 @@ class Int4WeightOnlyLinear(nn.Module):
         tiles = next((t for t in INNER_K_TILES if self.in_features % (16 * t) == 0), None)
         if tiles is None:
             raise ValueError(f"in_features {self.in_features} is not a multiple of 32")
-        codes = torch.stack([self.packed & 0x0F, self.packed >> 4], dim=2).reshape(self.out_features, -1)
-        if self.packed.is_cuda:  # two codes per byte, the even one in the high nibble
+        codes = self.codes()
+        if codes.is_cuda:  # two codes per byte, the even one in the high nibble
             packed = torch.ops.aten._convert_weight_to_int4pack((codes[:, 0::2] << 4 | codes[:, 1::2]).to(torch.uint8), tiles)
         else:
             packed = torch.ops.aten._convert_weight_to_int4pack_for_cpu(codes.to(torch.int32), tiles)
