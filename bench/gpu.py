@@ -138,6 +138,13 @@ def typing_replay(engine, requests: int, reuse: bool, context_tokens: int) -> di
             "samples_ms": [round(v, 2) for v in latencies]}
 
 
+def cudagraph_skips() -> int:
+    """How many compiled graphs inductor has run without CUDA graphs so far."""
+    from torch._dynamo.utils import counters
+
+    return counters["inductor"]["cudagraph_skips"]
+
+
 def measure(variant: str, args, shape, device: str, baseline: dict) -> dict:
     import torch
 
@@ -168,13 +175,16 @@ def measure(variant: str, args, shape, device: str, baseline: dict) -> dict:
     else:
         decoder = fast.StaticDecoder(model, args.prompt + args.new + DRAFT_TOKENS + 1, step_sizes=(1,))
         compile_now = device.startswith("cuda") or args.compile
+        skips_before = cudagraph_skips()
         if compile_now:
             decoder.compile(mode="reduce-overhead" if device.startswith("cuda") else "default")
         else:
             decoder.ready.set()  # uncompiled static cache: proves the path, not its speed
         engine.fast = decoder
         result["engine_fast"] = {**time_engine(engine, args.prompt, args.new, runs=runs),
-                                 "compiled": compile_now, "compile_s": round(decoder.compile_seconds or 0, 1)}
+                                 "compiled": compile_now, "compile_s": round(decoder.compile_seconds or 0, 1),
+                                 # > 0: inductor fell back from CUDA graphs (the log says why)
+                                 "cudagraph_skips": cudagraph_skips() - skips_before}
     if variant == "bf16":
         baseline["decode"] = result["generate_eager"]["decode_ms_per_token"]["p50"]
     for path in ("generate_eager", "engine_eager", "engine_fast"):
