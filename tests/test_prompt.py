@@ -140,3 +140,21 @@ def test_the_length_of_a_run_of_tokens_is_its_decoded_length(tokenizer, text):
     """stable_tail sums per-token character counts instead of decoding (byte-level BPE)."""
     assert tokenizer._token_chars is not None  # the tiny model's tokenizer is byte-level
     assert tokenizer.characters_in(tokenizer.encode(text)) == len(tokenizer.decode(tokenizer.encode(text))) == len(text)
+
+
+def test_added_tokens_outside_the_byte_alphabet_keep_the_fast_length_count():
+    """DeepSeek-Coder's FIM markers (full-width bars, "▁") are added tokens, not byte-level
+    ones: the per-token character counts still apply to the file text."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    marker = "<｜fim▁begin｜>"
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    tok.train_from_iterator([REAL_SOURCE], trainers.BpeTrainer(vocab_size=600, special_tokens=[marker],
+                                                                initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+    prompt_tokenizer = PromptTokenizer(PreTrainedTokenizerFast(tokenizer_object=tok))
+    assert prompt_tokenizer._token_chars is not None
+    text = REAL_SOURCE[:2000] + " é 中 🐍 " + marker
+    assert prompt_tokenizer.characters_in(prompt_tokenizer.encode(text)) == len(text)

@@ -156,11 +156,18 @@ class PromptTokenizer:
         if self._backend is None:
             return None
         alphabet = byte_level_alphabet()
+        # Added tokens (FIM and chat markers) are written as they read, and never occur in
+        # encoded file text anyway (special tokens are split).
+        added = set(self._backend.get_added_tokens_decoder().values())
+        added_text = {token.content for token in added}
         counts = [0] * (max(self.vocabulary.values(), default=-1) + 1)
         for token, token_id in self.vocabulary.items():
-            if not all(ch in alphabet for ch in token):
+            if token in added_text:
+                counts[token_id] = len(token)
+            elif not all(ch in alphabet for ch in token):
                 return None  # not byte-level (SentencePiece's "▁", WordPiece's "##")
-            counts[token_id] = sum(alphabet[ch] & 0xC0 != 0x80 for ch in token)
+            else:
+                counts[token_id] = sum(alphabet[ch] & 0xC0 != 0x80 for ch in token)
         ids = self._backend.encode(CHECK_SAMPLE, add_special_tokens=False).ids
         return counts if sum(counts[i] for i in ids) == len(CHECK_SAMPLE) else None
 
