@@ -29,6 +29,15 @@ def split_lines(text: str) -> tuple[str, ...]:
     return tuple(LSP_LINE.findall(text))
 
 
+def text_offset(lines: tuple[str, ...], position) -> int:
+    """Offset in the text of a server position (line, character in code points); past the
+    end of a line (or of the text) counts as its end, as pygls' own edit does."""
+    if position.line >= len(lines):
+        return len("".join(lines))
+    # join: C speed (pygls sums the line lengths in Python)
+    return len("".join(lines[: position.line])) + min(position.character, len(lines[position.line]))
+
+
 class LspTextDocument(TextDocument):
     _lines_of: str | None = None
     _lines: tuple[str, ...] = ()
@@ -47,7 +56,7 @@ class LspTextDocument(TextDocument):
             self._source = source + text
             return
         edit = self._position_codec.range_from_client_units(lines, change.range)
-        start, end = self._offset(lines, edit.start), self._offset(lines, edit.end)
+        start, end = text_offset(lines, edit.start), text_offset(lines, edit.end)
         end = max(start, end)
         new_source = source[:start] + text + source[end:]
         # Re-split the edited lines and one unchanged line on each side: a line break
@@ -61,13 +70,6 @@ class LspTextDocument(TextDocument):
         self._lines = lines[:first] + split_lines(new_source[region_start:region_end]) + lines[last + 1:]
         self._lines_of = new_source
 
-    @staticmethod
-    def _offset(lines: tuple[str, ...], position) -> int:
-        """Offset in the text of a server position; past the end of a line (or of the
-        text) counts as its end, as pygls' own edit does."""
-        if position.line >= len(lines):
-            return len("".join(lines))
-        return len("".join(lines[: position.line])) + min(position.character, len(lines[position.line]))
 
 
 class LspWorkspace(Workspace):

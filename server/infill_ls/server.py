@@ -25,7 +25,7 @@ from .cache import SuggestionCache
 from .completion import SuggestionResult, build_prompt, cached_suggestion, suggest_retrying_smaller
 from .context import ContextProvider, snapshot_documents, workspace_folders
 from .debug import register_debug_features
-from .documents import use_lsp_line_endings
+from .documents import text_offset, use_lsp_line_endings
 from .engine import load_engine
 from .engine.base import EngineOutOfMemory, ModelLoadError
 from .engine.local import LocalEngine
@@ -441,7 +441,7 @@ def cursor_context(server: InfillServer, uri: str, position: types.Position) -> 
             f"({codec.client_num_units(line_text)} {codec.encoding} units)"
         )
     server_position = codec.position_from_client_units(lines, position)
-    offset = len("".join(lines[: position.line])) + server_position.character  # join: C speed on big files
+    offset = text_offset(lines, server_position)
     return CursorContext(prefix=source[:offset], suffix=source[offset:], language=document.language_id or "", document=uri)
 
 
