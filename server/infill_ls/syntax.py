@@ -176,7 +176,7 @@ PLAIN_SCAN_CHARS = 6000
 # Windows of the document (this scan's, tree-sitter's) start at a line beginning after a
 # point on this grid, so that consecutive keystrokes see windows that differ only where
 # the user typed and the work done for the last one can be reused.
-WINDOW_GRID_CHARS = 2048
+SYNTAX_GRID_CHARS = 2048
 # The prefix scan resumes from the last one's bracket stack at a bracket at least this
 # far before the cursor (edits happen at the cursor).
 RESUME_MARGIN_CHARS = 256
@@ -186,7 +186,7 @@ _last_scan: tuple[str, "Lexicon", tuple[str, ...]] | None = None
 
 def window_start(prefix: str, chars: int) -> int:
     """Where a window reaching at least ``chars`` back from the end of ``prefix`` starts."""
-    grid = max(len(prefix) - chars, 0) // WINDOW_GRID_CHARS * WINDOW_GRID_CHARS
+    grid = max(len(prefix) - chars, 0) // SYNTAX_GRID_CHARS * SYNTAX_GRID_CHARS
     return prefix.rfind("\n", 0, grid) + 1
 
 
