@@ -49,9 +49,9 @@ def main(argv: list[str] | None = None) -> None:
     cut = len(source) // 2
     # The server's builder cuts the prefix on a character grid (for KV reuse), so it may
     # land a few tokens short of its budget: grow the budget until the prompt is exact.
-    budget, prompt = args.prompt_tokens, []
+    budget, prompt, prompt_tokenizer = args.prompt_tokens, [], PromptTokenizer(tokenizer)
     for _ in range(8):
-        prompt = fim_prompt(PromptTokenizer(tokenizer), source[:cut], source[cut:], budget)
+        prompt = fim_prompt(prompt_tokenizer, source[:cut], source[cut:], budget)
         if len(prompt) >= args.prompt_tokens:
             break
         budget += args.prompt_tokens - len(prompt)
