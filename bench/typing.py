@@ -187,10 +187,11 @@ async def replay(model: str, lines: int, chars: int, settings: dict, workspace: 
         with_text += bool(message["result"]["items"])
     timings = [json.loads(m.group(1)) for m in map(TIMINGS.search, stderr_lines) if m]
     finished = [t for t in timings if t["stop"] != "cancelled"]
-    # The cursor context (on receipt), then on the worker everything but the model: snippets,
-    # syntax, prompt, post-processing, bookkeeping; for every generation (a cancelled one
-    # skips only post-processing).
-    overhead = [t["cursor_ms"] + t["request_ms"] - t["waited_ms"] - t["model_ms"] for t in timings]
+    # On receipt the cursor context, the cache lookup and the open documents, then on the
+    # worker everything but the model: snippets, syntax, prompt, post-processing,
+    # bookkeeping; for every generation (a cancelled one skips only post-processing).
+    # Parsing and writing the LSP messages (pygls) is not in it.
+    overhead = [t["prepare_ms"] + t["request_ms"] - t["waited_ms"] - t["model_ms"] for t in timings]
     generations = sum(counters.get(k, 0) for k in ("eos", "rule", "length", "cancelled", "timeout"))
     thrown = counters.get("cancelled", 0)
     hits = [t for t in timings if t["reused_tokens"] > 0]
@@ -202,7 +203,7 @@ async def replay(model: str, lines: int, chars: int, settings: dict, workspace: 
         "keystroke_to_suggestion_ms": summary(answered),
         "server_overhead_ms": summary(overhead),
         "model_ms": summary([t["model_ms"] for t in finished]),
-        "overhead_parts_ms": {part: summary([t[f"{part}_ms"] for t in timings]) for part in ("cursor", "gather", "syntax", "prompt", "postprocess")},
+        "overhead_parts_ms": {part: summary([t[f"{part}_ms"] for t in timings]) for part in ("cursor", "prepare", "gather", "syntax", "prompt", "postprocess")},
         "prompt_tokens": summary([t["prompt_tokens"] for t in timings]),
         "snippet_tokens": summary([t.get("snippet_tokens", 0) for t in timings]),
         "generations_started": generations,

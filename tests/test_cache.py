@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from lsprotocol import types
 
 from conftest import inline, open_document, server_status
@@ -102,3 +104,33 @@ def test_least_recently_used_entries_are_dropped():
         cache.store(context(f"{name} = ", "\n"), settings, Suggestion("1 + 2"))
     assert cache.lookup(context("a = 1", "\n"), settings) is None
     assert cache.lookup(context("c = 1", "\n"), settings) == Suggestion(" + 2")
+
+
+def typed_through(entry_prefix: str, entry_suffix: str, suggestion: Suggestion, prefix: str, suffix: str):
+    """The typed-through rule as the module docstring states it, without shortcuts."""
+    if not prefix.startswith(entry_prefix) or not entry_suffix.endswith(suffix):
+        return None
+    typed, overtyped = prefix[len(entry_prefix):], len(entry_suffix) - len(suffix)
+    if not suggestion.text.startswith(typed) or not 0 <= overtyped <= suggestion.replace_chars:
+        return None
+    if (not typed and not overtyped) or not suggestion.text[len(typed):].strip():
+        return None
+    return Suggestion(suggestion.text[len(typed):], suggestion.replace_chars - overtyped)
+
+
+@given(
+    before=st.text("ab(\n ", max_size=6), text=st.text("ab() \n", min_size=2, max_size=8),
+    replace=st.integers(0, 2), after=st.text(")]\n", max_size=4),
+    typed_chars=st.integers(0, 4), extra=st.sampled_from(["", "", "", "a", ")", " b"]),
+    cut=st.sampled_from([0, 0, 0, 1, 3]), overtyped=st.integers(0, 3), new_suffix=st.sampled_from([None, None, "", ")\n"]),
+)
+def test_lookup_follows_the_typed_through_rule(before, text, replace, after, typed_chars, extra, cut, overtyped, new_suffix):
+    """The lookup checks lengths first to stay cheap on big files; it must answer like the rule."""
+    cache, settings = SuggestionCache(), Settings(model="m")
+    suggestion = Suggestion(text, replace_chars=min(replace, len(after)))
+    cache.store(context(before, after), settings, suggestion)
+    # Mostly the suggestion's start typed at the same place; sometimes more, other text, or elsewhere.
+    prefix = before[: len(before) - cut] + text[:typed_chars] + extra
+    suffix = after[overtyped:] if new_suffix is None else new_suffix
+    expected = typed_through(before, after, suggestion, prefix, suffix)
+    assert cache.lookup(context(prefix, suffix), settings) == expected

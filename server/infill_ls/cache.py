@@ -74,19 +74,20 @@ class SuggestionCache:
 
 def remaining(entry: Entry, context: CursorContext) -> Suggestion | None:
     """What is left of ``entry``'s suggestion at ``context``, when the user typed part of it."""
-    if not context.prefix.startswith(entry.prefix):
-        return None
-    typed = context.prefix[len(entry.prefix) :]
     text = entry.suggestion.text
-    if not text.startswith(typed):
-        return None
-    # Closers right of the cursor that the suggestion replaces may have been typed over.
+    typed_chars = len(context.prefix) - len(entry.prefix)
     overtyped = len(entry.suffix) - len(context.suffix)
-    if not (0 <= overtyped <= entry.suggestion.replace_chars) or not entry.suffix.endswith(context.suffix):
+    # Lengths and the few typed characters first: the full comparisons below read the
+    # whole file, and a lookup tries up to 32 entries per keystroke (0.16 ms on 250 kB).
+    if not (0 <= typed_chars < len(text) and 0 <= overtyped <= entry.suggestion.replace_chars):
         return None
-    if not typed and not overtyped:
+    if not typed_chars and not overtyped:
         return None  # the same spot asked again: the model answers (its prompt cache makes that quick)
-    rest = text[len(typed) :]
+    typed = context.prefix[len(entry.prefix) :]
+    # Closers right of the cursor that the suggestion replaces may have been typed over.
+    if not text.startswith(typed) or not context.prefix.startswith(entry.prefix) or not entry.suffix.endswith(context.suffix):
+        return None
+    rest = text[typed_chars:]
     if not rest.strip():
         return None  # typed it all: time for a fresh suggestion
     return dataclasses.replace(entry.suggestion, text=rest, replace_chars=entry.suggestion.replace_chars - overtyped)

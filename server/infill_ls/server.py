@@ -329,6 +329,8 @@ class InfillServer(LanguageServer):
         if cached is not None:  # the user is typing through the suggestion shown
             self.count("cacheHits")
             return cached
+        provider, documents = self.context, snapshot_documents(self.workspace)  # as they are now, like the cursor
+        prepare_ms = (time.monotonic() - received) * 1000
         engine = await self.wait_for_engine()
         if engine is None:
             return None
@@ -336,7 +338,6 @@ class InfillServer(LanguageServer):
         # The time box and lastLatencyMs start once the model is there (a request may wait for the load).
         ready_at = time.monotonic()
         deadline = ready_at + settings.timeoutMs / 1000
-        provider, documents = self.context, snapshot_documents(self.workspace)
 
         def job(cancel):
             started = time.monotonic()
@@ -346,7 +347,7 @@ class InfillServer(LanguageServer):
                 engine, context, settings, cancel=cancel, deadline=deadline, repo=repo, cache=self.cache
             )
             if log.isEnabledFor(logging.DEBUG):
-                log_timings(position, result, cursor_ms, gather_ms=(gathered - started) * 1000,
+                log_timings(position, result, cursor_ms, prepare_ms, gather_ms=(gathered - started) * 1000,
                             waited_ms=(started - received) * 1000, request_ms=(time.monotonic() - received) * 1000)
             # Counted here, on the worker, so generations whose request was cancelled count too.
             self.count(result.generation.stop_reason)
@@ -391,8 +392,8 @@ class InfillServer(LanguageServer):
 
 
 def log_timings(
-    position: types.Position, result: SuggestionResult, cursor_ms: float, gather_ms: float, waited_ms: float,
-    request_ms: float,
+    position: types.Position, result: SuggestionResult, cursor_ms: float, prepare_ms: float, gather_ms: float,
+    waited_ms: float, request_ms: float,
 ) -> None:
     """One JSON line per generation (bench/typing.py reads them): where the time went."""
     import json
@@ -403,8 +404,9 @@ def log_timings(
         "character": position.character,
         **{f"{name}_ms": round(value, 3) for name, value in result.timings_ms.items()},
         "cursor_ms": round(cursor_ms, 3),  # prefix and suffix around the cursor (on receipt)
+        "prepare_ms": round(prepare_ms, 3),  # on receipt: the cursor context, the cache lookup, the open documents
         "gather_ms": round(gather_ms, 3),  # snippets of other files (on the worker)
-        "waited_ms": round(waited_ms, 3),  # from receipt to the worker: cursor context, debounce, queue
+        "waited_ms": round(waited_ms, 3),  # from receipt to the worker: preparing, debounce, queue
         "request_ms": round(request_ms, 3),  # from receiving the request to the end of this job
         "stop": generation.stop_reason,
         "path": generation.path,
