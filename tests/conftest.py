@@ -26,7 +26,7 @@ from tiny_model import build_tiny_model  # noqa: E402
 
 def tiny_model_dir() -> Path:
     """The tiny model, built once per version of its recipe and reused across runs."""
-    recipe = (REPO / "tests" / "tiny_model.py").read_bytes()
+    recipe = (REPO / "tests" / "tiny_model.py").read_bytes() + (REPO / "training" / "tokenizer.py").read_bytes()
     path = REPO / ".cache" / f"tiny-model-{hashlib.sha256(recipe).hexdigest()[:12]}"
     if not (path / "model.safetensors").exists():
         tmp = path.with_name(path.name + f".tmp{os.getpid()}")

@@ -13,17 +13,8 @@ import sys
 import sysconfig
 from pathlib import Path
 
-# Same order (and so the same ids) as StarCoder2's tokenizer.
-SPECIAL_TOKENS = [
-    "<|endoftext|>",
-    "<fim_prefix>",
-    "<fim_middle>",
-    "<fim_suffix>",
-    "<fim_pad>",
-    "<repo_name>",
-    "<file_sep>",
-]
-
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the repository, for training/
+from training.tokenizer import SPECIAL_TOKENS, train_tokenizer  # noqa: E402
 
 def _training_text() -> list[str]:
     stdlib = Path(sysconfig.get_paths()["stdlib"])
@@ -32,27 +23,8 @@ def _training_text() -> list[str]:
 
 
 def build_tokenizer(vocab_size: int = 1024):
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import PreTrainedTokenizerFast
-
-    tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
-        vocab_size=vocab_size,
-        special_tokens=SPECIAL_TOKENS,
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-        show_progress=False,
-    )
-    tok.train_from_iterator(_training_text(), trainer=trainer)
-    return PreTrainedTokenizerFast(
-        tokenizer_object=tok,
-        bos_token="<|endoftext|>",
-        eos_token="<|endoftext|>",
-        unk_token="<|endoftext|>",
-        pad_token="<|endoftext|>",
-        additional_special_tokens=SPECIAL_TOKENS[1:],
-    )
+    """The bundled model's tokenizer recipe (training/tokenizer.py) on a few stdlib modules."""
+    return train_tokenizer(_training_text(), vocab_size, max_length=4096)
 
 
 def build_tiny_model(out_dir: str | Path, seed: int = 0) -> Path:
