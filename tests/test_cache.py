@@ -9,6 +9,7 @@ from lsprotocol import types
 
 from conftest import inline, open_document, server_status
 from infill_ls.cache import SuggestionCache
+from infill_ls.lru import LruDict
 from infill_ls.postprocess import CursorContext, Suggestion
 from infill_ls.settings import Settings
 
@@ -134,3 +135,14 @@ def test_lookup_follows_the_typed_through_rule(before, text, replace, after, typ
     suffix = after[overtyped:] if new_suffix is None else new_suffix
     expected = typed_through(before, after, suggestion, prefix, suffix)
     assert cache.lookup(context(prefix, suffix), settings) == expected
+
+
+def test_lru_dict_forgets_the_least_recently_used():
+    lru = LruDict(2)
+    lru["a"], lru["b"] = 1, 2
+    assert lru.get("a") == 1  # read: now the newest
+    lru["c"] = 3
+    assert list(lru) == ["a", "c"] and lru.get("b") is None
+    lru["a"] = 4  # rewritten: the newest again
+    lru["d"] = 5
+    assert dict(lru) == {"a": 4, "d": 5}

@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import dataclasses
 import threading
-from collections import OrderedDict
 from dataclasses import dataclass
 
+from .lru import LruDict
 from .postprocess import CursorContext, Suggestion
 
 # Settings that change what the model is asked or how its answer is shaped; the rest
@@ -38,8 +38,7 @@ class SuggestionCache:
     """A small LRU of recent suggestions, keyed by document, position context and settings."""
 
     def __init__(self, size: int = 32):
-        self.size = size
-        self._entries: OrderedDict[tuple, Entry] = OrderedDict()
+        self._entries: LruDict = LruDict(size)  # (document, settings, prefix, suffix) -> Entry
         self._lock = threading.Lock()  # stored from the model worker, read on the event loop
         self.hits = 0
 
@@ -48,9 +47,6 @@ class SuggestionCache:
         key = (entry.document, entry.settings_key, entry.prefix, entry.suffix)
         with self._lock:
             self._entries[key] = entry
-            self._entries.move_to_end(key)
-            while len(self._entries) > self.size:
-                self._entries.popitem(last=False)
 
     def lookup(self, context: CursorContext, settings) -> Suggestion | None:
         """The rest of a cached suggestion the user is typing through, or None."""

@@ -34,6 +34,7 @@ from urllib.parse import unquote
 import pathspec
 
 from .postprocess import CursorContext
+from .lru import LruDict
 from .prompt import ContextFile, RepoContext
 
 log = logging.getLogger(__name__)
@@ -150,7 +151,7 @@ def query_tokens(context: CursorContext) -> frozenset[str]:
 # than INDEX_MIN_WINDOWS (recent-edit windows, made per request) are always scored directly.
 INDEX_MIN_WINDOWS = 16
 INDEXED_LISTS = 128  # ~150 kB each for a 2,000-line file: at most ~20 MB
-_indexes: OrderedDict[int, tuple[list[Window], dict[str, list[int]] | None]] = OrderedDict()
+_indexes: LruDict = LruDict(INDEXED_LISTS)  # id(list) -> (the list, its index or None)
 _indexes_lock = threading.Lock()
 
 
@@ -160,10 +161,7 @@ def window_index(windows: list[Window]) -> dict[str, list[int]] | None:
         entry = _indexes.get(id(windows))
         if entry is None or entry[0] is not windows:
             _indexes[id(windows)] = (windows, None)
-            while len(_indexes) > INDEXED_LISTS:
-                _indexes.popitem(last=False)
             return None
-        _indexes.move_to_end(id(windows))
         if entry[1] is not None:
             return entry[1]
     index: dict[str, list[int]] = {}
@@ -301,7 +299,7 @@ class Workspace:
         self.error: str | None = None
         self.loaded: OrderedDict[tuple[Path, str], tuple[int, int, list[Window]]] = OrderedDict()
         self._checked: dict[tuple[Path, str], float] = {}
-        self._neighbours: OrderedDict[tuple, list[tuple[Path, str]]] = OrderedDict()
+        self._neighbours: LruDict = LruDict(64)  # (root, rel, import targets) -> neighbour files
         self._pending: set = set()
         self._lock = threading.Lock()
         self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="infill-context")
@@ -517,8 +515,6 @@ class Workspace:
         neighbours = [k for k in unique if k[1] != rel][:NEIGHBOUR_FILES]
         with self._lock:
             self._neighbours[key] = neighbours
-            while len(self._neighbours) > 64:
-                self._neighbours.popitem(last=False)
         return neighbours
 
     def summary(self) -> dict:
@@ -634,8 +630,8 @@ class ContextProvider:
         self.enabled = enabled
         self.workspace = Workspace(folders, max_files, self.rules)
         self.recent = RecentEdits()
-        self._doc_windows: OrderedDict[tuple[str, int | None], list[Window]] = OrderedDict()
-        self._recent_cache: OrderedDict[tuple[str, int | None, tuple[int, ...]], list[Window]] = OrderedDict()
+        self._doc_windows: LruDict = LruDict(64)  # (uri, version) -> windows of an open document
+        self._recent_cache: LruDict = LruDict(64)  # (uri, version, edited lines) -> windows around them
         self._open_files: dict[str, tuple[Path, str, bool] | None] = {}  # uri -> (root, rel, refused)
         if enabled and self.workspace.roots:
             self.workspace.start()
@@ -725,8 +721,6 @@ class ContextProvider:
         windows = self._recent_cache.get(key)
         if windows is None:
             windows = self._recent_cache[key] = [window_around(document.text, line) for line in lines]
-            while len(self._recent_cache) > 64:
-                self._recent_cache.popitem(last=False)
         return windows
 
     def _open_file(self, document: OpenDocument) -> tuple[Path, str, bool] | None:
@@ -741,10 +735,6 @@ class ContextProvider:
         windows = self._doc_windows.get(key)
         if windows is None:
             windows = self._doc_windows[key] = cut_windows(document.text)
-            while len(self._doc_windows) > 64:
-                self._doc_windows.popitem(last=False)
-        else:
-            self._doc_windows.move_to_end(key)
         return windows
 
     @staticmethod

@@ -8,9 +8,9 @@ the prefix, the end of the suffix), never the text next to the cursor.
 from __future__ import annotations
 
 import bisect
-from collections import OrderedDict
 from dataclasses import dataclass, field
 
+from .lru import LruDict
 from .templates import FimTemplate, Special, comment_for
 
 # Share of the budget the suffix may claim when both sides are too long: code
@@ -71,8 +71,7 @@ class PromptTokenizer:
     def __init__(self, tokenizer, cache_size: int = 1024):
         self.tokenizer = tokenizer
         self.vocabulary: dict[str, int] = tokenizer.get_vocab()
-        self._cache: OrderedDict[str, list[int]] = OrderedDict()
-        self._cache_size = cache_size
+        self._cache: LruDict = LruDict(cache_size)  # text -> token ids
         # Recent long encodings as (text, ids, token end offsets), newest last; only
         # fast (Rust) tokenizers report the offsets this needs.
         self._recent: list[tuple[str, list[int], list[int]]] = []
@@ -122,10 +121,6 @@ class PromptTokenizer:
                 ids = self.tokenizer(text, add_special_tokens=False, split_special_tokens=True)["input_ids"]
                 self.encoded_chars += len(text)
             self._cache[text] = ids
-            if len(self._cache) > self._cache_size:
-                self._cache.popitem(last=False)
-        else:
-            self._cache.move_to_end(text)
         return ids
 
     def _encode_with_ends(self, text: str) -> tuple[list[int], list[int]]:
