@@ -213,6 +213,8 @@ async def replay(model: str, lines: int, chars: int, settings: dict, workspace: 
         "cache_hits": len(hits),
         "cache_hit_share": round(len(hits) / len(timings), 3) if timings else None,
         "reused_token_share": round(sum(t["reused_tokens"] for t in timings) / max(1, sum(t["prompt_tokens"] for t in timings)), 3),
+        # Requests that prefilled more than half their prompt: on a big GPU model each costs a long prefill.
+        "mostly_new_prompts": sum(t["reused_tokens"] * 2 < t["prompt_tokens"] for t in timings),
         "draft_tokens": sum(t["draft_tokens"] for t in timings),
         "accepted_draft_tokens": sum(t["accepted_draft_tokens"] for t in timings),
         "counters": counters,

@@ -264,6 +264,32 @@ def test_a_reused_ranking_never_outlives_its_windows():
     assert [c.text for c in changed] == [new[0].text]
 
 
+def test_a_sticky_ranking_survives_a_finished_word_but_not_a_move():
+    """The server's rankings (sticky) are kept while the query stays close to the one they
+    were made for, so the snippets, and with them the prompt's start, stay put; a query
+    far from it (the cursor moved elsewhere) ranks anew, and without ``sticky`` (the
+    evaluation and training code) any other query does."""
+    from infill_ls.context import STICKY_QUERY_SIMILARITY, Candidate, cut_windows, identifiers, similarity
+
+    invoices = cut_windows("def net_amount(invoice):\n    return invoice.total - invoice.discount\n")
+    mailers = cut_windows("def send_mail(server, message):\n    server.deliver(message)\n")
+    candidates = [Candidate("billing.py", "open", invoices, 1.0), Candidate("mail.py", "open", mailers, 1.0)]
+    names = [f"local_{i}" for i in range(20)]
+    query = identifiers(" ".join(names + ["invoice", "total", "discount"]))
+    one_more_word = query | {"server"}  # a finished word that mail.py's window shares
+    assert similarity(query, one_more_word) >= STICKY_QUERY_SIMILARITY
+    elsewhere = identifiers("server message deliver send_mail")
+
+    first = ContextProvider.rank(candidates, query, CURSOR, sticky=True)
+    assert [c.path for c in first] == ["billing.py"]
+    assert ContextProvider.rank(candidates, one_more_word, CURSOR, sticky=True) == first
+    moved = ContextProvider.rank(candidates, elsewhere, CURSOR, sticky=True)
+    assert moved[0].path == "mail.py"
+    # Not sticky: every query is ranked for itself.
+    ContextProvider.rank(candidates, query, CURSOR)
+    assert [c.path for c in ContextProvider.rank(candidates, one_more_word, CURSOR)] == ["billing.py", "mail.py"]
+
+
 words = st.from_regex(r"[a-z_]{1,8}( |\n|\(|\)|=|: ){1,2}", fullmatch=True)
 code = st.lists(words, max_size=400).map("".join)
 

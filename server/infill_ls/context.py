@@ -176,23 +176,37 @@ def window_index(windows: list[Window]) -> dict[str, list[int]] | None:
 # Candidates' window lists that stand for "nothing loaded yet": one shared, never-changed
 # list, so that such a candidate is the same from one keystroke to the next.
 NO_WINDOWS: list[Window] = []
-# (query, the candidates' identities) of the last ranking, its windows best first, and the
-# candidates (which keep their lists, and so the ids in the key, alive).
-_last_ranking: tuple[tuple, list, list] | None = None
+# A ranking is kept while the query stays at least this similar (Jaccard) to the query it
+# was made for (``sticky``, the server's requests): finishing a word changes ~1 of ~100
+# identifiers, and a new ranking cost ~3 ms on a large workspace and, when it changed the
+# snippets, a prefill of the whole prompt (bench/typing.py --workspace: 11 of 74 prompts
+# mostly new, against 2 of 70 without a workspace).  Moving elsewhere re-ranks.
+STICKY_QUERY_SIMILARITY = 0.8
+# (the candidates' identities, the query it was made for) of the last ranking, its windows
+# best first, and the candidates (which keep their lists, and so the ids in the key, alive).
+_last_ranking: tuple[tuple, frozenset[str], list, list] | None = None
 
 
-def ranked_windows(candidates: list["Candidate"], query: frozenset[str]) -> list[tuple[float, str, int, str, Window]]:
-    """``score_windows``, best first.  While a word is typed the query and the candidates'
-    window lists stay the same (query_tokens, cached lists), and the last ranking is
-    reused: ranking the windows of 40 files took ~3 ms per keystroke."""
+def similarity(a: frozenset[str], b: frozenset[str]) -> float:
+    """Jaccard similarity of two identifier sets."""
+    union = len(a | b)
+    return len(a & b) / union if union else 1.0
+
+
+def ranked_windows(candidates: list["Candidate"], query: frozenset[str], sticky: bool = False) -> list[tuple[float, str, int, str, Window]]:
+    """``score_windows``, best first.  The last ranking is reused for the same candidates'
+    window lists (cached lists) and the same query (it stays the same while a word is
+    typed: query_tokens), or with ``sticky`` a query at least STICKY_QUERY_SIMILARITY like
+    the one it was made for."""
     global _last_ranking
-    key = (query, tuple((c.path, c.source, c.weight, id(c.windows)) for c in candidates))
+    key = tuple((c.path, c.source, c.weight, id(c.windows)) for c in candidates)
     last = _last_ranking
     if last is not None and last[0] == key:
-        return last[1]
+        if last[1] == query or (sticky and similarity(last[1], query) >= STICKY_QUERY_SIMILARITY):
+            return last[2]
     scored = score_windows(candidates, query)
     scored.sort(key=lambda item: (-item[0], item[1], item[2]))
-    _last_ranking = (key, scored, candidates)
+    _last_ranking = (key, query, scored, candidates)
     return scored
 
 
@@ -679,7 +693,7 @@ class ContextProvider:
             return repo
         query = query_tokens(context)
         if query:
-            repo.snippets = self.rank(self.candidates(root, rel, current, documents), query, context)
+            repo.snippets = self.rank(self.candidates(root, rel, current, documents), query, context, sticky=True)
         return repo
 
     def candidates(self, root: Path, rel: str, current: OpenDocument, documents: list[OpenDocument]):
@@ -738,8 +752,10 @@ class ContextProvider:
         return windows
 
     @staticmethod
-    def rank(candidates, query: frozenset[str], context: CursorContext) -> list[ContextFile]:
-        scored = ranked_windows(list(candidates), query)
+    def rank(candidates, query: frozenset[str], context: CursorContext, sticky: bool = False) -> list[ContextFile]:
+        """The snippets for ``context``: the best windows, at most MAX_WINDOWS_PER_FILE per
+        file, none overlapping another of its file or already near the cursor."""
+        scored = ranked_windows(list(candidates), query, sticky)
         chosen: list[ContextFile] = []
         taken: dict[str, list[int]] = {}
         seen_text: set[str] = set()
