@@ -205,6 +205,22 @@ def test_import_patterns_find_in_keyword_lines_what_they_find_in_the_whole_text(
     assert pattern.findall(lines_containing(text, words)) == pattern.findall(text)
 
 
+@hsettings(max_examples=300, deadline=None)
+@given(st.lists(st.tuples(st.lists(st.sampled_from(IMPORT_LINES["python"]), max_size=12), st.integers(0, 400)),
+                min_size=1, max_size=6))
+def test_keyword_lines_around_the_cursor_equal_a_whole_scan(edits):
+    """The request path rescans only the cursor's line when the text around it is unchanged;
+    for any sequence of texts and cursors it must give the whole text's keyword lines."""
+    from infill_ls.context import KeywordLinesAround
+
+    scan, words = KeywordLinesAround(), IMPORTS["python"][1]
+    base = "\n".join(IMPORT_LINES["python"][:6])
+    for lines, cursor in edits:
+        # Mostly the same text around a typed line (the reuse), sometimes all different.
+        text = base + "\n" + "\n".join(lines) if cursor % 3 else "\n".join(lines)
+        assert scan(text, min(cursor, len(text)), words) == lines_containing(text, words)
+
+
 SERVER_SOURCES = sorted((Path(__file__).resolve().parent.parent / "server" / "infill_ls").glob("*.py"))
 
 
