@@ -29,7 +29,6 @@ from lsprotocol import types
 
 from conftest import REPO, inline, open_document, server_command, server_env, server_status, start_client, stop_client, wait_until_loaded
 
-pytestmark = pytest.mark.asyncio(loop_scope="module")
 
 FAST = {"debounceMs": 0, "timeoutMs": 600000}
 MARKER = "LEAKED_MARKER_7f3a"  # in every file that must never be read
@@ -80,6 +79,7 @@ def make_escape_workspace(root: Path) -> tuple[Path, Path]:
     return ws, outside
 
 
+@pytest.mark.asyncio(loop_scope="module")
 async def test_nothing_outside_the_workspace_nor_secret_is_read(tiny_model, tmp_path):
     ws, outside = make_escape_workspace(tmp_path)
     hook_dir = tmp_path / "hook"
@@ -138,6 +138,7 @@ def custom_code_model(tiny_model: Path, tmp_path: Path) -> tuple[Path, Path]:
     return model, ran
 
 
+@pytest.mark.asyncio(loop_scope="module")
 async def test_model_code_runs_only_after_trust_remote_code_is_set(tiny_model, tmp_path):
     model, ran = custom_code_model(tiny_model, tmp_path)
     with environment(HF_MODULES_CACHE=str(tmp_path / "modules")):
@@ -196,6 +197,7 @@ def test_tcp_mode_listens_on_loopback_only_and_says_so(tiny_model, tmp_path):
     assert server.stdout.read() == b""
 
 
+@pytest.mark.asyncio(loop_scope="module")
 async def test_the_log_holds_no_document_text_at_the_default_level(tiny_model, tmp_path):
     log_file = tmp_path / "server.log"
     lsp = await start_client("--model", str(tiny_model), "--log-file", str(log_file), initialization_options=FAST)

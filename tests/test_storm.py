@@ -23,7 +23,6 @@ from pygls.exceptions import JsonRpcException
 from conftest import REPO, cancel_request, open_document, send_inline, server_command, server_env, server_status, start_client, stop_client, wait_until_loaded
 from raw_lsp import RawLspProcess
 
-pytestmark = pytest.mark.asyncio(loop_scope="module")
 
 STORM = 1000
 # Long generations (up to 400 tokens, several lines) so that cancels and supersession
@@ -57,6 +56,7 @@ async def measure_loop_latency(client, stop: asyncio.Event, samples: list[float]
         await asyncio.sleep(0.01)
 
 
+@pytest.mark.asyncio(loop_scope="module")
 async def test_storm_of_requests_with_cancels_and_edits(tiny_model):
     lsp = await start_client("--model", str(tiny_model), initialization_options=SETTINGS)
     try:
