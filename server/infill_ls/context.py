@@ -33,8 +33,8 @@ from urllib.parse import unquote
 
 import pathspec
 
-from .postprocess import CursorContext
 from .lru import LruDict
+from .postprocess import CursorContext
 from .prompt import ContextFile, RepoContext
 
 log = logging.getLogger(__name__)
@@ -180,7 +180,7 @@ NO_WINDOWS: list[Window] = []
 # was made for (``sticky``, the server's requests): finishing a word changes ~1 of ~100
 # identifiers, and a new ranking cost ~3 ms on a large workspace and, when it changed the
 # snippets, a prefill of the whole prompt (bench/typing.py --workspace: 11 of 74 prompts
-# mostly new, against 2 of 70 without a workspace).  Moving elsewhere re-ranks.
+# mostly new before, 5-6 of 55-70 since; 2 without a workspace).  Moving elsewhere re-ranks.
 STICKY_QUERY_SIMILARITY = 0.8
 # (the candidates' identities, the query it was made for) of the last ranking, its windows
 # best first, and the candidates (which keep their lists, and so the ids in the key, alive).
