@@ -114,7 +114,7 @@ class Int4WeightOnlyLinear(nn.Module):
         if tiles is None:
             raise ValueError(f"in_features {self.in_features} is not a multiple of 32")
         codes = self.codes()
-        if codes.is_cuda:  # two codes per byte, the even one in the high nibble
+        if codes.is_cuda:  # two codes per byte, the even one in the high nibble (as torchao packs for this op)
             packed = torch.ops.aten._convert_weight_to_int4pack((codes[:, 0::2] << 4 | codes[:, 1::2]).to(torch.uint8), tiles)
         else:
             packed = torch.ops.aten._convert_weight_to_int4pack_for_cpu(codes.to(torch.int32), tiles)
