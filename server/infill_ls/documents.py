@@ -29,13 +29,15 @@ def split_lines(text: str) -> tuple[str, ...]:
     return tuple(LSP_LINE.findall(text))
 
 
-def text_offset(lines: tuple[str, ...], position) -> int:
+def text_offset(lines: tuple[str, ...], position, known: tuple[int, int] = (0, 0)) -> int:
     """Offset in the text of a server position (line, character in code points); past the
-    end of a line (or of the text) counts as its end, as pygls' own edit does."""
+    end of a line (or of the text) counts as its end, as pygls' own edit does.  ``known``:
+    (a line at or before the position's, its offset), to count from there."""
+    line, offset = known if known[0] <= position.line else (0, 0)
     if position.line >= len(lines):
-        return len("".join(lines))
+        return offset + len("".join(lines[line:]))
     # join: C speed (pygls sums the line lengths in Python)
-    return len("".join(lines[: position.line])) + min(position.character, len(lines[position.line]))
+    return offset + len("".join(lines[line : position.line])) + min(position.character, len(lines[position.line]))
 
 
 class LspTextDocument(TextDocument):
@@ -56,15 +58,15 @@ class LspTextDocument(TextDocument):
             self._source = source + text
             return
         edit = self._position_codec.range_from_client_units(lines, change.range)
-        start, end = text_offset(lines, edit.start), text_offset(lines, edit.end)
-        end = max(start, end)
-        new_source = source[:start] + text + source[end:]
         # Re-split the edited lines and one unchanged line on each side: a line break
         # depends only on the two characters at it ("\r" + "\n"), and the characters
         # at the region's edges are unchanged, so everything outside splits as before.
         first = max(min(edit.start.line, len(lines)) - 1, 0)
         last = min(max(edit.end.line, edit.start.line) + 1, len(lines) - 1)
-        region_start = len("".join(lines[:first]))
+        region_start = len("".join(lines[:first]))  # the one join of the text before the edit
+        start = text_offset(lines, edit.start, (first, region_start))
+        end = max(start, text_offset(lines, edit.end, (first, region_start)))
+        new_source = source[:start] + text + source[end:]
         region_end = region_start + len("".join(lines[first:last + 1])) + len(text) - (end - start)
         self._source = new_source
         self._lines = lines[:first] + split_lines(new_source[region_start:region_end]) + lines[last + 1:]
