@@ -177,16 +177,21 @@ async def replay(model: str, lines: int, chars: int, settings: dict, workspace: 
     await process.wait()
     await stderr_task
 
-    answered, cancelled, with_text = [], 0, 0
-    for sent, future, _, _ in requests:
+    timings = [json.loads(m.group(1)) for m in map(TIMINGS.search, stderr_lines) if m]
+    finished = [t for t in timings if t["stop"] != "cancelled"]
+    request_ms = {(t["line"], t["character"]): t["request_ms"] for t in finished}
+    answered, outside, cancelled, with_text = [], [], 0, 0
+    for sent, future, line, character in requests:
         received, message = future.result()
         if "error" in message:
             cancelled += 1
             continue
         answered.append((received - sent) * 1000)
         with_text += bool(message["result"]["items"])
-    timings = [json.loads(m.group(1)) for m in map(TIMINGS.search, stderr_lines) if m]
-    finished = [t for t in timings if t["stop"] != "cancelled"]
+        if (line, character) in request_ms:
+            # What the server's own clock does not see: the request and the answer through
+            # the pipes, parsed and written by pygls and by this client.
+            outside.append(answered[-1] - request_ms[(line, character)])
     # On receipt the cursor context, the cache lookup and the open documents, then on the
     # worker everything but the model: snippets, syntax, prompt, post-processing,
     # bookkeeping; for every generation (a cancelled one skips only post-processing).
@@ -203,6 +208,7 @@ async def replay(model: str, lines: int, chars: int, settings: dict, workspace: 
         "keystroke_to_suggestion_ms": summary(answered),
         "server_overhead_ms": summary(overhead),
         "model_ms": summary([t["model_ms"] for t in finished]),
+        "outside_request_ms": summary(outside),
         "overhead_parts_ms": {part: summary([t[f"{part}_ms"] for t in timings]) for part in ("cursor", "prepare", "gather", "syntax", "prompt", "postprocess")},
         "prompt_tokens": summary([t["prompt_tokens"] for t in timings]),
         "snippet_tokens": summary([t.get("snippet_tokens", 0) for t in timings]),

@@ -195,6 +195,24 @@ def test_garbage_header_lines(fuzzer, lines):
     fuzzer.probe(attempts=3)
 
 
+@FUZZ
+@given(cuts=st.lists(st.integers(min_value=0, max_value=10_000), max_size=12))
+def test_frames_cut_anywhere_are_read_whole(fuzzer, cuts):
+    """The server reads stdin in chunks of whatever has arrived: three requests sent in
+    pieces cut at any byte (in a header, at the blank line, in a body; several frames in
+    one piece) must each be answered."""
+    names = [f"split-{next(fuzzer.probes)}" for _ in range(3)]
+    data = b"".join(
+        b"Content-Length: %d\r\n\r\n" % len(body) + body
+        for body in (json.dumps({"jsonrpc": "2.0", "id": name, "method": "infill/status"}).encode() for name in names)
+    )
+    points = sorted({cut % len(data) for cut in cuts} - {0})
+    for start, end in zip([0, *points], [*points, len(data)]):
+        fuzzer.process.send_bytes(data[start:end])
+        time.sleep(0.002)  # lets the server read this piece on its own
+    fuzzer.probe(expect_ids=names)
+
+
 def test_deeply_nested_json_gets_an_error(fuzzer):
     for depth in (1000, 100_000):
         fuzzer.process.send(b"[" * depth + b"]" * depth)

@@ -119,11 +119,11 @@ def command_serve(args: argparse.Namespace, settings: Settings) -> None:
         return
     # Keep the real stdout for LSP and point sys.stdout at stderr, so a stray print
     # (ours or a library's) can never corrupt the message stream.
-    from .framing import ResyncingReader
+    from .framing import serve_stdio
 
     lsp_out = sys.stdout.buffer
     sys.stdout = sys.stderr
-    server.start_io(ResyncingReader(sys.stdin.buffer), lsp_out)
+    serve_stdio(server, sys.stdin.buffer, lsp_out)
 
 
 def command_complete(args: argparse.Namespace, settings: Settings) -> None:
