@@ -207,6 +207,9 @@ async def replay(model: str, lines: int, chars: int, settings: dict, workspace: 
         "cancelled_by_client": cancelled,
         "keystroke_to_suggestion_ms": summary(answered),
         "server_overhead_ms": summary(overhead),
+        # Only generations that ran to their end (a cancelled one skips post-processing, so
+        # the share of cancelled generations moves the figure above).
+        "server_overhead_finished_ms": summary([o for o, t in zip(overhead, timings) if t["stop"] != "cancelled"]),
         "model_ms": summary([t["model_ms"] for t in finished]),
         "outside_request_ms": summary(outside),
         "overhead_parts_ms": {part: summary([t[f"{part}_ms"] for t in timings]) for part in ("cursor", "prepare", "gather", "syntax", "prompt", "postprocess")},
