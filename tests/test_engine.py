@@ -354,6 +354,9 @@ async def test_idle_unload_frees_the_model_and_the_next_request_reloads_it(tiny_
         assert (await wait_until_loaded(lsp))["state"] == "ready"
         open_document(lsp, "file:///work/idle.py", text)
         before = await inline(lsp, "file:///work/idle.py", 3, 13)
+        # Idle time counts from the load, not from the server's start (a load slower than
+        # the idle time was undone before the request that waited for it was served).
+        assert before.items, "the request right after the load got nothing"
         for _ in range(200):
             status = await server_status(lsp)
             if status["state"] == "unloaded":

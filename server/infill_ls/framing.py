@@ -88,8 +88,10 @@ def serve_stdio(server, stdin: BinaryIO, stdout: BinaryIO) -> None:
     server._stop_event = threading.Event()
     server.protocol.set_writer(StdoutWriter(stdout))
     try:
+        # pygls' logger, as its start_io passes (ours would log every frame's length at debug level).
         asyncio.run(run_async(stop_event=server._stop_event, reader=FrameReader(stdin.fileno()),
-                              protocol=server.protocol, logger=log, error_handler=server.report_server_error))
+                              protocol=server.protocol, logger=logging.getLogger("pygls.server"),
+                              error_handler=server.report_server_error))
     except BrokenPipeError:
         log.error("connection to the client lost; shutting down")
     except (KeyboardInterrupt, SystemExit):

@@ -256,6 +256,9 @@ class InfillServer(LanguageServer):
                 precision=info.precision,
                 message=info.reason,
             )
+            # Idle time counts from here: a load slower than idleUnloadMinutes must not be
+            # undone before the request that asked for it is served.
+            self.last_request = time.monotonic()
             self.watch_idle()
         ready.set()
 
@@ -287,12 +290,15 @@ class InfillServer(LanguageServer):
             await asyncio.sleep(min(max(minutes * 60 / 10, 0.05), 5) if minutes > 0 else 5)
             idle = time.monotonic() - self.last_request
             if minutes > 0 and self.engine is not None and idle >= minutes * 60:
-                await self.scheduler.run(self._unload)
-                if self.engine is None:  # no load started meanwhile
-                    self.set_status(state="unloaded", message=f"unloaded after {minutes:g} min without requests")
+                # Engine and state change together, on the loop: a request from now on sees
+                # "unloaded" and reloads (one in between got no engine and no reload).
+                # Requests already queued keep their engine until they finish.
+                self.engine = None
+                self.set_status(state="unloaded", message=f"unloaded after {minutes:g} min without requests")
+                await self.scheduler.run(self._free_unloaded_model)
 
-    def _unload(self) -> None:
-        self.engine = None
+    def _free_unloaded_model(self) -> None:
+        """On the worker, after the jobs queued before the unload: give the memory back."""
         gc.unfreeze()
         gc.collect()
         try:
