@@ -196,7 +196,8 @@ async def replay(model: str, lines: int, chars: int, settings: dict, workspace: 
     # worker everything but the model: snippets, syntax, prompt, post-processing,
     # bookkeeping; for every generation (a cancelled one skips only post-processing).
     # Parsing and writing the LSP messages (pygls) is not in it.
-    overhead = [t["prepare_ms"] + t["request_ms"] - t["waited_ms"] - t["model_ms"] for t in timings]
+    overhead_of = lambda t: t["prepare_ms"] + t["request_ms"] - t["waited_ms"] - t["model_ms"]  # noqa: E731
+    overhead = [overhead_of(t) for t in timings]
     generations = sum(counters.get(k, 0) for k in ("eos", "rule", "length", "cancelled", "timeout"))
     thrown = counters.get("cancelled", 0)
     hits = [t for t in timings if t["reused_tokens"] > 0]
@@ -209,7 +210,7 @@ async def replay(model: str, lines: int, chars: int, settings: dict, workspace: 
         "server_overhead_ms": summary(overhead),
         # Only generations that ran to their end (a cancelled one skips post-processing, so
         # the share of cancelled generations moves the figure above).
-        "server_overhead_finished_ms": summary([o for o, t in zip(overhead, timings) if t["stop"] != "cancelled"]),
+        "server_overhead_finished_ms": summary([overhead_of(t) for t in finished]),
         "model_ms": summary([t["model_ms"] for t in finished]),
         "outside_request_ms": summary(outside),
         "overhead_parts_ms": {part: summary([t[f"{part}_ms"] for t in timings]) for part in ("cursor", "prepare", "gather", "syntax", "prompt", "postprocess")},

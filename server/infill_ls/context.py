@@ -513,7 +513,7 @@ class Workspace:
             return []
         # The file lists do not change after the scan: the answer depends on the imports only
         # (and a keystroke seldom changes them; matching them to files cost ~1 ms per request).
-        targets = tuple(imported_paths(rel, text, cursor, self._import_scans if cursor is not None else None))
+        targets = imported_paths(rel, text, cursor, self._import_scans)
         key = (root, rel, targets)
         with self._lock:
             cached = self._neighbours.get(key)
@@ -590,26 +590,29 @@ class KeywordLinesAround:
         line_start = text.rfind("\n", 0, cursor) + 1
         line_end = text.find("\n", cursor)
         line_end = len(text) if line_end < 0 else line_end
-        found = []
-        for name, part in (("before", text[:line_start]), ("line", text[line_start:line_end]), ("after", text[line_end:])):
-            cached = self._parts.get(name)
-            if cached is None or cached[0] != part:
-                cached = (part, lines_containing(part, words))
-                if name != "line":
-                    self._parts[name] = cached
-            found.append(cached[1])
+        found = [
+            self._reused("before", text[:line_start], words),
+            lines_containing(text[line_start:line_end], words),
+            self._reused("after", text[line_end:], words),
+        ]
         # No line crosses the parts (they split at line breaks), and no found line is empty.
         return "\n".join(lines for lines in found if lines)
 
+    def _reused(self, name: str, part: str, words: tuple[str, ...]) -> str:
+        cached = self._parts.get(name)
+        if cached is None or cached[0] != part:
+            cached = self._parts[name] = (part, lines_containing(part, words))
+        return cached[1]
 
-def imported_paths(rel: str, text: str, cursor: int | None = None, scans: LruDict | None = None) -> list[str]:
+
+def imported_paths(rel: str, text: str, cursor: int | None = None, scans: LruDict | None = None) -> tuple[str, ...]:
     """Workspace-relative path endings of the local modules a file imports (Python, JS/TS, C).
 
     With the ``cursor`` offset and ``scans`` (rel -> KeywordLinesAround), the text around
     the cursor's line is scanned only when it changed since the last call for ``rel``."""
     language = language_of(rel)
     if language not in IMPORTS:
-        return []
+        return ()
     words = IMPORTS[language][1]
     if cursor is None or scans is None:
         lines = lines_containing(text, words)
@@ -618,7 +621,7 @@ def imported_paths(rel: str, text: str, cursor: int | None = None, scans: LruDic
         if scan is None:
             scan = scans[rel] = KeywordLinesAround()
         lines = scan(text, cursor, words)
-    return list(paths_imported_by(rel, language, lines))
+    return paths_imported_by(rel, language, lines)
 
 
 @lru_cache(maxsize=64)

@@ -73,7 +73,6 @@ class LspTextDocument(TextDocument):
         self._lines_of = new_source
 
 
-
 class LspWorkspace(Workspace):
     def _create_text_document(self, doc_uri, source=None, version=None, language_id=None) -> TextDocument:
         return LspTextDocument(
