@@ -101,6 +101,11 @@ def bandwidth(bytes_per_token: int, ms_per_token: float | None) -> dict:
     return {"achieved_GB_s": round(rate / 1e9, 1), "percent_of_h100": round(100 * rate / H100_BYTES_PER_S, 1)}
 
 
+# A single-line suggestion as the issue sizes it.  Random weights never end a line (the
+# number tokenizer has no newline, end-of-text is zeroed), so every suggestion is this long.
+SUGGESTION_TOKENS = 16
+
+
 def typing_replay(engine, requests: int, reuse: bool, context_tokens: int) -> dict:
     """Type a real file at 30 ms/char; whenever the engine is free, ask for a single-line suggestion."""
     from infill_ls.engine.base import GenerationRequest
@@ -111,7 +116,7 @@ def typing_replay(engine, requests: int, reuse: bool, context_tokens: int) -> di
     # The number tokenizer cannot encode text: map characters to token ids, one per char.
     to_ids = lambda chunk: [1 + (ord(c) * 7919) % (vocab - 1) for c in chunk]  # noqa: E731
     room = context_tokens - 200
-    position, latencies, reused = len(text) // 2, [], []
+    position, latencies, reused, prefill, decode, paths = len(text) // 2, [], [], [], [], {}
     # The prefix starts at a fixed anchor, moved only by big steps: a window that slides
     # with every keystroke would change the prompt's first token and defeat reuse.
     anchor = position - room // 2
@@ -125,17 +130,21 @@ def typing_replay(engine, requests: int, reuse: bool, context_tokens: int) -> di
             engine.clear_prompt_cache()
         synchronize()
         started = time.perf_counter()
-        generation = engine.generate(GenerationRequest(prompt_ids=ids, max_new_tokens=24, stop_rule=first_line_stop,
-                                                       prompt_lookup=True))
+        generation = engine.generate(GenerationRequest(prompt_ids=ids, max_new_tokens=SUGGESTION_TOKENS,
+                                                       stop_rule=first_line_stop, prompt_lookup=True))
         synchronize()
         took = (time.perf_counter() - started) * 1000
         latencies.append(took)
         reused.append(generation.reused_tokens)
+        prefill.append(generation.prefill_ms)
+        decode.append(generation.decode_ms)
+        paths[generation.path] = paths.get(generation.path, 0) + 1
         # The user typed on meanwhile: the next request is for where the cursor is now
         # (capped, so a slow machine still replays typing rather than jumps).
         position += min(max(1, int(took // 30)), room // 8)
-    return {"single_line_suggestion_ms": summary(latencies), "reused_tokens": summary(reused), "requests": requests,
-            "samples_ms": [round(v, 2) for v in latencies]}
+    return {"single_line_suggestion_ms": summary(latencies), "suggestion_tokens": SUGGESTION_TOKENS,
+            "prefill_ms": summary(prefill), "decode_ms": summary(decode), "paths": paths,
+            "reused_tokens": summary(reused), "requests": requests, "samples_ms": [round(v, 2) for v in latencies]}
 
 
 def cudagraph_skips() -> int:
@@ -149,7 +158,7 @@ def measure(variant: str, args, shape, device: str, baseline: dict) -> dict:
     import torch
 
     from infill_ls.engine import fast
-    from infill_ls.engine.local import DRAFT_TOKENS
+    from infill_ls.engine.local import DRAFT_TOKENS, FAST_STEP_SIZES
     from infill_ls.engine.quantize import weight_bytes
 
     started = time.perf_counter()
@@ -173,7 +182,10 @@ def measure(variant: str, args, shape, device: str, baseline: dict) -> dict:
     elif args.no_fast:
         result["engine_fast"] = {"skipped": "--no-fast"}
     else:
-        decoder = fast.StaticDecoder(model, args.prompt + args.new + DRAFT_TOKENS + 1, step_sizes=(1,))
+        # The typing variant compiles the server's step sizes (drafts checked in one graph);
+        # the others only the one-token step, to keep the run inside one device call.
+        step_sizes = FAST_STEP_SIZES if variant == args.typing_variant else (1,)
+        decoder = fast.StaticDecoder(model, args.prompt + args.new + DRAFT_TOKENS + 1, step_sizes=step_sizes)
         compile_now = device.startswith("cuda") or args.compile
         skips_before = cudagraph_skips()
         if compile_now:
@@ -183,6 +195,7 @@ def measure(variant: str, args, shape, device: str, baseline: dict) -> dict:
         engine.fast = decoder
         result["engine_fast"] = {**time_engine(engine, args.prompt, args.new, runs=runs),
                                  "compiled": compile_now, "compile_s": round(decoder.compile_seconds or 0, 1),
+                                 "step_sizes": list(step_sizes),
                                  # > 0: inductor fell back from CUDA graphs (the log says why)
                                  "cudagraph_skips": cudagraph_skips() - skips_before}
     if variant == "bf16":

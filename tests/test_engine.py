@@ -192,6 +192,26 @@ def test_static_decode_step_is_one_graph(tiny_model):
         assert generate(fast, ids, prompt_lookup=lookup).token_ids == generate(eager, ids, prompt_lookup=lookup).token_ids
 
 
+def test_short_steps_padded_to_a_compiled_size_give_the_unpadded_logits(tiny_model):
+    """A draft or a typed token shorter than a compiled step runs padded; the padding must stay invisible."""
+    from infill_ls.engine import fast
+
+    engine = load_engine(tiny_model)
+    ids = prompt_ids(engine, SOURCE[:900], "", context_tokens=400)
+    plain = fast.StaticDecoder(engine.model, 512, step_sizes=(1, 9))  # never compiled: no padding
+    padded = fast.StaticDecoder(engine.model, 512, step_sizes=(1, 9))
+    padded.compile(mode=None, backend="eager", warmup_runs=1)
+    # A prefill, a 3-token step padded to 9, a 1-token step inside the padding's slots,
+    # a 5-token step padded to 9, then a rollback (a rejected draft) and a step over it.
+    steps = [(0, 300), (300, 303), (303, 304), (304, 309), (306, 308)]
+    with torch.inference_mode():
+        for start, end in steps:
+            want = plain.step(ids[start:end], start)
+            got = padded.step(ids[start:end], start)
+            assert got.shape == want.shape == (end - start, engine.model.config.vocab_size)
+            assert torch.allclose(got, want, atol=1e-4), (start, end)
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="compiled fast decoding needs CUDA (CPU checks it uncompiled)")
 def test_compiled_fast_decoding_on_cuda_matches_eager(tiny_model):
     eager = load_engine(tiny_model, device="cuda", quantization="none", fastDecode=False)

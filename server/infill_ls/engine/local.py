@@ -27,6 +27,8 @@ log = logging.getLogger(__name__)
 
 # Tokens copied from the prompt per speculative step (prompt lookup).
 DRAFT_TOKENS = 8
+# The compiled decoder's step sizes: one token, and a whole draft check (shorter steps are padded).
+FAST_STEP_SIZES = (1, DRAFT_TOKENS + 1)
 
 # report(message, percentage) — drives the editor's progress bar.
 ProgressReport = Callable[[str, int], None]
@@ -310,7 +312,7 @@ class LocalEngine:
         if not fast.supports(self.model):
             log.info("fast decoding: %s has an unknown layout; staying on the eager path", type(self.model).__name__)
             return
-        decoder = fast.StaticDecoder(self.model, max_tokens, step_sizes=(1, DRAFT_TOKENS + 1))
+        decoder = fast.StaticDecoder(self.model, max_tokens, step_sizes=FAST_STEP_SIZES)
         self.fast = decoder
         if compile:
             decoder.compile_in_background()
