@@ -77,4 +77,6 @@ def write_result(name: str, payload: dict) -> Path:
     path = RESULTS / f"{name}-{RUN_STAMP}.json"
     path.write_text(text)
     (RESULTS / f"{name}-latest.json").write_text(text)
+    if os.environ.get("OUT"):  # on the device tool's machine: what is under $OUT comes back
+        (Path(os.environ["OUT"]) / path.name).write_text(text)
     return path

@@ -10,10 +10,11 @@ bitsandbytes): footprint beside the model card's, prefill of 2,048 tokens, decod
 ms/token and achieved bandwidth (weight bytes read per token / time, and % of the
 H100's 3.35 TB/s) for plain eager ``model.generate``, the engine's eager loop and
 the engine's compiled static-cache path (fast.py); ratios are to bf16 eager
-``generate`` in the same run.  Then a typing replay through the engine (a real file
-typed at 30 ms/char, a single-line suggestion requested whenever the engine is free)
-with and without prompt-cache reuse.  Results are written after every variant, so a
-run cut short still leaves its figures.
+``generate`` in the same run.  Then a typing replay through the engine (new code typed
+into a real file at 30 ms/char, a single-line suggestion requested whenever the engine
+is free) with and without prompt-cache reuse, in the server's prompt order (PSM) and in
+suffix-first order (SPM).  Results are written after every variant, so a run cut short
+still leaves its figures.
 """
 
 from __future__ import annotations
@@ -21,10 +22,8 @@ from __future__ import annotations
 import argparse
 import gc
 import json
-import os
 import time
 import traceback
-from pathlib import Path
 
 from common import REPO, summary, write_result
 from engines import SMALL, STARCODER2_15B, engine_for, random_model, synchronize, time_engine, time_generate
@@ -106,26 +105,40 @@ def bandwidth(bytes_per_token: int, ms_per_token: float | None) -> dict:
 SUGGESTION_TOKENS = 16
 
 
-def typing_replay(engine, requests: int, reuse: bool, context_tokens: int) -> dict:
-    """Type a real file at 30 ms/char; whenever the engine is free, ask for a single-line suggestion."""
+def typing_replay(engine, requests: int, reuse: bool, context_tokens: int, order: str = "psm") -> dict:
+    """Type new code into the middle of a real file at 30 ms/char; whenever the engine is
+    free, ask for a single-line suggestion.
+
+    The prompt is laid out as the server lays it out for a long file: the suffix (the
+    code after the hole being typed, fixed while typing) takes a quarter of the budget,
+    the prefix the rest.  ``order="psm"`` (prefix, suffix marker, suffix, middle marker:
+    the server's order) puts each keystroke before the suffix, so a reused prompt still
+    prefills the whole suffix; ``"spm"`` (suffix first, the prefix last, as StarCoder
+    was also trained) leaves only the typed characters to prefill.
+    """
     from infill_ls.engine.base import GenerationRequest
     from infill_ls.postprocess import first_line_stop
+    from infill_ls.prompt import SUFFIX_SHARE
 
     text = (REPO / "server" / "infill_ls" / "server.py").read_text()
     vocab = engine.model.config.vocab_size
     # The number tokenizer cannot encode text: map characters to token ids, one per char.
-    to_ids = lambda chunk: [1 + (ord(c) * 7919) % (vocab - 1) for c in chunk]  # noqa: E731
-    room = context_tokens - 200
-    position, latencies, reused, prefill, decode, paths = len(text) // 2, [], [], [], [], {}
-    # The prefix starts at a fixed anchor, moved only by big steps: a window that slides
-    # with every keystroke would change the prompt's first token and defeat reuse.
+    to_ids = lambda chunk: [1 + (ord(c) * 7919) % (vocab - 3) for c in chunk]  # noqa: E731
+    suffix_mark, middle_mark = vocab - 2, vocab - 1
+    suffix_room = int((context_tokens - 2) * SUFFIX_SHARE)
+    room = context_tokens - 2 - suffix_room
+    position = len(text) // 3
+    hole_end = position + 4000  # far more than 40 requests type
+    suffix = to_ids(text[hole_end:][:suffix_room]) + [middle_mark]
+    latencies, reused, prefill, decode, paths = [], [], [], [], {}
+    # The prefix starts at a fixed anchor, moved only by big steps (as prompt.py's stable
+    # cut does): a window that slides with every keystroke would defeat reuse.
     anchor = position - room // 2
     for _ in range(requests):
         if position - anchor > room:
             anchor = position - room // 2
-        prefix = text[anchor:position]
-        suffix = text[position:][:150]
-        ids = to_ids(prefix) + to_ids(suffix)
+        prefix = to_ids(text[anchor:position])
+        ids = prefix + [suffix_mark] + suffix if order == "psm" else [suffix_mark] + suffix + prefix
         if not reuse:
             engine.clear_prompt_cache()
         synchronize()
@@ -141,9 +154,9 @@ def typing_replay(engine, requests: int, reuse: bool, context_tokens: int) -> di
         paths[generation.path] = paths.get(generation.path, 0) + 1
         # The user typed on meanwhile: the next request is for where the cursor is now
         # (capped, so a slow machine still replays typing rather than jumps).
-        position += min(max(1, int(took // 30)), room // 8)
-    return {"single_line_suggestion_ms": summary(latencies), "suggestion_tokens": SUGGESTION_TOKENS,
-            "prefill_ms": summary(prefill), "decode_ms": summary(decode), "paths": paths,
+        position = min(position + min(max(1, int(took // 30)), room // 8), hole_end)
+    return {"single_line_suggestion_ms": summary(latencies), "order": order, "suggestion_tokens": SUGGESTION_TOKENS,
+            "prompt_tokens": len(ids), "prefill_ms": summary(prefill), "decode_ms": summary(decode), "paths": paths,
             "reused_tokens": summary(reused), "requests": requests, "samples_ms": [round(v, 2) for v in latencies]}
 
 
@@ -209,6 +222,7 @@ def measure(variant: str, args, shape, device: str, baseline: dict) -> dict:
     if variant == args.typing_variant:
         result["typing_with_reuse"] = typing_replay(engine, args.typing_requests, True, args.prompt)
         result["typing_without_reuse"] = typing_replay(engine, args.typing_requests, False, args.prompt)
+        result["typing_spm_with_reuse"] = typing_replay(engine, args.typing_requests, True, args.prompt, "spm")
     del engine, model
     gc.collect()
     if torch.cuda.is_available():
@@ -260,8 +274,6 @@ def main() -> None:
         print(json.dumps(results[variant]), flush=True)
         payload["elapsed_s"] = round(time.perf_counter() - began, 1)
         path = write_result(name, payload)
-        if os.environ.get("OUT"):
-            (Path(os.environ["OUT"]) / path.name).write_text(path.read_text())
     print(path)
 
 

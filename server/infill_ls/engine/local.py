@@ -229,7 +229,8 @@ class LocalEngine:
             return Generation(text="", token_ids=[], stop_reason="timeout", prompt_tokens=len(ids))
         started = time.perf_counter()
         kv, reuse = self._session(ids, request.max_new_tokens)
-        logits = kv.forward(ids[reuse:], keep=1)[-1]
+        # Reading the first token waits for the prefill on a GPU: prefill_ms is its real time.
+        token = int(kv.forward(ids[reuse:], keep=1)[-1].argmax())
         cache_ids = list(ids)  # the tokens whose keys/values ``kv`` holds
         prefill_done = time.perf_counter()
 
@@ -257,7 +258,6 @@ class LocalEngine:
             return None
 
         while True:
-            token = int(logits.argmax())
             reason = take(token)
             if reason:
                 break
@@ -283,7 +283,7 @@ class LocalEngine:
                     break
             if reason:
                 break
-            logits = rows[accepted]
+            token = int(rows[accepted].argmax())
         self._kv, self._cache_ids = kv, cache_ids
         finished = time.perf_counter()
         return Generation(

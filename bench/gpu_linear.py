@@ -1,0 +1,147 @@
+"""One-row (decode-sized) linears of StarCoder2-15B: which weight-only implementation is fastest.
+
+    python bench/gpu_linear.py            # one GPU, ~2 minutes
+    python bench/gpu_linear.py --small    # the same code on the CPU with small shapes, uncompiled
+
+Decoding a token multiplies one row of activations by every weight matrix, so its time
+is the time to read the weights.  bench/gpu.py measures whole decode steps; this
+measures each implementation of quantize.py's linears alone, on the 15B model's shapes,
+to say which one a precision should use: the plain modules compiled by inductor (with
+and without gpt-fast's coordinate-descent tuning of the generated kernels) or PyTorch's
+weight-only kernels (int8 matrix-vector, tinygemm int4), eager and compiled.  Each is
+checked against the bf16 linear's output.  The estimate per token adds 40 layers of
+each shape and the bf16 output projection; attention and the rest are not counted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import time
+
+from common import summary, write_result
+
+LAYERS = 40
+# (in, out, linears per layer) of StarCoder2-15B; the output projection (6144 x 49152) stays bf16.
+SHAPES = {"q_proj+o_proj": (6144, 6144, 2), "k_proj+v_proj": (6144, 512, 2), "c_fc": (6144, 24576, 1),
+          "c_proj": (24576, 6144, 1)}
+SMALL_SHAPES = {"q_proj+o_proj": (256, 256, 2), "c_fc": (256, 1024, 1)}
+LM_HEAD = (6144, 49152)
+
+
+def timer(fn, device: str) -> list[float]:
+    """Milliseconds per call: triton's do_bench on a GPU (L2 flushed between calls), else a loop."""
+    if device.startswith("cuda"):
+        from triton.testing import do_bench
+
+        return [do_bench(fn, warmup=25, rep=100, return_mode="median")]
+    fn()
+    times = []
+    for _ in range(20):
+        started = time.perf_counter()
+        fn()
+        times.append((time.perf_counter() - started) * 1000)
+    return times
+
+
+def implementations(linear, compile_too: bool):
+    """(name, module, inductor settings or None for eager) for each implementation of ``linear``."""
+    from infill_ls.engine.quantize import Int4WeightOnlyLinear, Int8WeightOnlyLinear
+
+    yield "bf16", linear, None
+    for kind, make in (("int8wo", Int8WeightOnlyLinear), ("int4wo", Int4WeightOnlyLinear)):
+        plain = make(linear)
+        kernel = copy.deepcopy(plain)
+        kernel.switch_to_kernel()
+        yield f"{kind}-kernel", kernel, None
+        if compile_too:
+            yield f"{kind}-kernel-compiled", kernel, {}
+            yield f"{kind}-plain-compiled", plain, {}
+            yield f"{kind}-plain-compiled-cdt", plain, {"coordinate_descent_tuning": True}
+        else:
+            yield f"{kind}-plain", plain, None
+
+
+def measure(name: str, module, inductor: dict | None, x, reference, device: str) -> dict:
+    import torch
+
+    if inductor is not None:
+        torch._dynamo.reset()  # a fresh compile per case: the modules share one forward
+        compiled = torch.compile(module, fullgraph=True, dynamic=False)
+        started = time.perf_counter()
+        with torch._inductor.config.patch(**inductor), torch.inference_mode():
+            out = compiled(x)
+        compile_s = time.perf_counter() - started
+        fn = lambda: compiled(x)  # noqa: E731
+    else:
+        with torch.inference_mode():
+            out = module(x)
+        compile_s = 0.0
+        fn = lambda: module(x)  # noqa: E731
+    error = ((out.float() - reference).abs().max() / reference.abs().max()).item()
+    with torch.inference_mode():
+        ms = timer(fn, device)
+    return {"ms": summary(ms)["p50"], "relative_error": round(error, 4), "compile_s": round(compile_s, 1)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--small", action="store_true", help="small shapes on the CPU, uncompiled (checks the script)")
+    parser.add_argument("--budget-s", type=float, default=150, help="skip shapes not started within this time")
+    args = parser.parse_args()
+    import torch
+    from torch import nn
+
+    device = "cuda:0" if torch.cuda.is_available() and not args.small else "cpu"
+    shapes = SMALL_SHAPES if args.small else SHAPES
+    generator = torch.Generator(device).manual_seed(0)
+    began = time.perf_counter()
+    results: dict = {}
+    payload = {"device": torch.cuda.get_device_name(0) if device.startswith("cuda") else "cpu", "shapes": results}
+
+    def random_linear(features_in: int, features_out: int, bias: bool = True):
+        linear = nn.Linear(features_in, features_out, bias=bias, device=device, dtype=torch.bfloat16)
+        with torch.no_grad():
+            linear.weight.normal_(0, 0.02, generator=generator)
+            if bias:
+                linear.bias.normal_(0, 0.02, generator=generator)
+        return linear
+
+    for shape, (features_in, features_out, count) in shapes.items():
+        if time.perf_counter() - began > args.budget_s:
+            results[shape] = {"skipped": f"time budget of {args.budget_s:.0f} s spent"}
+            continue
+        linear = random_linear(features_in, features_out)
+        x = torch.randn(1, features_in, device=device, dtype=torch.bfloat16, generator=generator)
+        with torch.inference_mode():
+            reference = linear(x).float()
+        row = results[shape] = {"in": features_in, "out": features_out, "per_layer": count}
+        for name, module, inductor in implementations(linear, compile_too=device.startswith("cuda")):
+            try:
+                row[name] = measure(name, module, inductor, x, reference, device)
+            except Exception as error:  # one missing kernel must not lose the rest
+                row[name] = {"error": f"{type(error).__name__}: {str(error)[:300]}"}
+            print(shape, name, row[name], flush=True)
+        del linear
+        write_result("gpu-linear-small" if args.small else "gpu-linear", payload)
+    if not args.small:
+        head = random_linear(*LM_HEAD, bias=False)
+        x = torch.randn(1, LM_HEAD[0], device=device, dtype=torch.bfloat16, generator=generator)
+        with torch.inference_mode():
+            payload["lm_head_bf16_ms"] = timer(lambda: head(x), device)[0]
+    # Per token: every layer's linears in one implementation, plus the bf16 output projection.
+    names = {name for row in results.values() for name in row if isinstance(row.get(name), dict) and "ms" in row[name]}
+    estimate = {}
+    for name in sorted(names):
+        if all(name in row and "ms" in row[name] for row in results.values()):
+            ms = sum(row[name]["ms"] * row["per_layer"] for row in results.values()) * LAYERS
+            estimate[name] = round(ms + payload.get("lm_head_bf16_ms", 0.0), 2)
+    payload["linears_ms_per_token"] = estimate
+    payload["elapsed_s"] = round(time.perf_counter() - began, 1)
+    path = write_result("gpu-linear-small" if args.small else "gpu-linear", payload)
+    print(estimate)
+    print(path)
+
+
+if __name__ == "__main__":
+    main()
