@@ -23,8 +23,9 @@ from common import summary, write_result
 
 LAYERS = 40
 # (in, out, linears per layer) of StarCoder2-15B; the output projection (6144 x 49152) stays bf16.
-SHAPES = {"q_proj+o_proj": (6144, 6144, 2), "k_proj+v_proj": (6144, 512, 2), "c_fc": (6144, 24576, 1),
-          "c_proj": (24576, 6144, 1)}
+# The largest first: a run cut short still has the shapes that hold most of the weights.
+SHAPES = {"c_fc": (6144, 24576, 1), "c_proj": (24576, 6144, 1), "q_proj+o_proj": (6144, 6144, 2),
+          "k_proj+v_proj": (6144, 512, 2)}
 SMALL_SHAPES = {"q_proj+o_proj": (256, 256, 2), "c_fc": (256, 1024, 1)}
 LM_HEAD = (6144, 49152)
 
