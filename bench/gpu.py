@@ -30,10 +30,10 @@ from engines import SMALL, STARCODER2_15B, engine_for, random_model, synchronize
 
 H100_BYTES_PER_S = 3.35e12
 MODEL_CARD_MB = {"bf16": 32251, "8bit": 16900, "4bit": 9225, "int8wo": 16900, "int4wo": 9225}
-# int8wo/int4wo: on PyTorch's weight-only kernels (tinygemm for int4), as the server runs
-# them; "-plain" (not run by default): the dequantize-then-matmul modules.
+# int8wo: the plain modules; int4wo: on tinygemm, as the server runs it on a GPU;
+# "int4wo-plain" (not run by default): the dequantize-then-matmul modules.
 VARIANTS = ("bf16", "int8wo", "int4wo", "4bit", "8bit")
-EXTRA_VARIANTS = ("int8wo-plain", "int4wo-plain")
+EXTRA_VARIANTS = ("int4wo-plain",)
 
 
 def swap_in_bitsandbytes(model, kind: str, device: str):
@@ -75,7 +75,7 @@ def build(variant: str, shape: dict | None, model_dir: str | None, device: str):
         model = random_model(shape, torch.bfloat16, device)
     if variant.removesuffix("-plain") in ("int8wo", "int4wo"):
         quantize_weights(model, variant.removesuffix("-plain"))
-        if not variant.endswith("-plain"):  # PyTorch's weight-only kernels, as the server runs them
+        if variant == "int4wo":  # tinygemm, as the server runs it
             print(f"{variant}: {use_kernels(model, torch.bfloat16)}", flush=True)
     elif variant in ("8bit", "4bit"):
         swap_in_bitsandbytes(model, variant, device)
@@ -202,13 +202,13 @@ def measure(variant: str, args, shape, device: str, baseline: dict) -> dict:
         compile_now = device.startswith("cuda") or args.compile
         skips_before = cudagraph_skips()
         if compile_now:
-            decoder.compile(mode="reduce-overhead" if device.startswith("cuda") else "default")
+            decoder.compile(mode="reduce-overhead" if device.startswith("cuda") else "default", tune=args.tune)
         else:
             decoder.ready.set()  # uncompiled static cache: proves the path, not its speed
         engine.fast = decoder
         result["engine_fast"] = {**time_engine(engine, args.prompt, args.new, runs=runs),
                                  "compiled": compile_now, "compile_s": round(decoder.compile_seconds or 0, 1),
-                                 "step_sizes": list(step_sizes),
+                                 "step_sizes": list(step_sizes), "tuned": args.tune,
                                  # > 0: inductor fell back from CUDA graphs (the log says why)
                                  "cudagraph_skips": cudagraph_skips() - skips_before}
     if variant == "bf16":
@@ -242,6 +242,7 @@ def main() -> None:
     parser.add_argument("--typing-variant", default="bf16", help="which variant gets the typing replay")
     parser.add_argument("--compile", action="store_true", help="compile the fast path on the CPU too (--small)")
     parser.add_argument("--no-fast", action="store_true")
+    parser.add_argument("--tune", action="store_true", help="coordinate-descent tuning of the compiled step (fast.py)")
     parser.add_argument("--budget-s", type=float, default=540, help="skip variants not started within this time")
     args = parser.parse_args()
     import torch

@@ -257,54 +257,53 @@ def test_quantized_logits_stay_close_to_float32(tiny_model, engine, kind):
     assert agreement > agreement_limit, f"{kind}: argmax agrees at {agreement:.1%} of positions"
 
 
-@pytest.mark.parametrize("kind", ["int8wo", "int4wo"])
-def test_weight_only_kernels_compute_what_the_plain_modules_compute(tiny_model, engine, kind):
-    """use_kernels (what the engine does on a GPU) through PyTorch's CPU kernels: the same
+def test_the_int4_kernel_computes_what_the_plain_modules_compute(tiny_model, engine):
+    """use_kernels (what the engine does on a GPU) through tinygemm's CPU port: the same
     logits as the plain modules, decode-sized and prompt-sized inputs, and no bigger."""
     from infill_ls.engine.quantize import use_kernels, weight_bytes
 
     ids = torch.tensor([prompt_ids(engine, SOURCE[:1200], SOURCE[1200:1500])])
-    plain, switched = quantized_model(tiny_model, kind), quantized_model(tiny_model, kind)
+    plain, switched = quantized_model(tiny_model, "int4wo"), quantized_model(tiny_model, "int4wo")
     before = weight_bytes(switched)
     counts = use_kernels(switched, torch.float32)
     assert counts["plain"] == 0 and counts["kernel"] > 0
-    assert weight_bytes(switched) <= before  # int4: the kernel's tiles replace the plain codes
+    assert weight_bytes(switched) <= before  # the kernel's tiles replace the plain codes
     with torch.inference_mode():
         for inputs in (ids, ids[:, :1]):  # a prompt, then one token
             expected = plain(input_ids=inputs).logits
             assert torch.allclose(switched(input_ids=inputs).logits, expected, atol=1e-3, rtol=1e-3)
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="the GPU kernels need CUDA (the CPU test above checks the switch)")
-@pytest.mark.parametrize("kind", ["int8wo", "int4wo"])
-def test_weight_only_kernels_on_cuda(tiny_model, engine, kind):
-    """On a GPU the engine switches to tinygemm / int8 kernels; they must pass their check
-    (a wrong tile layout would leave them plain) and give the plain modules' logits."""
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="the GPU kernel needs CUDA (the CPU test above checks the switch)")
+def test_the_int4_kernel_on_cuda(tiny_model, engine):
+    """On a GPU the engine switches int4 linears to tinygemm; it must pass its check (a
+    wrong tile layout would leave them plain) and give the plain modules' logits."""
     from infill_ls.engine.quantize import use_kernels
 
     ids = torch.tensor([prompt_ids(engine, SOURCE[:1200], SOURCE[1200:1500])], device="cuda")
-    plain = quantized_model(tiny_model, kind).to("cuda", torch.bfloat16)
-    switched = quantized_model(tiny_model, kind).to("cuda", torch.bfloat16)
+    plain = quantized_model(tiny_model, "int4wo").to("cuda", torch.bfloat16)
+    switched = quantized_model(tiny_model, "int4wo").to("cuda", torch.bfloat16)
     assert use_kernels(switched, torch.bfloat16)["plain"] == 0
     with torch.inference_mode():
         for inputs in (ids, ids[:, :1]):
             expected = plain(input_ids=inputs).logits.float()
             assert (switched(input_ids=inputs).logits.float() - expected).abs().max() < 0.05 * expected.abs().max()
 
+
 def test_a_weight_only_kernel_that_is_missing_or_wrong_is_not_used(tiny_model, monkeypatch):
     """Kernels differ by device and torch version: the check at load keeps the plain
     modules when one raises or disagrees (test doubles stand in for such a kernel)."""
     from infill_ls.engine import quantize
 
-    def missing(self):
-        raise NotImplementedError("no _weight_int8pack_mm for this device")
+    real = quantize.Int4WeightOnlyLinear.switch_to_kernel
 
-    monkeypatch.setattr(quantize.Int8WeightOnlyLinear, "switch_to_kernel", missing)
-    model = quantized_model(tiny_model, "int8wo")
+    def missing(self):
+        raise NotImplementedError("no _weight_int4pack_mm for this device")
+
+    monkeypatch.setattr(quantize.Int4WeightOnlyLinear, "switch_to_kernel", missing)
+    model = quantized_model(tiny_model, "int4wo")
     assert quantize.use_kernels(model, torch.float32)["kernel"] == 0
     assert not any(getattr(m, "kernel", False) for m in model.modules())
-
-    real = quantize.Int4WeightOnlyLinear.switch_to_kernel
 
     def wrong(self):  # e.g. a nibble order the kernel does not expect
         real(self)

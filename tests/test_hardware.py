@@ -36,12 +36,12 @@ def test_a_gpu_that_holds_bf16_gets_bf16(gpu, monkeypatch, bitsandbytes):
 
 
 def test_without_room_for_bf16_the_fastest_measured_precision_that_fits_wins(gpu, monkeypatch):
-    # 24 GiB holds int8wo and both 4-bit kinds; bitsandbytes 4-bit decoded fastest of them.
+    # 24 GiB holds int8wo and both 4-bit kinds; int4wo on tinygemm decoded fastest of them.
     placement = choose(24, gpu, monkeypatch, bitsandbytes=True)
-    assert placement.precision == "4bit"
-    assert hardware.GPU_DECODE_MS_PER_TOKEN["4bit"] < hardware.GPU_DECODE_MS_PER_TOKEN["int8wo"]
-    # Never the 8-bit kind that is both bigger and slower than a 4-bit one that fits.
-    assert placement.precision != "8bit"
+    assert placement.precision == "int4wo"
+    assert hardware.GPU_DECODE_MS_PER_TOKEN["int4wo"] < hardware.GPU_DECODE_MS_PER_TOKEN["4bit"]
+    # Never the 8-bit kinds that are both bigger and slower than a 4-bit one that fits.
+    assert placement.precision not in ("8bit", "int8wo")
 
 
 def test_without_bitsandbytes_auto_uses_the_weight_only_kinds(gpu, monkeypatch):

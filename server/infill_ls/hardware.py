@@ -26,14 +26,14 @@ BF16_CPU_FLAGS = {"amx_bf16", "avx512_bf16"}
 SINGLE_THREAD_PARAMETERS = 100_000_000
 CPU_CHOICES = ("float32", "bf16", "8bit", "4bit", "int8wo", "int4wo", "int8dyn")
 # Decode ms/token on the StarCoder2-15B architecture per GPU precision, each on the
-# path the engine uses for it, measured with bench/gpu.py on one H100 (2026-11-25;
-# bench/results/gpu-20261125-215132.json and gpu-20261125-215820.json): bf16 compiled static
-# cache, bitsandbytes 4-bit eager, int4wo compiled, int8wo eager (its compiled step was
-# slower), bitsandbytes 8-bit from the H100 run (144 ms; not rerun).  ``auto``
-# takes the fastest that fits; precisions without a figure come after, in GPU_ORDER.
-# int8wo/int4wo were measured as dequantize-then-matmul modules; they now run on PyTorch's
-# weight-only kernels on a GPU (quantize.use_kernels), not yet measured: re-measure here.
-GPU_DECODE_MS_PER_TOKEN: dict[str, float] = {"bf16": 17.6, "4bit": 41.9, "int4wo": 56.1, "int8wo": 59.6, "8bit": 144.0}
+# path the engine uses for it, measured with bench/gpu.py: bf16 on the compiled static
+# cache (H200, 2026-11-26: 12.3 and 10.4 ms in two runs, gpu-20261126-034039/035208.json;
+# 17.6 on an H100 on 2026-11-25 before CUDA graphs worked), int4wo on tinygemm eager (H200,
+# 23.0; compiled it took 59.5), int8wo plain eager (H100, 2026-11-25, 59.6; compiled 152.7),
+# bitsandbytes 4-bit eager (H100, 41.9) and 8-bit (the H100 run, 144).  Eager steps
+# are bound by kernel launches, so their figures move little between the two cards.
+# ``auto`` takes the fastest that fits; precisions without a figure come after, in GPU_ORDER.
+GPU_DECODE_MS_PER_TOKEN: dict[str, float] = {"bf16": 12.3, "int4wo": 23.0, "4bit": 41.9, "int8wo": 59.6, "8bit": 144.0}
 GPU_ORDER = ("bf16", "8bit", "4bit")
 # Room kept free beside the weights for the KV cache, activations and the CUDA context.
 HEADROOM_BYTES = 2 * 1024**3

@@ -112,16 +112,21 @@ class StaticDecoder:
         tokens = torch.tensor([ids], device=self.device)
         return self.forward(tokens, torch.arange(start, start + n, device=self.device))
 
-    def compile(self, mode: str | None = "reduce-overhead", warmup_runs: int = 3, backend: str = "inductor") -> None:
+    def compile(self, mode: str | None = "reduce-overhead", warmup_runs: int = 3, backend: str = "inductor",
+                tune: bool = False) -> None:
         """Compile the decode step for each of ``step_sizes`` and warm it up; then set ``ready``.
 
         The warm-up writes into the cache, so callers must treat its contents as lost.
         ``backend="eager"`` only captures the graph (fullgraph: any graph break raises),
-        which is how the CPU tests check that the step compiles without a GPU.
+        which is how the CPU tests check that the step compiles without a GPU.  ``tune``
+        turns on inductor's coordinate-descent tuning of the kernels it generates (as
+        gpt-fast does): slower to compile; the one-row int8 linears it made were 3.4x
+        faster on an H200 (bench/gpu_linear.py), the whole model is not measured yet.
         """
         started = time.perf_counter()
         compiled = torch.compile(self.forward, mode=mode, fullgraph=True, backend=backend)
-        with torch.inference_mode():
+        # Inductor reads its settings when it compiles, i.e. at the first calls below.
+        with torch._inductor.config.patch(coordinate_descent_tuning=tune), torch.inference_mode():
             for size in self.step_sizes:
                 tokens = torch.zeros((1, size), dtype=torch.long, device=self.device)
                 positions = torch.arange(size, device=self.device)

@@ -67,10 +67,11 @@ def quantization_config(precision: str):
     return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=torch.bfloat16)
 
 
-# Precisions whose compiled step decoded slower than their eager path on the H100
-# (bench/gpu.py, 2026-11-25, StarCoder2-15B shape): int8wo 152.7 ms/token compiled
-# against 59.6 eager.  They stay on the eager path until a benchmark says otherwise.
-SLOWER_COMPILED = frozenset({"int8wo"})
+# Precisions whose compiled step decoded slower than their eager path (bench/gpu.py,
+# StarCoder2-15B shape): int8wo 152.7 ms/token compiled against 59.6 eager (H100,
+# 2026-11-25), int4wo on tinygemm 59.5 against 23.0 (H200, 2026-11-26).  They stay on the
+# eager path until a benchmark says otherwise (fast.py's ``tune`` is the next candidate).
+SLOWER_COMPILED = frozenset({"int8wo", "int4wo"})
 
 
 def load_weights(source: str, placement: Placement, trust: bool):
@@ -97,8 +98,8 @@ def load_weights(source: str, placement: Placement, trust: bool):
     if own_quantizer:
         quantize_weights(model, precision)
         model.to(placement.device)
-        if precision != "int8dyn" and placement.device.startswith("cuda"):  # see quantize.py: not on the CPU
-            log.info("weight-only linears: %s", use_kernels(model, dtype))
+        if precision == "int4wo" and placement.device.startswith("cuda"):  # see quantize.py: not on the CPU
+            log.info("int4 linears on tinygemm: %s", use_kernels(model, dtype))
     return model
 
 

@@ -7,16 +7,18 @@ dequantization fuses into the matmul (no bf16 copy of the weight is written), wh
 in eager mode they still work, just without the speed.  bitsandbytes stays available
 for users who ask for ``8bit``/``4bit``; these are ``int8wo``/``int4wo``.
 
-On a GPU, ``use_kernels`` switches these modules to PyTorch's own weight-only matmul
-kernels (``_weight_int8pack_mm`` for decode-sized inputs; tinygemm's
-``_weight_int4pack_mm``, gpt-fast's int4 path): one kernel reads the small weights
+On a GPU, ``use_kernels`` switches the int4 modules to tinygemm's
+``_weight_int4pack_mm`` (gpt-fast's int4 path): one kernel reads the packed weights
 without writing a dequantized copy.  Each shape is checked once against the plain
-module's output; a kernel that is missing or disagrees is not used.  Not on the CPU:
-there (2 cores, bundled model, float32; bench/results/cpu-20261126-003259.json) they
-decoded no faster than the plain modules (int8 5.1 vs 4.0 ms/token, int4 8.8 vs 8.9) and
-tinygemm's CPU port prefilled 1,024 tokens in 5.1 s against 0.12 s — although with bf16
-activations on one 6144x6144 layer at M=1 they took 2.4 / 2.1 ms against 60 / 189 ms (the
-plain modules' eager dequantization).  Their GPU speed is for bench/gpu.py to measure.
+module's output; a kernel that is missing or disagrees is not used.  One-row linears of
+the 15B shapes on an H200 (bench/gpu_linear.py, bench/results/gpu-linear-20261126-035516.json),
+per token for all 40 layers plus the bf16 output projection: bf16 10.1 ms; int4 tinygemm
+6.7 eager, 10.0 compiled, plain modules compiled 48-51; int8 plain modules compiled 25.0,
+with inductor's coordinate-descent tuning 7.4 (fast.py's ``tune``) — and
+``_weight_int8pack_mm`` 150 ms, 20x slower than bf16, so int8 uses no kernel.  Not on the
+CPU: there (2 cores, bundled model, float32; bench/results/cpu-20261126-003259.json)
+tinygemm's CPU port decoded no faster than the plain modules (8.8 vs 8.9 ms/token) and
+prefilled 1,024 tokens in 5.1 s against 0.12 s.
 
 ``int8dyn`` is PyTorch's dynamic int8 quantization, a CPU-only option.
 """
@@ -34,9 +36,6 @@ log = logging.getLogger(__name__)
 INT4_GROUP_SIZE = 128
 # tinygemm's int4 layout tiles the input dimension by 16 x this (largest that divides it).
 INNER_K_TILES = (8, 4, 2)
-# The int8 kernel is a matrix-vector kernel: inputs with more rows (a prompt's prefill) take
-# the plain path.
-INT8_KERNEL_MAX_ROWS = 16
 
 
 class Int8WeightOnlyLinear(nn.Module):
@@ -50,23 +49,12 @@ class Int8WeightOnlyLinear(nn.Module):
         self.register_buffer("weight", torch.round(weight / scales[:, None]).clamp(-127, 127).to(torch.int8))
         self.register_buffer("scales", scales.to(linear.weight.dtype))
         self.register_buffer("bias", None if linear.bias is None else linear.bias.detach().clone())
-        self.kernel = False  # see use_kernels
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.kernel and x.numel() <= INT8_KERNEL_MAX_ROWS * self.in_features:
-            out = torch.ops.aten._weight_int8pack_mm(x.reshape(-1, self.in_features), self.weight, self.scales)
-            out = out.reshape(*x.shape[:-1], self.out_features)
-        else:
-            # Scaling the output instead of the weight keeps the matmul on the int8 tensor
-            # cast to x's dtype, which inductor fuses into one kernel.
-            out = F.linear(x, self.weight.to(x.dtype)) * self.scales
+        # Scaling the output instead of the weight keeps the matmul on the int8 tensor
+        # cast to x's dtype, which inductor fuses into one kernel.
+        out = F.linear(x, self.weight.to(x.dtype)) * self.scales
         return out if self.bias is None else out + self.bias
-
-    def switch_to_kernel(self) -> None:
-        self.kernel = True  # the int8 weights and per-channel scales are the kernel's layout
-
-    def switch_to_plain(self) -> None:
-        self.kernel = False
 
 
 class Int4WeightOnlyLinear(nn.Module):
@@ -153,20 +141,20 @@ def quantize_weights(model: nn.Module, kind: str, skip: tuple[str, ...] = ("lm_h
 
 
 def use_kernels(model: nn.Module, dtype: torch.dtype) -> dict[str, int]:
-    """Switch the weight-only linears of ``model`` (on its device, activations in ``dtype``)
-    to PyTorch's kernels, each shape after a check against the plain module; how many
-    linears use a kernel and how many stay plain."""
+    """Switch the int4 linears of ``model`` (on its device, activations in ``dtype``) to
+    tinygemm, each shape after a check against the plain module; how many linears use the
+    kernel and how many stay plain."""
     verdicts: dict[tuple, bool] = {}
     counts = {"kernel": 0, "plain": 0}
     for name, module in model.named_modules():
-        if not isinstance(module, (Int8WeightOnlyLinear, Int4WeightOnlyLinear)):
+        if not isinstance(module, Int4WeightOnlyLinear):
             continue
-        key = (type(module).__name__, module.in_features, module.out_features)
+        key = (module.in_features, module.out_features)
         if key not in verdicts:
             verdicts[key] = kernel_agrees(module, dtype, name)
         elif verdicts[key]:
             module.switch_to_kernel()
-        if verdicts[key] and isinstance(module, Int4WeightOnlyLinear):
+        if verdicts[key]:
             module.drop_plain_weights()
         counts["kernel" if verdicts[key] else "plain"] += 1
     return counts
