@@ -36,10 +36,12 @@ def main() -> None:
     if gpu:
         for variant, result in gpu["results"].items():
             if "typing_with_reuse" in result:
-                panels.append((f"GPU typing replay, {variant}: single-line suggestion (ms)", {
-                    "with reuse": result["typing_with_reuse"]["samples_ms"],
-                    "without reuse": result["typing_without_reuse"]["samples_ms"],
-                }, gpu["machine"].get("gpu", "")))
+                series = {"with reuse": result["typing_with_reuse"]["samples_ms"],
+                          "without reuse": result["typing_without_reuse"]["samples_ms"]}
+                if "typing_spm_with_reuse" in result:
+                    series["suffix first (SPM), reuse"] = result["typing_spm_with_reuse"]["samples_ms"]
+                panels.append((f"GPU typing replay, {variant}: single-line suggestion (ms)", series,
+                               gpu["machine"].get("gpu", "")))
     if not panels:
         raise SystemExit("no results yet: run bench/typing.py (and bench/gpu.py on a GPU) first")
     figure, axes = plt.subplots(len(panels), 1, figsize=(8, 2.6 * len(panels)), squeeze=False)

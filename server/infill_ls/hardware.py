@@ -25,15 +25,28 @@ BF16_CPU_FLAGS = {"amx_bf16", "avx512_bf16"}
 # (tiny model, 2 busy cores: 2.4 ms/token on 1 thread, 20-54 ms/token on 2).
 SINGLE_THREAD_PARAMETERS = 100_000_000
 CPU_CHOICES = ("float32", "bf16", "8bit", "4bit", "int8wo", "int4wo", "int8dyn")
-# Decode ms/token on the StarCoder2-15B architecture per GPU precision, each on the
-# path the engine uses for it, measured with bench/gpu.py: bf16 on the compiled static
-# cache (H200, 2026-11-26: 12.3 and 10.4 ms in two runs, gpu-20261126-034039/035208.json;
-# 17.6 on an H100 on 2026-11-25 before CUDA graphs worked), int4wo on tinygemm eager (H200,
-# 23.0; compiled it took 59.5), int8wo plain eager (H100, 2026-11-25, 59.6; compiled 152.7),
-# bitsandbytes 4-bit eager (H100, 41.9) and 8-bit (the issue's H100 run, 144).  Eager steps
-# are bound by kernel launches, so their figures move little between the two cards.
-# ``auto`` takes the fastest that fits; precisions without a figure come after, in GPU_ORDER.
-GPU_DECODE_MS_PER_TOKEN: dict[str, float] = {"bf16": 12.3, "int4wo": 23.0, "4bit": 41.9, "int8wo": 59.6, "8bit": 144.0}
+# Measured on the StarCoder2-15B architecture per GPU precision, each on the path the
+# engine uses for it (bench/gpu.py): (prefill of 2,048 tokens ms, decode ms/token).
+# bf16: eager prefill, compiled static-cache decode (H200, 2026-11-26: 12.3 and 10.4 ms in
+# two runs, gpu-20261126-034039/035208.json; 17.6 on an H100 on 2026-11-25 before CUDA
+# graphs worked); int4wo on tinygemm, eager (H200: decode 23.0, compiled 59.5; tinygemm is a
+# matrix-vector kernel, hence the 2.1 s prefill); int8wo plain, eager (H100, 2026-11-25:
+# compiled 152.7); bitsandbytes 4-bit eager (H100) and 8-bit (decode only, the issue's H100
+# run).  Eager steps are bound by kernel launches, so they move little between the cards.
+GPU_MEASURED_MS: dict[str, tuple[float | None, float]] = {
+    "bf16": (106, 12.3), "int4wo": (2132, 23.0), "4bit": (131, 41.9), "int8wo": (166, 59.6), "8bit": (None, 144.0),
+}
+# What ``auto`` ranks by: a suggestion while typing prefills about a quarter of a 2,048-token
+# prompt (prompt-cache reuse keeps the rest; the suffix after the cursor is re-read) and
+# decodes a line of ~16 tokens.  An unmeasured prefill counts as nothing.
+SUGGESTION_PREFILL_SHARE, SUGGESTION_TOKENS = 0.25, 16
+
+
+def suggestion_ms(precision: str) -> float:
+    prefill, decode = GPU_MEASURED_MS[precision]
+    return (prefill or 0) * SUGGESTION_PREFILL_SHARE + SUGGESTION_TOKENS * decode
+
+
 GPU_ORDER = ("bf16", "8bit", "4bit")
 # Room kept free beside the weights for the KV cache, activations and the CUDA context.
 HEADROOM_BYTES = 2 * 1024**3
@@ -108,11 +121,12 @@ def choose_placement(device: str, quantization: str, parameter_count: int | None
 
 
 def gpu_options(with_bitsandbytes: bool) -> list[str]:
-    """GPU precisions for ``auto``, fastest first: measured ones by decode time, then GPU_ORDER."""
+    """GPU precisions for ``auto``, fastest first: measured ones by the time of a typical
+    suggestion (``suggestion_ms``), then GPU_ORDER."""
     known = [p for p in GPU_ORDER if with_bitsandbytes or p not in ("8bit", "4bit")]
     measured = sorted(
-        (p for p in GPU_DECODE_MS_PER_TOKEN if with_bitsandbytes or p not in ("8bit", "4bit")),
-        key=GPU_DECODE_MS_PER_TOKEN.get,
+        (p for p in GPU_MEASURED_MS if with_bitsandbytes or p not in ("8bit", "4bit")),
+        key=suggestion_ms,
     )
     return measured + [p for p in known if p not in measured]
 
