@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
 from conftest import server_command, server_env
@@ -67,3 +69,19 @@ def test_unknown_method_and_broken_json(raw):
     raw.send(b"{not json")
     raw.send({"jsonrpc": "2.0", "id": "after", "method": "infill/status"})  # params omitted, as JSON-RPC allows
     assert raw.response("after")["result"]["version"]
+
+
+def test_a_pygls_without_run_async_still_serves_through_its_own_reader(tiny_model, tmp_path):
+    """framing.serve_stdio copies pygls 2.1's start_io around a faster reader; a pygls that
+    moved run_async must fall back to start_io, not fail to start.  A sitecustomize removes
+    the function from pygls.io_ at interpreter start, after pygls.server has bound its own."""
+    (tmp_path / "sitecustomize.py").write_text("import pygls.server\nimport pygls.io_\n\ndel pygls.io_.run_async\n")
+    env = server_env()
+    env["PYTHONPATH"] = f"{tmp_path}{os.pathsep}{env['PYTHONPATH']}"
+    process = RawLspProcess(server_command("--model", str(tiny_model)), env)
+    assert "capabilities" in process.initialize(options=OPTIONS)["result"]
+    process.notify("textDocument/didOpen", {"textDocument": {"uri": DOC, "languageId": "python", "version": 1, "text": "def f(x):\n    return \n"}})
+    process.request(1, "textDocument/inlineCompletion", inline_params(1, 11))
+    assert "result" in process.response(1)
+    stop(process)
+    assert b"reading stdin with its own reader" in b"".join(process.stderr)

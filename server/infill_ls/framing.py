@@ -82,8 +82,18 @@ class FrameReader:
 
 
 def serve_stdio(server, stdin: BinaryIO, stdout: BinaryIO) -> None:
-    """pygls' ``start_io`` with a ``FrameReader`` instead of its own stdin reader."""
-    from pygls.io_ import StdoutWriter, run_async
+    """pygls' ``start_io`` with a ``FrameReader`` instead of its own stdin reader.
+
+    This repeats what pygls 2.1's ``start_io`` does around its reader (including the
+    private ``_stop_event`` that its ``shutdown`` sets); a pygls without ``run_async``
+    gets its own ``start_io``: slower stdin, same protocol.
+    """
+    try:
+        from pygls.io_ import StdoutWriter, run_async
+    except ImportError:
+        log.warning("this pygls has no io_.run_async; reading stdin with its own reader")
+        server.start_io(stdin, stdout)
+        return
 
     server._stop_event = threading.Event()
     server.protocol.set_writer(StdoutWriter(stdout))
