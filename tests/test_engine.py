@@ -193,7 +193,8 @@ def test_static_decode_step_is_one_graph(tiny_model):
 
 
 def test_short_steps_padded_to_a_compiled_size_give_the_unpadded_logits(tiny_model):
-    """A draft or a typed token shorter than a compiled step runs padded; the padding must stay invisible."""
+    """A draft or a typed token shorter than a compiled step runs padded; the padding must
+    stay invisible.  And a prefill into an empty cache, which skips the mask, must not differ."""
     from infill_ls.engine import fast
 
     engine = load_engine(tiny_model)
@@ -210,6 +211,10 @@ def test_short_steps_padded_to_a_compiled_size_give_the_unpadded_logits(tiny_mod
             got = padded.step(ids[start:end], start)
             assert got.shape == want.shape == (end - start, engine.model.config.vocab_size)
             assert torch.allclose(got, want, atol=1e-4), (start, end)
+        # The prefill into an empty cache ran as causal attention over its own slots; the
+        # masked attention over every slot gives the same logits.
+        masked = plain.forward(torch.tensor([ids[:300]]), torch.arange(300))
+        assert torch.allclose(masked, padded.step(ids[:300], 0), atol=1e-4)
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="compiled fast decoding needs CUDA (CPU checks it uncompiled)")

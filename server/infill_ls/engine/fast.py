@@ -69,13 +69,19 @@ class StaticDecoder:
         self.compiled = None
         self.compile_seconds: float | None = None
 
-    def forward(self, ids: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
-        """Logits (one row per token) for ``ids`` [1, n] at cache ``positions`` [n], filling the cache."""
+    def forward(self, ids: torch.Tensor, positions: torch.Tensor, from_start: bool = False) -> torch.Tensor:
+        """Logits (one row per token) for ``ids`` [1, n] at cache ``positions`` [n], filling the cache.
+
+        ``from_start``: ``positions`` are 0..n-1 (a prompt into an empty cache), so attention
+        is plain causal attention over the first n slots, which SDPA runs on its fused
+        (flash) kernels; a mask over every slot rules those out (a 2,048-token prefill of
+        the 15B shape took 148 ms that way on an H200, 106 on the eager path).
+        """
         n = ids.shape[1]
         x = self.inner.embed_tokens(ids)
         cos, sin = self.cos[positions], self.sin[positions]
         # A query sees every slot up to its own position; later slots hold stale tokens.
-        mask = positions[:, None] >= self.slots[None, :]
+        mask = None if from_start else positions[:, None] >= self.slots[None, :]
         for i, layer in enumerate(self.inner.layers):
             attention = layer.self_attn
             h = layer.input_layernorm(x)
@@ -86,8 +92,12 @@ class StaticDecoder:
             k = k * cos + rotate_half(k) * sin
             self.keys[i].index_copy_(2, positions, k)
             self.values[i].index_copy_(2, positions, v)
+            if from_start:
+                keys, values = self.keys[i][:, :, :n], self.values[i][:, :, :n]
+            else:
+                keys, values = self.keys[i], self.values[i]
             out = F.scaled_dot_product_attention(
-                q, self.keys[i], self.values[i], attn_mask=mask, scale=attention.scaling, enable_gqa=True
+                q, keys, values, attn_mask=mask, is_causal=from_start, scale=attention.scaling, enable_gqa=True
             )
             x = x + attention.o_proj(out.transpose(1, 2).reshape(1, n, -1))
             x = x + layer.mlp(layer.post_attention_layernorm(x))
@@ -110,7 +120,7 @@ class StaticDecoder:
             positions = torch.arange(start, start + size, device=self.device)
             return self.compiled(tokens, positions)[:n].clone()  # CUDA graph outputs are reused by the next call
         tokens = torch.tensor([ids], device=self.device)
-        return self.forward(tokens, torch.arange(start, start + n, device=self.device))
+        return self.forward(tokens, torch.arange(start, start + n, device=self.device), from_start=start == 0)
 
     def compile(self, mode: str | None = "reduce-overhead", warmup_runs: int = 3, backend: str = "inductor",
                 tune: bool = False) -> None:
