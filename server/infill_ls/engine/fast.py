@@ -109,7 +109,7 @@ class StaticDecoder:
         Compiled when ready and ``ids`` fit one of ``step_sizes``: a shorter step (a draft
         of fewer tokens, a few tokens typed into a reused prompt) is padded to that size
         instead of falling back to the uncompiled forward, which on a 15B model costs
-        as much as three compiled steps.  The padding's rows are dropped, and what it
+        about two compiled steps (~20 against 10-12 ms on an H200).  The padding's rows are dropped, and what it
         writes to the cache lies past the session's length: masked for every earlier
         position, and overwritten by the step that reaches it.
         """
