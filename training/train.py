@@ -108,6 +108,24 @@ def export(model, tokenizer, out: Path, meta: dict) -> None:
     (out / "training_state.json").write_text(json.dumps(meta, indent=1))
 
 
+def init_from(model, tokenizer, preset: Preset, source: Path) -> list[dict]:
+    """Load an exported model's weights into ``model``; its training history (one entry per
+    earlier run) for the new run's metadata.  The shape and the tokenizer must match."""
+    from transformers import AutoModelForCausalLM
+
+    previous = json.loads((source / "training_state.json").read_text())
+    shape = ("vocab_size", "hidden_size", "layers", "heads", "kv_heads", "intermediate_size")
+    if any(previous["config"][k] != asdict(preset)[k] for k in shape):
+        raise SystemExit(f"{source} has another shape than preset {preset}: {previous['config']}")
+    if load_tokenizer(source).get_vocab() != tokenizer.get_vocab():
+        raise SystemExit(f"{source} has another tokenizer than this run's")
+    weights = AutoModelForCausalLM.from_pretrained(source, dtype=torch.float32).state_dict()
+    model.load_state_dict(weights)
+    leg = {k: previous[k] for k in ("preset", "seed", "step", "tokens", "train_minutes", "device", "heldout_loss",
+                                    "heldout_middle_loss") if k in previous}
+    return [*previous.get("earlier_legs", []), leg]
+
+
 def losses(model, inputs, labels, middle) -> tuple[torch.Tensor, torch.Tensor]:
     """Mean next-token loss over all tokens, and over the FIM middles (plus their <|endoftext|>) alone."""
     with torch.autocast(inputs.device.type, dtype=torch.bfloat16):
@@ -144,6 +162,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--max-minutes", type=float, help="wall-clock budget: the LR schedule ends on time")
     ap.add_argument("--save-every", type=int, default=100)
     ap.add_argument("--resume", action="store_true")
+    ap.add_argument("--init-from", type=Path,
+                    help="start from this exported model's weights (e.g. the shipped one) with a fresh optimizer and "
+                         "schedule: another training leg where state.pt (58 MB) cannot travel to the GPU machine")
     ap.add_argument("--middle-loss-weight", type=float, default=1.0,
                     help="weight of the extra loss on FIM middles (0: plain next-token loss over everything)")
     args = ap.parse_args(argv)
@@ -189,6 +210,7 @@ def main(argv: list[str] | None = None) -> None:
     ]
 
     step, elapsed_before, tokens_seen = 0, 0.0, 0
+    earlier_legs: list = []  # what the weights had learned before this run (--init-from), oldest first
     state_file = run_dir / "state.pt"
     if args.resume and state_file.exists():
         state = torch.load(state_file, weights_only=False)
@@ -197,19 +219,24 @@ def main(argv: list[str] | None = None) -> None:
         sampler.rng.setstate(state["sampler_rng"])
         torch.set_rng_state(state["torch_rng"])
         step, elapsed_before, tokens_seen = state["step"], state["elapsed"], state["tokens"]
+        earlier_legs = state.get("earlier_legs", [])
         print(f"resumed at step {step}", flush=True)
+    elif args.init_from:
+        earlier_legs = init_from(model, tokenizer, preset, args.init_from)
+        print(f"starting from {args.init_from} ({sum(leg['tokens'] for leg in earlier_legs):,} tokens trained)", flush=True)
 
     def save(final: bool) -> None:
         meta = {
             "preset": args.preset, "config": asdict(preset), "seed": args.seed, "step": step,
             "tokens": tokens_seen, "train_minutes": round(elapsed / 60, 1), "device": str(device),
             "threads": args.threads, "parameters": n_params, "final": final,
-            "middle_loss_weight": args.middle_loss_weight,
+            "middle_loss_weight": args.middle_loss_weight, "earlier_legs": earlier_legs,
         }
         meta["heldout_loss"], meta["heldout_middle_loss"] = heldout_loss(model, heldout_batches, device)
         export(model, tokenizer, run_dir / "checkpoint", meta)
         torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "step": step,
-                    "elapsed": elapsed, "tokens": tokens_seen, "sampler_rng": sampler.rng.getstate(),
+                    "elapsed": elapsed, "tokens": tokens_seen, "earlier_legs": earlier_legs,
+                    "sampler_rng": sampler.rng.getstate(),
                     "torch_rng": torch.get_rng_state()}, state_file)
         if final:
             export(model, tokenizer, args.out, meta)
