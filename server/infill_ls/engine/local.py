@@ -67,11 +67,12 @@ def quantization_config(precision: str):
     return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=torch.bfloat16)
 
 
-# Precisions whose compiled step decoded slower than their eager path (bench/gpu.py,
-# StarCoder2-15B shape): int8wo 152.7 ms/token compiled against 59.6 eager (H100,
-# 2026-11-25), int4wo on tinygemm 59.5 against 23.0 (H200, 2026-11-26).  They stay on the
-# eager path until a benchmark says otherwise (fast.py's ``tune`` is the next candidate).
-SLOWER_COMPILED = frozenset({"int8wo", "int4wo"})
+# Precisions that decode on the eager path even with fastDecode.  int8wo and int4wo
+# decoded slower compiled (bench/gpu.py, StarCoder2-15B shape): int8wo 152.7 ms/token
+# against 59.6 eager (H100, 2026-11-25), int4wo on tinygemm 59.5 against 23.0 (H200,
+# 2026-11-26); fast.py's ``tune`` is the next candidate.  bitsandbytes' layers are opaque
+# to the compiler's fusion and were never measured compiled.
+EAGER_ONLY = frozenset({"int8wo", "int4wo", "8bit", "4bit"})
 
 
 def load_weights(source: str, placement: Placement, trust: bool):
@@ -185,7 +186,7 @@ class LocalEngine:
             template=template.name,
         )
         engine = cls(model, tokenizer, template, info)
-        if settings.fastDecode and placement.device.startswith("cuda") and placement.precision not in SLOWER_COMPILED:
+        if settings.fastDecode and placement.device.startswith("cuda") and placement.precision not in EAGER_ONLY:
             engine.start_fast_decoding(settings.contextTokens + DRAFT_TOKENS + 1)
         return engine
 
