@@ -185,8 +185,8 @@ def measure(variant: str, args, shape, device: str, baseline: dict) -> dict:
     result["generate_eager"] = time_generate(model, args.prompt, args.new, runs=runs)
     engine = engine_for(model, "StarCoder2-15B shape" if not args.small else "small shape", variant)
     result["engine_eager"] = time_engine(engine, args.prompt, args.new, runs=runs)
-    # Prompt lookup on a repetitive prompt, off and on, on the eager path (the compiled
-    # step below is built for one token; drafts would be verified uncompiled there).
+    # Prompt lookup on a repetitive prompt, off and on, on the eager path (and below on the
+    # compiled path when its step sizes include a draft check).
     result["repetitive_lookup_off"] = time_engine(engine, args.prompt, args.new, runs=runs, repetitive=True)
     result["repetitive_lookup_on"] = time_engine(engine, args.prompt, args.new, runs=runs, repetitive=True,
                                                  prompt_lookup=True)
@@ -211,6 +211,10 @@ def measure(variant: str, args, shape, device: str, baseline: dict) -> dict:
                                  "step_sizes": list(step_sizes), "tuned": args.tune,
                                  # > 0: inductor fell back from CUDA graphs (the log says why)
                                  "cudagraph_skips": cudagraph_skips() - skips_before}
+        if len(step_sizes) > 1:  # drafts are checked in the compiled graph: prompt lookup as the server runs it
+            result["fast_repetitive_lookup_off"] = time_engine(engine, args.prompt, args.new, runs=runs, repetitive=True)
+            result["fast_repetitive_lookup_on"] = time_engine(engine, args.prompt, args.new, runs=runs,
+                                                              repetitive=True, prompt_lookup=True)
     if variant == "bf16":
         baseline["decode"] = result["generate_eager"]["decode_ms_per_token"]["p50"]
     for path in ("generate_eager", "engine_eager", "engine_fast"):
