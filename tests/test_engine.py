@@ -230,6 +230,25 @@ def test_compiled_fast_decoding_on_cuda_matches_eager(tiny_model):
     assert compiled.token_ids[:4] == reference.token_ids[:4]
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="compiled fast decoding needs CUDA")
+def test_requests_served_while_the_decoder_compiles_on_cuda(tiny_model):
+    """The server keeps answering on the eager path while the compile (and its CUDA graph
+    capture) runs on another thread; neither side may break the other."""
+    import time
+
+    engine = load_engine(tiny_model, device="cuda", quantization="none")  # compiles in the background
+    ids = prompt_ids(engine, SOURCE, "")
+    first = generate(engine, ids, prompt_lookup=True)
+    served, deadline = 1, time.monotonic() + 300
+    while not engine.fast.ready.is_set() and time.monotonic() < deadline:
+        assert generate(engine, ids, prompt_lookup=True).token_ids[:4] == first.token_ids[:4]
+        served += 1
+    assert engine.fast.ready.is_set() and engine.fast.compiled is not None, "the compile failed (see the log)"
+    after = generate(engine, ids, prompt_lookup=True)
+    assert after.path == "static" and after.token_ids[:4] == first.token_ids[:4]
+    assert served > 1, "nothing was served during the compile"
+
+
 # ----- quantized weights -----
 
 # Mean |logit difference| against float32 allowed, relative to the spread (std) of the
