@@ -113,8 +113,8 @@ def typing_replay(engine, requests: int, reuse: bool, context_tokens: int, order
     code after the hole being typed, fixed while typing) takes a quarter of the budget,
     the prefix the rest.  ``order="psm"`` (prefix, suffix marker, suffix, middle marker:
     the server's order) puts each keystroke before the suffix, so a reused prompt still
-    prefills the whole suffix; ``"spm"`` (suffix first, the prefix last, as StarCoder
-    was also trained) leaves only the typed characters to prefill.
+    prefills the whole suffix; ``"spm"`` (suffix first, the prefix last: the FIM paper's
+    other order) leaves only the typed characters to prefill.
     """
     from infill_ls.engine.base import GenerationRequest
     from infill_ls.postprocess import first_line_stop
