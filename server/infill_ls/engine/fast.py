@@ -62,7 +62,8 @@ class StaticDecoder:
         # Fixed addresses: CUDA graphs may then write the cache in place.  Without this the
         # cache tensors are ordinary graph inputs, and inductor skipped CUDA graphs on the
         # H100 ("skipping cudagraphs due to mutated inputs (80 instances)", bench/gpu.py,
-        # 2026-11-25), leaving one kernel launch per op: 17.6 ms/token instead of ~10.
+        # 2026-11-25), leaving one kernel launch per op: 17.6 ms/token.  With it, no skips
+        # and 10.4-12.3 ms/token on an H200 (2026-11-26; an H100 not measured since).
         for tensor in (*self.keys, *self.values, self.cos, self.sin, self.slots):
             torch._dynamo.mark_static_address(tensor)
         self.ready = threading.Event()  # set once the compiled steps are usable
