@@ -73,3 +73,22 @@ def test_a_cpu_gets_the_precision_measured_fastest_for_its_instructions(monkeypa
     assert (placement.device, placement.precision) == ("cpu", expected)
     # "none" means no quantization: float32, whatever the CPU.
     assert hardware.choose_placement("cpu", "none", 5_000_000).precision == "float32"
+
+
+def test_doctor_on_a_gpu_lists_the_precisions_with_their_measured_cost(gpu, monkeypatch):
+    """What `infill-ls doctor` prints on a GPU machine (CUDA's answers are test doubles)."""
+    from infill_ls import doctor
+    from infill_ls.settings import Settings
+
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda index: (30 * GIB, 80 * GIB))
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda index: "a test GPU")
+    monkeypatch.setattr(hardware, "bitsandbytes_available", lambda: False)
+    gpu["bytes"] = 30 * GIB
+    text = doctor.report(Settings())
+    assert "GPU cuda:0: a test GPU, 30.0 GiB free of 80.0 GiB" in text
+    # 30 GiB holds bf16 for the 3B and 7B, not for the 15B: its fastest fitting precision is int4wo.
+    assert "bigcode/starcoder2-7b: bf16" in text and "bigcode/starcoder2-15b: int4wo" in text
+    tried = next(line for line in text.splitlines() if "precisions auto tries" in line)
+    assert tried.index("bf16 (~") < tried.index("int4wo (~") < tried.index("int8wo (~") and "4bit" not in tried
+    assert "decoding eager: 4bit, 8bit, int4wo, int8wo" in text

@@ -6,7 +6,7 @@ import importlib.metadata
 import platform
 
 from . import __version__
-from .hardware import bitsandbytes_available, choose_placement, gpu_options
+from .hardware import GPU_MEASURED_MS, bitsandbytes_available, choose_placement, gpu_options, suggestion_ms
 from .settings import BUNDLED_MODEL_DIR, Settings
 
 RECOMMENDATION = """\
@@ -32,6 +32,8 @@ def _version(package: str) -> str:
 
 def report(settings: Settings) -> str:
     import torch
+
+    from .engine.local import EAGER_ONLY
 
     lines = [f"infill-ls {__version__} (Python {platform.python_version()}, {platform.platform()})"]
     for package in ("torch", "transformers", "tokenizers", "pygls", "lsprotocol", "bitsandbytes"):
@@ -65,5 +67,8 @@ def report(settings: Settings) -> str:
         for name, parameters in STARCODER2_SIZES.items():
             placement = choose_placement("cuda", "auto", parameters)
             lines.append(f"  {name}: {placement.precision} ({placement.reason})")
-        lines.append(f"  precisions auto tries, fastest first: {', '.join(gpu_options(bitsandbytes_available()))}")
+        # The measured cost of a typing suggestion on the 15B shape (README "Performance").
+        tried = [f"{p} (~{suggestion_ms(p):.0f} ms)" if p in GPU_MEASURED_MS else p for p in gpu_options(bitsandbytes_available())]
+        lines.append(f"  precisions auto tries, fastest first (a typing suggestion of StarCoder2-15B, measured): {', '.join(tried)}")
+        lines.append(f"  fastDecode compiles bf16; decoding eager: {', '.join(sorted(EAGER_ONLY))}")
     return "\n".join(lines)
