@@ -30,10 +30,10 @@ from engines import SMALL, STARCODER2_15B, engine_for, random_model, synchronize
 
 H100_BYTES_PER_S = 3.35e12
 MODEL_CARD_MB = {"bf16": 32251, "8bit": 16900, "4bit": 9225, "int8wo": 16900, "int4wo": 9225}
-# int8wo: the plain modules; int4wo: on tinygemm, as the server runs it on a GPU;
-# "int4wo-plain" (not run by default): the dequantize-then-matmul modules.
+# int8wo/int4wo: on gemv.py's Triton kernels, as the server runs them on a GPU; not run by
+# default: "int4wo-tinygemm", and "-plain" for the dequantize-then-matmul modules.
 VARIANTS = ("bf16", "int8wo", "int4wo", "4bit", "8bit")
-EXTRA_VARIANTS = ("int4wo-plain",)
+EXTRA_VARIANTS = ("int4wo-tinygemm", "int8wo-plain", "int4wo-plain")
 
 
 def swap_in_bitsandbytes(model, kind: str, device: str):
@@ -73,10 +73,11 @@ def build(variant: str, shape: dict | None, model_dir: str | None, device: str):
         model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.bfloat16, device_map=device).eval()
     else:
         model = random_model(shape, torch.bfloat16, device)
-    if variant.removesuffix("-plain") in ("int8wo", "int4wo"):
-        quantize_weights(model, variant.removesuffix("-plain"))
-        if variant == "int4wo":  # tinygemm, as the server runs it
-            print(f"{variant}: {use_kernels(model, torch.bfloat16)}", flush=True)
+    kind, _, kernel = variant.partition("-")
+    if kind in ("int8wo", "int4wo"):
+        quantize_weights(model, kind)
+        if kernel != "plain":  # the server's kernels (Triton), or tinygemm
+            print(f"{variant}: {use_kernels(model, torch.bfloat16, kernel or 'triton')}", flush=True)
     elif variant in ("8bit", "4bit"):
         swap_in_bitsandbytes(model, variant, device)
     gc.collect()
@@ -167,11 +168,37 @@ def cudagraph_skips() -> int:
     return counters["inductor"]["cudagraph_skips"]
 
 
+def measure_fast(engine, variant: str, args, result: dict) -> None:
+    """The compiled static-cache path (fast.py) of ``engine``, into ``result``."""
+    from infill_ls.engine import fast
+    from infill_ls.engine.local import DRAFT_TOKENS, FAST_STEP_SIZES
+
+    device = str(engine.device)
+    # The typing variant compiles the server's step sizes (drafts checked in one graph);
+    # the others only the one-token step, to keep the run inside one device call.
+    step_sizes = FAST_STEP_SIZES if variant == args.typing_variant else (1,)
+    decoder = fast.StaticDecoder(engine.model, args.prompt + args.new + DRAFT_TOKENS + 1, step_sizes=step_sizes)
+    compile_now = device.startswith("cuda") or args.compile
+    skips_before = cudagraph_skips()
+    if compile_now:
+        decoder.compile(mode="reduce-overhead" if device.startswith("cuda") else "default", tune=args.tune)
+    else:
+        decoder.ready.set()  # uncompiled static cache: proves the path, not its speed
+    engine.fast = decoder
+    result["engine_fast"] = {**time_engine(engine, args.prompt, args.new, runs=args.runs),
+                             "compiled": compile_now, "compile_s": round(decoder.compile_seconds or 0, 1),
+                             "step_sizes": list(step_sizes), "tuned": args.tune,
+                             # > 0: inductor fell back from CUDA graphs (the log says why)
+                             "cudagraph_skips": cudagraph_skips() - skips_before}
+    if len(step_sizes) > 1:  # drafts are checked in the compiled graph: prompt lookup as the server runs it
+        result["fast_repetitive_lookup_off"] = time_engine(engine, args.prompt, args.new, runs=args.runs, repetitive=True)
+        result["fast_repetitive_lookup_on"] = time_engine(engine, args.prompt, args.new, runs=args.runs,
+                                                          repetitive=True, prompt_lookup=True)
+
+
 def measure(variant: str, args, shape, device: str, baseline: dict) -> dict:
     import torch
 
-    from infill_ls.engine import fast
-    from infill_ls.engine.local import DRAFT_TOKENS, FAST_STEP_SIZES
     from infill_ls.engine.quantize import weight_bytes
 
     started = time.perf_counter()
@@ -195,26 +222,12 @@ def measure(variant: str, args, shape, device: str, baseline: dict) -> dict:
     elif args.no_fast:
         result["engine_fast"] = {"skipped": "--no-fast"}
     else:
-        # The typing variant compiles the server's step sizes (drafts checked in one graph);
-        # the others only the one-token step, to keep the run inside one device call.
-        step_sizes = FAST_STEP_SIZES if variant == args.typing_variant else (1,)
-        decoder = fast.StaticDecoder(model, args.prompt + args.new + DRAFT_TOKENS + 1, step_sizes=step_sizes)
-        compile_now = device.startswith("cuda") or args.compile
-        skips_before = cudagraph_skips()
-        if compile_now:
-            decoder.compile(mode="reduce-overhead" if device.startswith("cuda") else "default", tune=args.tune)
-        else:
-            decoder.ready.set()  # uncompiled static cache: proves the path, not its speed
-        engine.fast = decoder
-        result["engine_fast"] = {**time_engine(engine, args.prompt, args.new, runs=runs),
-                                 "compiled": compile_now, "compile_s": round(decoder.compile_seconds or 0, 1),
-                                 "step_sizes": list(step_sizes), "tuned": args.tune,
-                                 # > 0: inductor fell back from CUDA graphs (the log says why)
-                                 "cudagraph_skips": cudagraph_skips() - skips_before}
-        if len(step_sizes) > 1:  # drafts are checked in the compiled graph: prompt lookup as the server runs it
-            result["fast_repetitive_lookup_off"] = time_engine(engine, args.prompt, args.new, runs=runs, repetitive=True)
-            result["fast_repetitive_lookup_on"] = time_engine(engine, args.prompt, args.new, runs=runs,
-                                                              repetitive=True, prompt_lookup=True)
+        try:
+            measure_fast(engine, variant, args, result)
+        except Exception as error:  # a compile that fails must not lose the eager figures above
+            engine.fast = None
+            result["engine_fast"] = {"error": f"{type(error).__name__}: {error}"[:2000],
+                                     "traceback": traceback.format_exc().splitlines()[-12:]}
     if variant == "bf16":
         baseline["decode"] = result["generate_eager"]["decode_ms_per_token"]["p50"]
     for path in ("generate_eager", "engine_eager", "engine_fast"):

@@ -7,8 +7,8 @@ Decoding a token multiplies one row of activations by every weight matrix, so it
 is the time to read the weights.  bench/gpu.py measures whole decode steps; this
 measures each implementation of quantize.py's linears alone, on the 15B model's shapes,
 to say which one a precision should use: the plain modules compiled by inductor (with
-and without gpt-fast's coordinate-descent tuning of the generated kernels) or tinygemm
-for int4, eager and compiled.  (PyTorch's int8 matrix-vector kernel, measured here on
+and without gpt-fast's coordinate-descent tuning of the generated kernels), gemv.py's
+Triton kernels, or tinygemm for int4, eager and compiled.  (PyTorch's int8 matrix-vector kernel, measured here on
 2026-11-26 at 150 ms per token, 20x slower than bf16, is no longer offered.)  Each is
 checked against the bf16 linear's output.  The estimate per token adds 40 layers of
 each shape and the bf16 output projection; attention and the rest are not counted.
@@ -53,12 +53,15 @@ def implementations(linear, compile_too: bool):
     yield "bf16", linear, None
     for kind, make in (("int8wo", Int8WeightOnlyLinear), ("int4wo", Int4WeightOnlyLinear)):
         plain = make(linear)
-        if kind == "int4wo":
+        for kernel_kind in ("triton", "tinygemm") if kind == "int4wo" else ("triton",):
             kernel = copy.deepcopy(plain)
-            kernel.switch_to_kernel()
-            yield f"{kind}-kernel", kernel, None
+            try:
+                kernel.switch_to_kernel(kernel_kind)
+            except NotImplementedError:
+                continue
+            yield f"{kind}-{kernel_kind}", kernel, None
             if compile_too:
-                yield f"{kind}-kernel-compiled", kernel, {}
+                yield f"{kind}-{kernel_kind}-compiled", kernel, {}
         if compile_too:
             yield f"{kind}-plain-compiled", plain, {}
             yield f"{kind}-plain-compiled-cdt", plain, {"coordinate_descent_tuning": True}

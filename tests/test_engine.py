@@ -281,15 +281,15 @@ def test_quantized_logits_stay_close_to_float32(tiny_model, engine, kind):
     assert agreement > agreement_limit, f"{kind}: argmax agrees at {agreement:.1%} of positions"
 
 
-def test_the_int4_kernel_computes_what_the_plain_modules_compute(tiny_model, engine):
-    """use_kernels (what the engine does on a GPU) through tinygemm's CPU port: the same
-    logits as the plain modules, decode-sized and prompt-sized inputs, and no bigger."""
+def test_tinygemm_computes_what_the_plain_int4_modules_compute(tiny_model, engine):
+    """use_kernels(kind="tinygemm") through tinygemm's CPU port: the same logits as the
+    plain modules, decode-sized and prompt-sized inputs, and no bigger."""
     from infill_ls.engine.quantize import use_kernels, weight_bytes
 
     ids = torch.tensor([prompt_ids(engine, SOURCE[:1200], SOURCE[1200:1500])])
     plain, switched = quantized_model(tiny_model, "int4wo"), quantized_model(tiny_model, "int4wo")
     before = weight_bytes(switched)
-    counts = use_kernels(switched, torch.float32)
+    counts = use_kernels(switched, torch.float32, "tinygemm")
     assert counts["plain"] == 0 and counts["kernel"] > 0
     assert weight_bytes(switched) <= before  # the kernel's tiles replace the plain codes
     with torch.inference_mode():
@@ -298,16 +298,17 @@ def test_the_int4_kernel_computes_what_the_plain_modules_compute(tiny_model, eng
             assert torch.allclose(switched(input_ids=inputs).logits, expected, atol=1e-3, rtol=1e-3)
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="the GPU kernel needs CUDA (the CPU test above checks the switch)")
-def test_the_int4_kernel_on_cuda(tiny_model, engine):
-    """On a GPU the engine switches int4 linears to tinygemm; it must pass its check (a
-    wrong tile layout would leave them plain) and give the plain modules' logits."""
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="the GPU kernels need CUDA (CPU: test_gemv.py, tinygemm's port above)")
+@pytest.mark.parametrize("kind, kernel", [("int8wo", "triton"), ("int4wo", "triton"), ("int4wo", "tinygemm")])
+def test_weight_only_kernels_on_cuda(tiny_model, engine, kind, kernel):
+    """On a GPU the engine switches the weight-only linears to a kernel; it must pass its
+    check (a wrong layout would leave them plain) and give the plain modules' logits."""
     from infill_ls.engine.quantize import use_kernels
 
     ids = torch.tensor([prompt_ids(engine, SOURCE[:1200], SOURCE[1200:1500])], device="cuda")
-    plain = quantized_model(tiny_model, "int4wo").to("cuda", torch.bfloat16)
-    switched = quantized_model(tiny_model, "int4wo").to("cuda", torch.bfloat16)
-    assert use_kernels(switched, torch.bfloat16)["plain"] == 0
+    plain = quantized_model(tiny_model, kind).to("cuda", torch.bfloat16)
+    switched = quantized_model(tiny_model, kind).to("cuda", torch.bfloat16)
+    assert use_kernels(switched, torch.bfloat16, kernel)["plain"] == 0
     with torch.inference_mode():
         for inputs in (ids, ids[:, :1]):
             expected = plain(input_ids=inputs).logits.float()
@@ -321,22 +322,28 @@ def test_a_weight_only_kernel_that_is_missing_or_wrong_is_not_used(tiny_model, m
 
     real = quantize.Int4WeightOnlyLinear.switch_to_kernel
 
-    def missing(self):
+    # No Triton kernel runs on CPU tensors (without Triton, or without its interpreter):
+    # every linear stays plain.
+    model = quantized_model(tiny_model, "int8wo")
+    assert quantize.use_kernels(model, torch.float32)["kernel"] == 0
+    assert not any(m.plan for m in model.modules() if isinstance(m, quantize.Int8WeightOnlyLinear))
+
+    def missing(self, kind):
         raise NotImplementedError("no _weight_int4pack_mm for this device")
 
     monkeypatch.setattr(quantize.Int4WeightOnlyLinear, "switch_to_kernel", missing)
     model = quantized_model(tiny_model, "int4wo")
-    assert quantize.use_kernels(model, torch.float32)["kernel"] == 0
+    assert quantize.use_kernels(model, torch.float32, "tinygemm")["kernel"] == 0
     assert not any(getattr(m, "kernel", False) for m in model.modules())
 
-    def wrong(self):  # e.g. a nibble order the kernel does not expect
-        real(self)
+    def wrong(self, kind):  # e.g. a nibble order the kernel does not expect
+        real(self, kind)
         self.scales_and_zeros[..., 0] *= 2
 
     monkeypatch.setattr(quantize.Int4WeightOnlyLinear, "switch_to_kernel", wrong)
     model = quantized_model(tiny_model, "int4wo")
     linears = [m for m in model.modules() if isinstance(m, quantize.Int4WeightOnlyLinear)]
-    assert quantize.use_kernels(model, torch.float32) == {"kernel": 0, "plain": len(linears)}
+    assert quantize.use_kernels(model, torch.float32, "tinygemm") == {"kernel": 0, "plain": len(linears)}
     assert all(not m.kernel and hasattr(m, "packed") and not hasattr(m, "tiles") for m in linears)
 
 

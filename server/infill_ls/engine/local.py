@@ -80,6 +80,7 @@ def load_weights(source: str, placement: Placement, trust: bool):
     import torch
     from transformers import AutoModelForCausalLM
 
+    from . import gemv
     from .quantize import quantize_weights, use_kernels
 
     precision = placement.precision
@@ -99,8 +100,9 @@ def load_weights(source: str, placement: Placement, trust: bool):
     if own_quantizer:
         quantize_weights(model, precision)
         model.to(placement.device)
-        if precision == "int4wo" and placement.device.startswith("cuda"):  # see quantize.py: not on the CPU
-            log.info("int4 linears on tinygemm: %s", use_kernels(model, dtype))
+        if precision != "int8dyn" and placement.device.startswith("cuda"):  # see quantize.py: not on the CPU
+            kind = "triton" if gemv.available() else "tinygemm"
+            log.info("weight-only linears on %s: %s", kind, use_kernels(model, dtype, kind))
     return model
 
 

@@ -7,18 +7,19 @@ dequantization fuses into the matmul (no bf16 copy of the weight is written), wh
 in eager mode they still work, just without the speed.  bitsandbytes stays available
 for users who ask for ``8bit``/``4bit``; these are ``int8wo``/``int4wo``.
 
-On a GPU, ``use_kernels`` switches the int4 modules to tinygemm's
-``_weight_int4pack_mm`` (gpt-fast's int4 path): one kernel reads the packed weights
-without writing a dequantized copy.  Each shape is checked once against the plain
-module's output; a kernel that is missing or disagrees is not used.  One-row linears of
-the 15B shapes on an H200 (bench/gpu_linear.py, bench/results/gpu-linear-20261126-035516.json),
-per token for all 40 layers plus the bf16 output projection: bf16 10.1 ms; int4 tinygemm
-6.7 eager, 10.0 compiled, plain modules compiled 48-51; int8 plain modules compiled 25.0,
-with inductor's coordinate-descent tuning 7.4 (fast.py's ``tune``) — and
-``_weight_int8pack_mm`` 150 ms, 20x slower than bf16, so int8 uses no kernel.  Not on the
-CPU: there (2 cores, bundled model, float32; bench/results/cpu-20261126-003259.json)
-tinygemm's CPU port decoded no faster than the plain modules (8.8 vs 8.9 ms/token) and
-prefilled 1,024 tokens in 5.1 s against 0.12 s.
+On a GPU, ``use_kernels`` switches both to gemv.py's Triton matrix-vector kernels for
+decode-sized inputs (a prompt's prefill keeps the plain path and cuBLAS); int4 can also
+use tinygemm's ``_weight_int4pack_mm`` (gpt-fast's int4 path), which needs its own tiled
+copy of the weights.  Each shape is checked once against the plain module's output; a
+kernel that is missing or disagrees is not used.  One-row linears of the 15B shapes on an
+H200 (bench/gpu_linear.py, bench/results/gpu-linear-20261126-035516.json), per token for all
+40 layers plus the bf16 output projection: bf16 10.1 ms; int4 tinygemm 6.7 eager, 10.0
+compiled, plain modules compiled 48-51; int8 plain modules compiled 25.0, with inductor's
+coordinate-descent tuning 7.4 (fast.py's ``tune``) — and ``_weight_int8pack_mm`` 150 ms,
+20x slower than bf16, hence no longer used.  gemv.py's kernels were written after that
+run: their GPU speed is for the next one.  Not on the CPU: there (2 cores, bundled model,
+float32; bench/results/cpu-20261126-003259.json) tinygemm's CPU port decoded no faster than
+the plain modules (8.8 vs 8.9 ms/token) and prefilled 1,024 tokens in 5.1 s against 0.12 s.
 
 ``int8dyn`` is PyTorch's dynamic int8 quantization, a CPU-only option.
 """
@@ -31,9 +32,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from . import gemv
+
 log = logging.getLogger(__name__)
 
 INT4_GROUP_SIZE = 128
+# Inputs per loop step of gemv.py's int8 kernel.
+INT8_BLOCK_K = 256
 # tinygemm's int4 layout tiles the input dimension by 16 x this (largest that divides it).
 INNER_K_TILES = (8, 4, 2)
 
@@ -49,12 +54,25 @@ class Int8WeightOnlyLinear(nn.Module):
         self.register_buffer("weight", torch.round(weight / scales[:, None]).clamp(-127, 127).to(torch.int8))
         self.register_buffer("scales", scales.to(linear.weight.dtype))
         self.register_buffer("bias", None if linear.bias is None else linear.bias.detach().clone())
+        self.plan: gemv.Launch | None = None  # set by switch_to_kernel: decode-sized inputs take gemv.py
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        # Scaling the output instead of the weight keeps the matmul on the int8 tensor
-        # cast to x's dtype, which inductor fuses into one kernel.
-        out = F.linear(x, self.weight.to(x.dtype)) * self.scales
+        if self.plan is not None and x.numel() <= gemv.MAX_ROWS * self.in_features:
+            out = gemv.int8_matvec(x.reshape(-1, self.in_features), self.weight, self.scales, self.plan)
+            out = out.reshape(*x.shape[:-1], self.out_features)
+        else:
+            # Scaling the output instead of the weight keeps the matmul on the int8 tensor
+            # cast to x's dtype, which inductor fuses into one kernel.
+            out = F.linear(x, self.weight.to(x.dtype)) * self.scales
         return out if self.bias is None else out + self.bias
+
+    def switch_to_kernel(self, kind: str = "triton") -> None:
+        if kind != "triton" or not gemv.available():
+            raise NotImplementedError(f"no {kind} int8 kernel here")
+        self.plan = gemv.launch(self.out_features, self.in_features, INT8_BLOCK_K, self.weight.device)
+
+    def switch_to_plain(self) -> None:
+        self.plan = None
 
 
 class Int4WeightOnlyLinear(nn.Module):
@@ -76,7 +94,8 @@ class Int4WeightOnlyLinear(nn.Module):
         self.register_buffer("scales", scales.squeeze(2).to(linear.weight.dtype))
         self.register_buffer("mins", low.squeeze(2).to(linear.weight.dtype))
         self.register_buffer("bias", None if linear.bias is None else linear.bias.detach().clone())
-        self.kernel = False  # see use_kernels
+        self.kernel = False  # tinygemm's tiles in use (see use_kernels)
+        self.plan: gemv.Launch | None = None  # gemv.py's kernel in use, for decode-sized inputs
 
     def codes(self) -> torch.Tensor:
         """The 4-bit codes, one per weight ([out, in], uint8)."""
@@ -88,6 +107,10 @@ class Int4WeightOnlyLinear(nn.Module):
         return weight.reshape(self.out_features, self.in_features)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.plan is not None and x.numel() <= gemv.MAX_ROWS * self.in_features:
+            out = gemv.int4_matvec(x.reshape(-1, self.in_features), self.packed, self.scales, self.mins, self.plan)
+            out = out.reshape(*x.shape[:-1], self.out_features)
+            return out if self.bias is None else out + self.bias
         if not self.kernel:
             return F.linear(x, self.dequantized(x.dtype), self.bias)
         matmul = torch.ops.aten._weight_int4pack_mm if x.is_cuda else torch.ops.aten._weight_int4pack_mm_for_cpu
@@ -95,9 +118,15 @@ class Int4WeightOnlyLinear(nn.Module):
         out = out.reshape(*x.shape[:-1], self.out_features)
         return out if self.bias is None else out + self.bias
 
-    def switch_to_kernel(self) -> None:
-        """Repack for tinygemm: codes tiled for the kernel, and per group (scale, zero) with
-        weight = (code - 8) * scale + zero, i.e. zero = min + 8 * scale."""
+    def switch_to_kernel(self, kind: str = "triton") -> None:
+        """``triton``: gemv.py's kernel reads these codes as they are (a group must be a power
+        of two for it).  ``tinygemm``: repack for tinygemm, codes tiled for the kernel, and
+        per group (scale, zero) with weight = (code - 8) * scale + zero, i.e. zero = min + 8 * scale."""
+        if kind == "triton":
+            if not gemv.available() or self.group_size & (self.group_size - 1):
+                raise NotImplementedError(f"no triton int4 kernel here for groups of {self.group_size}")
+            self.plan = gemv.launch(self.out_features, self.in_features, self.group_size, self.packed.device)
+            return
         tiles = next((t for t in INNER_K_TILES if self.in_features % (16 * t) == 0), None)
         if tiles is None:
             raise ValueError(f"in_features {self.in_features} is not a multiple of 32")
@@ -112,7 +141,7 @@ class Int4WeightOnlyLinear(nn.Module):
         self.kernel = True
 
     def switch_to_plain(self) -> None:
-        self.kernel = False
+        self.kernel, self.plan = False, None
         for name in ("tiles", "scales_and_zeros"):
             self._buffers.pop(name, None)
 
@@ -140,39 +169,41 @@ def quantize_weights(model: nn.Module, kind: str, skip: tuple[str, ...] = ("lm_h
     return model
 
 
-def use_kernels(model: nn.Module, dtype: torch.dtype) -> dict[str, int]:
-    """Switch the int4 linears of ``model`` (on its device, activations in ``dtype``) to
-    tinygemm, each shape after a check against the plain module; how many linears use the
-    kernel and how many stay plain."""
+def use_kernels(model: nn.Module, dtype: torch.dtype, kind: str = "triton") -> dict[str, int]:
+    """Switch the weight-only linears of ``model`` (on its device, activations in ``dtype``)
+    to a kernel — ``triton`` (gemv.py, int8 and int4) or ``tinygemm`` (int4 only) — each
+    shape after a check against the plain module; how many linears use a kernel and how
+    many stay plain."""
+    kinds = (Int4WeightOnlyLinear,) if kind == "tinygemm" else (Int8WeightOnlyLinear, Int4WeightOnlyLinear)
     verdicts: dict[tuple, bool] = {}
     counts = {"kernel": 0, "plain": 0}
     for name, module in model.named_modules():
-        if not isinstance(module, Int4WeightOnlyLinear):
+        if not isinstance(module, kinds):
             continue
-        key = (module.in_features, module.out_features)
+        key = (type(module).__name__, module.in_features, module.out_features)
         if key not in verdicts:
-            verdicts[key] = kernel_agrees(module, dtype, name)
+            verdicts[key] = kernel_agrees(module, dtype, name, kind)
         elif verdicts[key]:
-            module.switch_to_kernel()
-        if verdicts[key]:
-            module.drop_plain_weights()
+            module.switch_to_kernel(kind)
+        if verdicts[key] and getattr(module, "kernel", False):
+            module.drop_plain_weights()  # tinygemm's tiles replace the codes
         counts["kernel" if verdicts[key] else "plain"] += 1
     return counts
 
 
 @torch.inference_mode()
-def kernel_agrees(module: nn.Module, dtype: torch.dtype, name: str) -> bool:
+def kernel_agrees(module: nn.Module, dtype: torch.dtype, name: str, kind: str) -> bool:
     """Switch ``module`` to its kernel if the kernel exists here and gives the plain
     module's output (to rounding) on a random input; else leave it plain."""
     device = next(module.buffers()).device
     x = torch.randn(3, module.in_features, dtype=dtype, device=device, generator=torch.Generator(device).manual_seed(0))
     expected = module(x).float()
     try:
-        module.switch_to_kernel()
+        module.switch_to_kernel(kind)
         got = module(x).float()
-    except (RuntimeError, NotImplementedError, TypeError, ValueError) as error:  # no kernel for this device/dtype/shape
+    except Exception as error:  # no kernel for this device/dtype/shape (Triton raises its own kinds too)
         module.switch_to_plain()
-        log.info("%s: plain weight-only linear (%s)", name, str(error).splitlines()[0][:200])
+        log.info("%s: plain weight-only linear (%s)", name, (str(error).splitlines() or [type(error).__name__])[0][:200])
         return False
     error = (got - expected).abs().max().item() / max(expected.abs().max().item(), 1e-6)
     if error > 0.02:

@@ -1,0 +1,74 @@
+"""gemv.py's Triton kernels behind the weight-only linears, checked without a GPU.
+
+Triton's interpreter (TRITON_INTERPRET=1) runs the same kernels on the CPU.  It runs in a
+separate process, with Triton from the folder scripts/test-deps.d/50-triton.sh fills, so
+that torch in the test process never sees Triton.  On a GPU machine
+tests/test_engine.py::test_weight_only_kernels_on_cuda runs them for real.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import REPO
+
+TRITON_SITE = Path(os.environ.get("INFILL_TRITON_SITE", Path.home() / ".cache" / "infill-ls" / "triton-site"))
+pytestmark = pytest.mark.skipif(not (TRITON_SITE / "triton").is_dir(),
+                                reason=f"no Triton in {TRITON_SITE}: run scripts/test-deps.d/50-triton.sh")
+
+CHECK = r"""
+import json, sys
+import torch
+from torch import nn
+from infill_ls.engine import gemv
+from infill_ls.engine.quantize import Int4WeightOnlyLinear, Int8WeightOnlyLinear, quantize_weights, use_kernels
+from transformers import AutoModelForCausalLM
+
+torch.manual_seed(0)
+report = {"linears": [], "models": {}}
+# Shapes with a ragged last block of rows, several groups, and splits that leave the last
+# program past the end of the input dimension.
+for k, n in ((256, 96), (640, 50), (128, 512)):
+    linear = nn.Linear(k, n)
+    for rows in (1, 3):
+        x = torch.randn(rows, k)
+        for split in (1, 2, 3):
+            int8, int4 = Int8WeightOnlyLinear(linear), Int4WeightOnlyLinear(linear)
+            want8, want4 = int8(x), int4(x)
+            int8.plan = gemv.launch(n, k, 64, x.device, block_n=16, split_k=split)
+            int4.plan = gemv.launch(n, k, int4.group_size, x.device, block_n=16, split_k=split)
+            for kind, got, want in (("int8", int8(x), want8), ("int4", int4(x), want4)):
+                error = ((got - want).abs().max() / want.abs().max()).item()
+                report["linears"].append({"kind": kind, "k": k, "n": n, "rows": rows, "split": split, "error": error})
+for kind in ("int8wo", "int4wo"):
+    plain = quantize_weights(AutoModelForCausalLM.from_pretrained(sys.argv[1], dtype=torch.float32).eval(), kind)
+    switched = quantize_weights(AutoModelForCausalLM.from_pretrained(sys.argv[1], dtype=torch.float32).eval(), kind)
+    counts = use_kernels(switched, torch.float32)
+    ids = torch.randint(4, 500, (1, 40), generator=torch.Generator().manual_seed(1))
+    with torch.inference_mode():
+        # One token (a decode step: the kernels) and a prompt (more rows than MAX_ROWS: plain).
+        errors = [((switched(input_ids=i).logits - plain(input_ids=i).logits).abs().max().item()) for i in (ids[:, :1], ids)]
+    report["models"][kind] = {"counts": counts, "errors": errors}
+print(json.dumps(report))
+"""
+
+
+def test_the_triton_kernels_compute_what_the_plain_modules_compute(tiny_model):
+    env = dict(os.environ, TRITON_INTERPRET="1", HF_HUB_OFFLINE="1",
+               PYTHONPATH=os.pathsep.join([str(TRITON_SITE), str(REPO / "server")]))
+    run = subprocess.run([sys.executable, "-c", CHECK, str(tiny_model)], capture_output=True, text=True, env=env,
+                         timeout=600)
+    assert run.returncode == 0, run.stderr[-3000:]
+    report = json.loads(run.stdout.strip().splitlines()[-1])
+    assert len(report["linears"]) == 36
+    worst = max(report["linears"], key=lambda case: case["error"])
+    assert worst["error"] < 1e-5, worst  # float32 both ways: only the order of the sums differs
+    for kind, result in report["models"].items():
+        assert result["counts"]["plain"] == 0 and result["counts"]["kernel"] > 0, (kind, result)
+        assert max(result["errors"]) < 1e-3, (kind, result)
