@@ -48,7 +48,7 @@ class Launch:
     block_n: int
     block_k: int  # int8: inputs per loop step; int4: the group size
     split_k: int
-    k_per_split: int  # int8: inputs per split; int4: groups per split
+    steps_per_split: int  # loop steps of a program: blocks of block_k inputs (int8), groups (int4)
 
 
 def launch(n: int, k: int, block_k: int, device: torch.device, block_n: int = 32, split_k: int | None = None) -> Launch:
@@ -81,15 +81,15 @@ if triton is not None:
         tl.atomic_add(out_ptr + row * N + rows_n, acc * scale, mask=rows_n < N)
 
     @triton.jit
-    def _int4_gemv(x_ptr, packed_ptr, scale_ptr, min_ptr, out_ptr, N, K, groups_per_split,
+    def _int4_gemv(x_ptr, packed_ptr, scale_ptr, min_ptr, out_ptr, N, K, steps_per_split,
                    BLOCK_N: tl.constexpr, GROUP: tl.constexpr):
         row = tl.program_id(0)
         rows_n = tl.program_id(1) * BLOCK_N + tl.arange(0, BLOCK_N)
-        first_group = tl.program_id(2) * groups_per_split
+        first_group = tl.program_id(2) * steps_per_split
         groups = K // GROUP
         half = tl.arange(0, GROUP // 2)
         acc = tl.zeros((BLOCK_N,), dtype=tl.float32)
-        for step in range(groups_per_split):
+        for step in range(steps_per_split):
             g = first_group + step
             k0 = g * GROUP
             # Byte j of a group holds code 2j in its low nibble and 2j+1 in its high one.
@@ -116,7 +116,7 @@ def int8_matvec(x: torch.Tensor, weight: torch.Tensor, scales: torch.Tensor, pla
     n = weight.shape[0]
     out = torch.zeros(rows, n, dtype=torch.float32, device=x.device)
     grid = (rows, -(-n // plan.block_n), plan.split_k)
-    _int8_gemv[grid](x.contiguous(), weight, scales, out, n, k, plan.k_per_split,
+    _int8_gemv[grid](x.contiguous(), weight, scales, out, n, k, plan.steps_per_split,
                      BLOCK_N=plan.block_n, BLOCK_K=plan.block_k)
     return out.to(x.dtype)
 
@@ -129,6 +129,6 @@ def int4_matvec(x: torch.Tensor, packed: torch.Tensor, scales: torch.Tensor, min
     n = packed.shape[0]
     out = torch.zeros(rows, n, dtype=torch.float32, device=x.device)
     grid = (rows, -(-n // plan.block_n), plan.split_k)
-    _int4_gemv[grid](x.contiguous(), packed, scales, mins, out, n, k, plan.k_per_split,
+    _int4_gemv[grid](x.contiguous(), packed, scales, mins, out, n, k, plan.steps_per_split,
                      BLOCK_N=plan.block_n, GROUP=plan.block_k)
     return out.to(x.dtype)
