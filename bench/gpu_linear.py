@@ -91,10 +91,34 @@ def measure(name: str, module, inductor: dict | None, x, reference, device: str)
     return {"ms": summary(ms)["p50"], "relative_error": round(error, 4), "compile_s": round(compile_s, 1)}
 
 
+def sweep(linear, x, device: str) -> dict:
+    """gemv.py's launch choices on this shape (rows per program, inputs per step, split of
+    the input dimension): the five fastest of each kernel, in ms per call."""
+    import torch
+
+    from infill_ls.engine import gemv
+    from infill_ls.engine.quantize import Int4WeightOnlyLinear, Int8WeightOnlyLinear
+
+    n, k = linear.out_features, linear.in_features
+    modules = {"int8wo": Int8WeightOnlyLinear(linear), "int4wo": Int4WeightOnlyLinear(linear)}
+    found: dict[str, list] = {"int8wo": [], "int4wo": []}
+    for kind, module in modules.items():
+        for block_n in (16, 32, 64):
+            for block_k in (128, 256, 512) if kind == "int8wo" else (module.group_size,):
+                auto = gemv.launch(n, k, block_k, x.device, block_n).split_k
+                for split_k in sorted({auto, 2 * auto}):
+                    module.plan = gemv.launch(n, k, block_k, x.device, block_n, split_k)
+                    with torch.inference_mode():
+                        ms = timer(lambda: module(x), device)[0]
+                    found[kind].append({"block_n": block_n, "block_k": block_k, "split_k": split_k, "ms": round(ms, 4)})
+    return {kind: sorted(rows, key=lambda row: row["ms"])[:5] for kind, rows in found.items()}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--small", action="store_true", help="small shapes on the CPU, uncompiled (checks the script)")
     parser.add_argument("--budget-s", type=float, default=150, help="skip shapes not started within this time")
+    parser.add_argument("--sweep", action="store_true", help="also try gemv.py's launch choices on each shape")
     args = parser.parse_args()
     import torch
     from torch import nn
@@ -129,6 +153,9 @@ def main() -> None:
             except Exception as error:  # one missing kernel must not lose the rest
                 row[name] = {"error": f"{type(error).__name__}: {str(error)[:300]}"}
             print(shape, name, row[name], flush=True)
+        if args.sweep and device.startswith("cuda"):  # Triton compiles each choice: GPU runs only
+            row["triton_sweep"] = sweep(linear, x, device)
+            print(shape, "sweep", row["triton_sweep"], flush=True)
         del linear
         write_result("gpu-linear-small" if args.small else "gpu-linear", payload)
     if not args.small:
@@ -144,6 +171,10 @@ def main() -> None:
             ms = sum(row[name]["ms"] * row["per_layer"] for row in results.values()) * LAYERS
             estimate[name] = round(ms + payload.get("lm_head_bf16_ms", 0.0), 2)
     payload["linears_ms_per_token"] = estimate
+    if args.sweep and all("triton_sweep" in row for row in results.values()):
+        for kind in ("int8wo", "int4wo"):
+            best = sum(row["triton_sweep"][kind][0]["ms"] * row["per_layer"] for row in results.values()) * LAYERS
+            estimate[f"{kind}-triton-best-launch"] = round(best + payload.get("lm_head_bf16_ms", 0.0), 2)
     payload["elapsed_s"] = round(time.perf_counter() - began, 1)
     path = write_result("gpu-linear-small" if args.small else "gpu-linear", payload)
     print(estimate)
