@@ -48,7 +48,7 @@ class StaticDecoder:
         # Within one window, sliding-window attention is plain causal attention; longer
         # prompts stay on the eager path.
         self.max_tokens = min(max_tokens, window) if window else max_tokens
-        self.step_sizes = step_sizes
+        self.step_sizes = tuple(sorted(step_sizes))  # smallest first: a step takes the first that fits
         self.head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
         embed = inner.embed_tokens.weight
         self.device, dtype = embed.device, embed.dtype
@@ -115,7 +115,7 @@ class StaticDecoder:
         position, and overwritten by the step that reaches it.
         """
         n = len(ids)
-        size = next((size for size in sorted(self.step_sizes) if size >= n), None)
+        size = next((size for size in self.step_sizes if size >= n), None)
         if self.compiled is not None and size is not None and start + size <= self.max_tokens:
             tokens = torch.tensor([ids + [ids[-1]] * (size - n)], device=self.device)
             positions = torch.arange(start, start + size, device=self.device)
