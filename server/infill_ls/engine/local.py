@@ -80,9 +80,6 @@ def load_weights(source: str, placement: Placement, trust: bool):
     import torch
     from transformers import AutoModelForCausalLM
 
-    from . import gemv
-    from .quantize import quantize_weights, use_kernels
-
     precision = placement.precision
     float_dtype = torch.float32 if placement.device == "cpu" else torch.bfloat16
     dtype = {"float32": torch.float32, "bf16": torch.bfloat16}.get(precision, float_dtype)
@@ -98,6 +95,11 @@ def load_weights(source: str, placement: Placement, trust: bool):
     )
     model.eval()
     if own_quantizer:
+        # Imported here: quantize.py brings in gemv.py and with it Triton, which a bf16 or
+        # bitsandbytes load does not need.
+        from . import gemv
+        from .quantize import quantize_weights, use_kernels
+
         quantize_weights(model, precision)
         model.to(placement.device)
         if precision != "int8dyn" and placement.device.startswith("cuda"):  # see quantize.py: not on the CPU
