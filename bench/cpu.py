@@ -54,7 +54,6 @@ def main() -> None:
     results = {}
     for precision in PRECISIONS:
         engine = build(precision, args.model)
-        time_engine(engine, 64, 4, runs=1)  # warm-up
         results[precision] = time_engine(engine, args.prompt, args.new, runs=args.runs)
         print(precision, results[precision]["prefill_ms"]["p50"], "ms prefill,",
               results[precision]["decode_ms_per_token"]["p50"], "ms/token", flush=True)

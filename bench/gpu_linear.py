@@ -104,9 +104,10 @@ def sweep(linear, x, device: str) -> dict:
     found: dict[str, list] = {"int8wo": [], "int4wo": []}
     for kind, module in modules.items():
         for block_n in (16, 32, 64):
-            for block_k in (128, 256, 512) if kind == "int8wo" else (module.group_size,):
+            group = getattr(module, "group_size", 0)
+            for block_k in (128, 256, 512, 1024) if kind == "int8wo" else (group, 2 * group, 4 * group):
                 auto = gemv.launch(n, k, block_k, x.device, block_n).split_k
-                for split_k in sorted({auto, 2 * auto}):
+                for split_k in sorted({max(1, auto // 2), auto, 2 * auto}):
                     module.plan = gemv.launch(n, k, block_k, x.device, block_n, split_k)
                     with torch.inference_mode():
                         ms = timer(lambda: module(x), device)[0]

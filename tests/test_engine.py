@@ -218,10 +218,12 @@ def test_short_steps_padded_to_a_compiled_size_give_the_unpadded_logits(tiny_mod
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="compiled fast decoding needs CUDA (CPU checks it uncompiled)")
-def test_compiled_fast_decoding_on_cuda_matches_eager(tiny_model):
-    eager = load_engine(tiny_model, device="cuda", quantization="none", fastDecode=False)
-    fast = load_engine(tiny_model, device="cuda", quantization="none")
-    assert fast.fast is not None and fast.fast.ready.wait(600)
+@pytest.mark.parametrize("quantization", ["none", "int8wo", "int4wo"])  # the weight-only kinds on gemv.py's kernels
+def test_compiled_fast_decoding_on_cuda_matches_eager(tiny_model, quantization):
+    eager = load_engine(tiny_model, device="cuda", quantization=quantization, fastDecode=False)
+    fast = load_engine(tiny_model, device="cuda", quantization=quantization)
+    assert fast.fast is not None and fast.fast.settled.wait(600)
+    assert fast.fast.ready.is_set(), "the compile failed (see the log)"
     ids = prompt_ids(eager, SOURCE, "")
     compiled, reference = generate(fast, ids), generate(eager, ids)
     assert compiled.path == "static" and reference.path == "dynamic"
@@ -240,7 +242,7 @@ def test_requests_served_while_the_decoder_compiles_on_cuda(tiny_model):
     ids = prompt_ids(engine, SOURCE, "")
     first = generate(engine, ids, prompt_lookup=True)
     served, deadline = 1, time.monotonic() + 300
-    while not engine.fast.ready.is_set() and time.monotonic() < deadline:
+    while not engine.fast.settled.is_set() and time.monotonic() < deadline:
         assert generate(engine, ids, prompt_lookup=True).token_ids[:4] == first.token_ids[:4]
         served += 1
     assert engine.fast.ready.is_set() and engine.fast.compiled is not None, "the compile failed (see the log)"

@@ -39,11 +39,15 @@ for k, n in ((256, 96), (640, 50), (128, 512)):
     for rows in (1, 3):
         x = torch.randn(rows, k)
         for split in (1, 2, 3):
-            int8, int4 = Int8WeightOnlyLinear(linear), Int4WeightOnlyLinear(linear)
+            int8, int4, int4_wide = (Int8WeightOnlyLinear(linear), Int4WeightOnlyLinear(linear),
+                                     Int4WeightOnlyLinear(linear))
             want8, want4 = int8(x), int4(x)
             int8.plan = gemv.launch(n, k, 64, x.device, block_n=16, split_k=split)
             int4.plan = gemv.launch(n, k, int4.group_size, x.device, block_n=16, split_k=split)
-            for kind, got, want in (("int8", int8(x), want8), ("int4", int4(x), want4)):
+            # Four groups per loop step: 5 groups leave a step part-empty.
+            int4_wide.plan = gemv.launch(n, k, 4 * int4.group_size, x.device, block_n=32, split_k=split)
+            for kind, got, want in (("int8", int8(x), want8), ("int4", int4(x), want4),
+                                    ("int4 x4", int4_wide(x), want4)):
                 error = ((got - want).abs().max() / want.abs().max()).item()
                 report["linears"].append({"kind": kind, "k": k, "n": n, "rows": rows, "split": split, "error": error})
 for kind in ("int8wo", "int4wo"):
@@ -66,7 +70,7 @@ def test_the_triton_kernels_compute_what_the_plain_modules_compute(tiny_model):
                          timeout=600)
     assert run.returncode == 0, run.stderr[-3000:]
     report = json.loads(run.stdout.strip().splitlines()[-1])
-    assert len(report["linears"]) == 36
+    assert len(report["linears"]) == 54
     worst = max(report["linears"], key=lambda case: case["error"])
     assert worst["error"] < 1e-5, worst  # float32 both ways: only the order of the sums differs
     for kind, result in report["models"].items():

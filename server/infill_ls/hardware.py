@@ -27,25 +27,33 @@ SINGLE_THREAD_PARAMETERS = 100_000_000
 CPU_CHOICES = ("float32", "bf16", "8bit", "4bit", "int8wo", "int4wo", "int8dyn")
 # Measured on the StarCoder2-15B architecture per GPU precision, each on the path the
 # engine uses for it (bench/gpu.py): (prefill of 2,048 tokens ms, decode ms/token).
-# bf16: eager prefill, compiled static-cache decode (H200, 2026-11-26: 12.3 and 10.4 ms in
-# two runs, gpu-20261126-034039/035208.json; 17.6 on an H100 on 2026-11-25 before CUDA
-# graphs worked); int4wo on tinygemm, eager (H200: decode 23.0, compiled 59.5; tinygemm is a
-# matrix-vector kernel, hence the 2.1 s prefill); int8wo plain, eager (H100, 2026-11-25:
-# compiled 152.7); bitsandbytes 4-bit eager (H100) and 8-bit (decode only, the issue's H100
-# run).  Eager steps are bound by kernel launches, so they move little between the cards.
-# int8wo and int4wo now decode on gemv.py's Triton kernels and prefill on the plain path,
-# not measured yet: until then they rank by the figures of their former paths.
+# bf16 and int8wo: eager prefill (int8wo dequantizes for cuBLAS), compiled static-cache
+# decode, int8wo on gemv.py's Triton kernels — one run on an H200, 2026-11-26
+# (gpu-20261126-053058.json; bf16 also 12.3 and 10.4 ms in two earlier runs);
+# bitsandbytes 4-bit eager (H100) and 8-bit (decode only, the issue's H100 run); eager
+# steps are bound by kernel launches, so they move little between the cards.
 GPU_MEASURED_MS: dict[str, tuple[float | None, float]] = {
-    "bf16": (106, 12.3), "int4wo": (2132, 23.0), "4bit": (131, 41.9), "int8wo": (166, 59.6), "8bit": (None, 144.0),
+    "bf16": (107, 12.0), "int8wo": (160, 12.8), "4bit": (131, 41.9), "8bit": (None, 144.0),
 }
+# Not measured as a whole model: int4wo on gemv.py's Triton kernels, compiled.  Decode from
+# its linears alone (bench/gpu_linear.py, H200, gpu-linear-20261126-053414.json: 13.2 ms
+# per token with the launches quantize.py now uses; int8wo's whole compiled model came
+# within 4 % of its linears' sum in the same session), prefill as int8wo's plus a quarter
+# for the heavier dequantization.  Replace with bench/gpu.py's figure when it is run.
+GPU_ESTIMATED_MS: dict[str, tuple[float | None, float]] = {"int4wo": (200, 13.5)}
 # What ``auto`` ranks by: a suggestion while typing prefills about a quarter of a 2,048-token
 # prompt (prompt-cache reuse keeps the rest; the suffix after the cursor is re-read) and
 # decodes a line of ~16 tokens.  An unmeasured prefill counts as nothing.
 SUGGESTION_PREFILL_SHARE, SUGGESTION_TOKENS = 0.25, 16
 
 
+def gpu_figures(precision: str) -> tuple[float | None, float] | None:
+    """(prefill ms, decode ms/token) of ``precision`` on the 15B shape: measured, else estimated."""
+    return GPU_MEASURED_MS.get(precision) or GPU_ESTIMATED_MS.get(precision)
+
+
 def suggestion_ms(precision: str) -> float:
-    prefill, decode = GPU_MEASURED_MS[precision]
+    prefill, decode = gpu_figures(precision)
     return (prefill or 0) * SUGGESTION_PREFILL_SHARE + SUGGESTION_TOKENS * decode
 
 
@@ -123,11 +131,11 @@ def choose_placement(device: str, quantization: str, parameter_count: int | None
 
 
 def gpu_options(with_bitsandbytes: bool) -> list[str]:
-    """GPU precisions for ``auto``, fastest first: measured ones by the time of a typical
-    suggestion (``suggestion_ms``), then GPU_ORDER."""
+    """GPU precisions for ``auto``, fastest first: those with figures by the time of a
+    typical suggestion (``suggestion_ms``), then GPU_ORDER."""
     known = [p for p in GPU_ORDER if with_bitsandbytes or p not in ("8bit", "4bit")]
     measured = sorted(
-        (p for p in GPU_MEASURED_MS if with_bitsandbytes or p not in ("8bit", "4bit")),
+        (p for p in {**GPU_MEASURED_MS, **GPU_ESTIMATED_MS} if with_bitsandbytes or p not in ("8bit", "4bit")),
         key=suggestion_ms,
     )
     return measured + [p for p in known if p not in measured]

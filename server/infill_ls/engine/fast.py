@@ -67,6 +67,7 @@ class StaticDecoder:
         for tensor in (*self.keys, *self.values, self.cos, self.sin, self.slots):
             torch._dynamo.mark_static_address(tensor)
         self.ready = threading.Event()  # set once the compiled steps are usable
+        self.settled = threading.Event()  # set once a background compile has ended, either way
         self.compiled = None
         self.compile_seconds: float | None = None
 
@@ -156,6 +157,8 @@ class StaticDecoder:
             except Exception:  # the eager path keeps serving; say why in the log
                 log.exception("compiling fast decoding failed; staying on the eager path")
                 on_done(False)
+            finally:
+                self.settled.set()
 
         thread = threading.Thread(target=run, name="infill-compile", daemon=True)
         thread.start()

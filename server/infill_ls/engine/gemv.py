@@ -2,19 +2,23 @@
 
 Decoding one token multiplies a row of activations by every weight matrix: the time is
 the time to read the weights once.  PyTorch's own kernels did not get there on an H200
-(bench/gpu_linear.py, 2026-11-26; per token for the 15B shape's linears, bf16 cuBLAS
-10.1 ms): ``_weight_int8pack_mm`` took 150 ms, inductor's fused dequantize-and-reduce
-25 ms (7.4 with coordinate-descent tuning, but the whole compiled model lost that
-elsewhere), tinygemm int4 6.7 ms — and tinygemm needs its own tiled copy of the weights,
-which prefills 2,048 tokens in 2.1 s.  These kernels read quantize.py's own layouts
-directly (int8 rows with a scale per row; int4 codes two per byte with a scale and a
-minimum per group of 128), so a prompt's prefill keeps the plain dequantize-then-cuBLAS
-path, and one copy of the weights serves both.
+(bench/gpu_linear.py; per token for the 15B shape's linears, bf16 cuBLAS 10.1 ms):
+``_weight_int8pack_mm`` took 150 ms, inductor's fused dequantize-and-reduce 25 ms (7.4
+with coordinate-descent tuning, but the whole compiled model lost that elsewhere),
+tinygemm int4 6.7 ms — and tinygemm needs its own tiled copy of the weights, which
+prefills 2,048 tokens in 2.1 s.  These kernels read quantize.py's own layouts directly
+(int8 rows with a scale per row; int4 codes two per byte with a scale and a minimum per
+group of 128), so a prompt's prefill keeps the plain dequantize-then-cuBLAS path, and one
+copy of the weights serves both.
 
 Each program reduces ``BLOCK_N`` output rows over a ``1/split_k`` share of the input
 dimension in float32 and adds its partial sums atomically: split-K gives narrow matrices
-(the 512-row key/value projections) enough programs to keep every SM reading.  The block
-sizes are a starting point for bench/gpu_linear.py to tune on the hardware.  The same
+(the 512-row key/value projections) enough programs to keep every SM reading.  Measured
+on an H200 (2026-11-26, gpu-20261126-053058.json): the whole 15B-shape model in int8,
+compiled, decodes at 12.8 ms/token (bf16 12.0 in the same run); per token its linears
+take 13.2 ms with the first launches and 9.5 with the sweep's best (``launch`` now
+follows the sweep), int4's 18.0 and 13.2 — int4 still loses to tinygemm's 6.8 there; a
+step of several groups (``GROUPS_PER_STEP``) is the next thing to sweep.  The same
 kernels run on the CPU under ``TRITON_INTERPRET=1``, which is how the tests check them
 without a GPU.
 """
@@ -46,19 +50,27 @@ class Launch:
     (plain ints: torch.compile sees constants)."""
 
     block_n: int
-    block_k: int  # int8: inputs per loop step; int4: the group size
+    block_k: int  # inputs per loop step (int4: a whole number of groups)
     split_k: int
-    steps_per_split: int  # loop steps of a program: blocks of block_k inputs (int8), groups (int4)
+    steps_per_split: int  # loop steps of a program: blocks of block_k inputs
 
 
-def launch(n: int, k: int, block_k: int, device: torch.device, block_n: int = 32, split_k: int | None = None) -> Launch:
-    """A launch that fills the GPU: two programs per SM (split-K where the matrix has few
-    rows), each with at least 4 steps of its loop."""
+# Programs a launch aims for, per SM.  The sweep on an H200 (bench/gpu_linear.py --sweep,
+# bench/results/gpu-linear-20261126-053414.json) found every one of the 15B shapes fastest
+# with ~750-3,000 programs (132 SMs) and at least two splits of the input dimension: e.g.
+# the 24,576-row c_fc in int8 at 0.066 ms with 16 rows x 2 splits against 0.076 with the
+# old rule's 32 rows x 1 split.  Fewer than 2 steps per program did not pay.
+PROGRAMS_PER_SM = 6
+
+
+def launch(n: int, k: int, block_k: int, device: torch.device, block_n: int = 16, split_k: int | None = None) -> Launch:
+    """A launch for an [n, k] weight: ``split_k`` (by default as many splits as bring the
+    programs to ``PROGRAMS_PER_SM`` per SM, at least 2, each program keeping 2 steps)."""
     n_blocks = -(-n // block_n)
     steps = -(-k // block_k)
     if split_k is None:
-        programs = 2 * torch.cuda.get_device_properties(device).multi_processor_count if device.type == "cuda" else 4
-        split_k = max(1, min(steps // 4, -(-programs // n_blocks)))
+        sms = torch.cuda.get_device_properties(device).multi_processor_count if device.type == "cuda" else 1
+        split_k = max(1, min(steps // 2, max(2, PROGRAMS_PER_SM * sms // n_blocks)))
     return Launch(block_n, block_k, split_k, -(-steps // split_k))
 
 
@@ -82,32 +94,35 @@ if triton is not None:
 
     @triton.jit
     def _int4_gemv(x_ptr, packed_ptr, scale_ptr, min_ptr, out_ptr, N, K, steps_per_split,
-                   BLOCK_N: tl.constexpr, GROUP: tl.constexpr):
+                   BLOCK_N: tl.constexpr, GROUP: tl.constexpr, GROUPS_PER_STEP: tl.constexpr):
+        # Tiles are [rows, groups of the step, bytes of a group]: each row's codes of a step
+        # are one contiguous read, and its scales and minimums of the step one short one.
         row = tl.program_id(0)
         rows_n = tl.program_id(1) * BLOCK_N + tl.arange(0, BLOCK_N)
-        first_group = tl.program_id(2) * steps_per_split
+        first_group = tl.program_id(2) * steps_per_split * GROUPS_PER_STEP
         groups = K // GROUP
+        in_step = tl.arange(0, GROUPS_PER_STEP)
         half = tl.arange(0, GROUP // 2)
+        in_n = rows_n < N
         acc = tl.zeros((BLOCK_N,), dtype=tl.float32)
         for step in range(steps_per_split):
-            g = first_group + step
-            k0 = g * GROUP
+            g = first_group + step * GROUPS_PER_STEP + in_step  # [G]
+            in_k = g < groups  # the last split may run past the groups
             # Byte j of a group holds code 2j in its low nibble and 2j+1 in its high one.
-            even = k0 + 2 * half
-            in_k = even < K  # the last split may run past the groups
-            x_even = tl.load(x_ptr + row * K + even, mask=in_k, other=0.0).to(tl.float32)
-            x_odd = tl.load(x_ptr + row * K + even + 1, mask=in_k, other=0.0).to(tl.float32)
-            byte = tl.load(packed_ptr + rows_n[:, None] * (K // 2) + k0 // 2 + half[None, :],
-                           mask=(rows_n[:, None] < N) & in_k[None, :], other=0).to(tl.int32)
+            even = g[:, None] * GROUP + 2 * half[None, :]  # [G, GROUP/2]
+            x_even = tl.load(x_ptr + row * K + even, mask=in_k[:, None], other=0.0).to(tl.float32)
+            x_odd = tl.load(x_ptr + row * K + even + 1, mask=in_k[:, None], other=0.0).to(tl.float32)
+            byte = tl.load(packed_ptr + rows_n[:, None, None] * (K // 2) + even[None, :, :] // 2,
+                           mask=in_n[:, None, None] & in_k[None, :, None], other=0).to(tl.int32)
             low = (byte & 15).to(tl.float32)
             high = (byte >> 4).to(tl.float32)
-            codes_dot = tl.sum(low * x_even[None, :] + high * x_odd[None, :], axis=1)
-            x_sum = tl.sum(x_even + x_odd, axis=0)
-            where = (rows_n < N) & (rows_n * 0 + g < groups)
-            scale = tl.load(scale_ptr + rows_n * groups + g, mask=where, other=0.0).to(tl.float32)
-            low_value = tl.load(min_ptr + rows_n * groups + g, mask=where, other=0.0).to(tl.float32)
-            acc += scale * codes_dot + low_value * x_sum
-        tl.atomic_add(out_ptr + row * N + rows_n, acc, mask=rows_n < N)
+            codes_dot = tl.sum(low * x_even[None, :, :] + high * x_odd[None, :, :], axis=2)  # [N, G]
+            x_sum = tl.sum(x_even + x_odd, axis=1)  # [G]
+            where = in_n[:, None] & in_k[None, :]
+            scale = tl.load(scale_ptr + rows_n[:, None] * groups + g[None, :], mask=where, other=0.0).to(tl.float32)
+            low_value = tl.load(min_ptr + rows_n[:, None] * groups + g[None, :], mask=where, other=0.0).to(tl.float32)
+            acc += tl.sum(scale * codes_dot + low_value * x_sum[None, :], axis=1)
+        tl.atomic_add(out_ptr + row * N + rows_n, acc, mask=in_n)
 
 
 def int8_matvec(x: torch.Tensor, weight: torch.Tensor, scales: torch.Tensor, plan: Launch) -> torch.Tensor:
@@ -121,14 +136,15 @@ def int8_matvec(x: torch.Tensor, weight: torch.Tensor, scales: torch.Tensor, pla
     return out.to(x.dtype)
 
 
-def int4_matvec(x: torch.Tensor, packed: torch.Tensor, scales: torch.Tensor, mins: torch.Tensor,
+def int4_matvec(x: torch.Tensor, packed: torch.Tensor, scales: torch.Tensor, mins: torch.Tensor, group: int,
                 plan: Launch) -> torch.Tensor:
     """``x @ W.T`` for ``x`` [rows, K] and quantize.py's int4 ``W``: codes two per byte
-    (``packed`` [N, K/2]), weight = code * scale + min per group of ``plan.block_k`` inputs."""
+    (``packed`` [N, K/2]), weight = code * scale + min per ``group`` inputs; ``plan.block_k``
+    is a whole number of groups (a power of two of them)."""
     rows, k = x.shape
     n = packed.shape[0]
     out = torch.zeros(rows, n, dtype=torch.float32, device=x.device)
     grid = (rows, -(-n // plan.block_n), plan.split_k)
     _int4_gemv[grid](x.contiguous(), packed, scales, mins, out, n, k, plan.steps_per_split,
-                     BLOCK_N=plan.block_n, GROUP=plan.block_k)
+                     BLOCK_N=plan.block_n, GROUP=group, GROUPS_PER_STEP=plan.block_k // group)
     return out.to(x.dtype)

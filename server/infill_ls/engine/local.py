@@ -67,12 +67,22 @@ def quantization_config(precision: str):
     return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=torch.bfloat16)
 
 
-# Precisions that decode on the eager path even with fastDecode.  int8wo and int4wo
-# decoded slower compiled (bench/gpu.py, StarCoder2-15B shape): int8wo 152.7 ms/token
-# against 59.6 eager (H100, 2026-11-25), int4wo on tinygemm 59.5 against 23.0 (H200,
-# 2026-11-26); fast.py's ``tune`` is the next candidate.  bitsandbytes' layers are opaque
-# to the compiler's fusion and were never measured compiled.
-EAGER_ONLY = frozenset({"int8wo", "int4wo", "8bit", "4bit"})
+# Precisions that decode on the eager path even with fastDecode: bitsandbytes' layers are
+# opaque to the compiler's fusion (never measured compiled).  int8wo and int4wo compile
+# since they decode on gemv.py's Triton kernels: int8wo 12.8 ms/token compiled against
+# 36.2 eager (H200, bench/gpu.py, 2026-11-26; on their earlier kernels compiling lost).
+EAGER_ONLY = frozenset({"8bit", "4bit"})
+
+
+def compiles_faster(precision: str) -> bool:
+    """Whether fastDecode compiles this precision's decode step (see EAGER_ONLY)."""
+    if precision in EAGER_ONLY:
+        return False
+    if precision in ("int8wo", "int4wo"):  # compiled, their plain modules lost to eager (59.6 vs 152.7 ms, H100)
+        from . import gemv
+
+        return gemv.available()
+    return True
 
 
 def load_weights(source: str, placement: Placement, trust: bool):
@@ -190,7 +200,7 @@ class LocalEngine:
             template=template.name,
         )
         engine = cls(model, tokenizer, template, info)
-        if settings.fastDecode and placement.device.startswith("cuda") and placement.precision not in EAGER_ONLY:
+        if settings.fastDecode and placement.device.startswith("cuda") and compiles_faster(placement.precision):
             engine.start_fast_decoding(settings.contextTokens + DRAFT_TOKENS + 1)
         return engine
 

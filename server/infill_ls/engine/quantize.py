@@ -16,8 +16,9 @@ H200 (bench/gpu_linear.py, bench/results/gpu-linear-20261126-035516.json), per t
 40 layers plus the bf16 output projection: bf16 10.1 ms; int4 tinygemm 6.7 eager, 10.0
 compiled, plain modules compiled 48-51; int8 plain modules compiled 25.0, with inductor's
 coordinate-descent tuning 7.4 (fast.py's ``tune``) — and ``_weight_int8pack_mm`` 150 ms,
-20x slower than bf16, hence no longer used.  gemv.py's kernels were written after that
-run: their GPU speed is for the next one.  Not on the CPU: there (2 cores, bundled model,
+20x slower than bf16, hence no longer used.  gemv.py's kernels (H200 again, -053414.json):
+int8 9.5 ms with the sweep's best launches, int4 13.2, and the whole int8 model compiled
+12.8 ms/token against bf16's 12.0.  Not on the CPU: there (2 cores, bundled model,
 float32; bench/results/cpu-20261126-003259.json) tinygemm's CPU port decoded no faster than
 the plain modules (8.8 vs 8.9 ms/token) and prefilled 1,024 tokens in 5.1 s against 0.12 s.
 
@@ -37,8 +38,11 @@ from . import gemv
 log = logging.getLogger(__name__)
 
 INT4_GROUP_SIZE = 128
-# Inputs per loop step of gemv.py's int8 kernel.
-INT8_BLOCK_K = 256
+# gemv.py's launches: inputs per loop step and output rows per program, the fastest the
+# sweep found on an H200 (bench/results/gpu-linear-20261126-053414.json; 2026-11-26).  int4
+# was swept with one group per step only (a step of several groups came after that run).
+INT8_BLOCK_K, INT8_BLOCK_N = 512, 16
+INT4_GROUPS_PER_STEP, INT4_BLOCK_N = 1, 32
 # tinygemm's int4 layout tiles the input dimension by 16 x this (largest that divides it).
 INNER_K_TILES = (8, 4, 2)
 
@@ -69,7 +73,7 @@ class Int8WeightOnlyLinear(nn.Module):
     def switch_to_kernel(self, kind: str = "triton") -> None:
         if kind != "triton" or not gemv.available():
             raise NotImplementedError(f"no {kind} int8 kernel here")
-        self.plan = gemv.launch(self.out_features, self.in_features, INT8_BLOCK_K, self.weight.device)
+        self.plan = gemv.launch(self.out_features, self.in_features, INT8_BLOCK_K, self.weight.device, INT8_BLOCK_N)
 
     def switch_to_plain(self) -> None:
         self.plan = None
@@ -108,7 +112,8 @@ class Int4WeightOnlyLinear(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.plan is not None and x.numel() <= gemv.MAX_ROWS * self.in_features:
-            out = gemv.int4_matvec(x.reshape(-1, self.in_features), self.packed, self.scales, self.mins, self.plan)
+            out = gemv.int4_matvec(x.reshape(-1, self.in_features), self.packed, self.scales, self.mins,
+                                   self.group_size, self.plan)
             out = out.reshape(*x.shape[:-1], self.out_features)
             return out if self.bias is None else out + self.bias
         if not self.kernel:
@@ -125,7 +130,8 @@ class Int4WeightOnlyLinear(nn.Module):
         if kind == "triton":
             if not gemv.available() or self.group_size & (self.group_size - 1):
                 raise NotImplementedError(f"no triton int4 kernel here for groups of {self.group_size}")
-            self.plan = gemv.launch(self.out_features, self.in_features, self.group_size, self.packed.device)
+            self.plan = gemv.launch(self.out_features, self.in_features, self.group_size * INT4_GROUPS_PER_STEP,
+                                    self.packed.device, INT4_BLOCK_N)
             return
         tiles = next((t for t in INNER_K_TILES if self.in_features % (16 * t) == 0), None)
         if tiles is None:
