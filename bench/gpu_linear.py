@@ -93,7 +93,8 @@ def measure(name: str, module, inductor: dict | None, x, reference, device: str)
 
 def sweep(linear, x, device: str) -> dict:
     """gemv.py's launch choices on this shape (rows per program, inputs per step, split of
-    the input dimension): the five fastest of each kernel, in ms per call."""
+    the input dimension; then warps per program for the three best): the five fastest of
+    each kernel, in ms per call."""
     import torch
 
     from infill_ls.engine import gemv
@@ -102,16 +103,23 @@ def sweep(linear, x, device: str) -> dict:
     n, k = linear.out_features, linear.in_features
     modules = {"int8wo": Int8WeightOnlyLinear(linear), "int4wo": Int4WeightOnlyLinear(linear)}
     found: dict[str, list] = {"int8wo": [], "int4wo": []}
+
+    def time_launch(kind: str, **choice) -> None:
+        modules[kind].plan = gemv.launch(n, k, device=x.device, **choice)
+        with torch.inference_mode():
+            ms = timer(lambda: modules[kind](x), device)[0]
+        found[kind].append({**choice, "ms": round(ms, 4)})
+
     for kind, module in modules.items():
+        group = getattr(module, "group_size", 0)
         for block_n in (16, 32, 64):
-            group = getattr(module, "group_size", 0)
-            for block_k in (128, 256, 512, 1024) if kind == "int8wo" else (group, 2 * group, 4 * group):
+            for block_k in (256, 512, 1024) if kind == "int8wo" else (group, 2 * group, 4 * group):
                 auto = gemv.launch(n, k, block_k, x.device, block_n).split_k
                 for split_k in sorted({max(1, auto // 2), auto, 2 * auto}):
-                    module.plan = gemv.launch(n, k, block_k, x.device, block_n, split_k)
-                    with torch.inference_mode():
-                        ms = timer(lambda: module(x), device)[0]
-                    found[kind].append({"block_n": block_n, "block_k": block_k, "split_k": split_k, "ms": round(ms, 4)})
+                    time_launch(kind, block_k=block_k, block_n=block_n, split_k=split_k)
+        for best in sorted(found[kind], key=lambda row: row["ms"])[:3]:
+            for num_warps in (2, 8):
+                time_launch(kind, **{key: best[key] for key in ("block_k", "block_n", "split_k")}, num_warps=num_warps)
     return {kind: sorted(rows, key=lambda row: row["ms"])[:5] for kind, rows in found.items()}
 
 

@@ -53,6 +53,7 @@ class Launch:
     block_k: int  # inputs per loop step (int4: a whole number of groups)
     split_k: int
     steps_per_split: int  # loop steps of a program: blocks of block_k inputs
+    num_warps: int = 4  # Triton's default; bench/gpu_linear.py --sweep tries others
 
 
 # Programs a launch aims for, per SM.  The sweep on an H200 (bench/gpu_linear.py --sweep,
@@ -63,7 +64,8 @@ class Launch:
 PROGRAMS_PER_SM = 6
 
 
-def launch(n: int, k: int, block_k: int, device: torch.device, block_n: int = 16, split_k: int | None = None) -> Launch:
+def launch(n: int, k: int, block_k: int, device: torch.device, block_n: int = 16, split_k: int | None = None,
+           num_warps: int = 4) -> Launch:
     """A launch for an [n, k] weight: ``split_k`` (by default as many splits as bring the
     programs to ``PROGRAMS_PER_SM`` per SM, at least 2, each program keeping 2 steps)."""
     n_blocks = -(-n // block_n)
@@ -71,7 +73,7 @@ def launch(n: int, k: int, block_k: int, device: torch.device, block_n: int = 16
     if split_k is None:
         sms = torch.cuda.get_device_properties(device).multi_processor_count if device.type == "cuda" else 1
         split_k = max(1, min(steps // 2, max(2, PROGRAMS_PER_SM * sms // n_blocks)))
-    return Launch(block_n, block_k, split_k, -(-steps // split_k))
+    return Launch(block_n, block_k, split_k, -(-steps // split_k), num_warps)
 
 
 if triton is not None:
@@ -132,7 +134,7 @@ def int8_matvec(x: torch.Tensor, weight: torch.Tensor, scales: torch.Tensor, pla
     out = torch.zeros(rows, n, dtype=torch.float32, device=x.device)
     grid = (rows, -(-n // plan.block_n), plan.split_k)
     _int8_gemv[grid](x.contiguous(), weight, scales, out, n, k, plan.steps_per_split,
-                     BLOCK_N=plan.block_n, BLOCK_K=plan.block_k)
+                     BLOCK_N=plan.block_n, BLOCK_K=plan.block_k, num_warps=plan.num_warps)
     return out.to(x.dtype)
 
 
@@ -146,5 +148,6 @@ def int4_matvec(x: torch.Tensor, packed: torch.Tensor, scales: torch.Tensor, min
     out = torch.zeros(rows, n, dtype=torch.float32, device=x.device)
     grid = (rows, -(-n // plan.block_n), plan.split_k)
     _int4_gemv[grid](x.contiguous(), packed, scales, mins, out, n, k, plan.steps_per_split,
-                     BLOCK_N=plan.block_n, GROUP=group, GROUPS_PER_STEP=plan.block_k // group)
+                     BLOCK_N=plan.block_n, GROUP=group, GROUPS_PER_STEP=plan.block_k // group,
+                     num_warps=plan.num_warps)
     return out.to(x.dtype)
