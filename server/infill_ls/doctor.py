@@ -67,7 +67,7 @@ def report(settings: Settings) -> str:
         for name, parameters in STARCODER2_SIZES.items():
             placement = choose_placement("cuda", "auto", parameters)
             lines.append(f"  {name}: {placement.precision} ({placement.reason})")
-        # The measured cost of a typing suggestion on the 15B shape (README "Performance").
+        # The cost of a typing suggestion on the 15B shape (README "Performance"): measured, or marked estimated.
         tried = [(f"{p} (~{suggestion_ms(p):.0f} ms{'' if p in GPU_MEASURED_MS else ', estimated'})"
                   if gpu_figures(p) else p) for p in gpu_options(bitsandbytes_available())]
         lines.append(f"  precisions auto tries, fastest first (a typing suggestion of StarCoder2-15B): {', '.join(tried)}")

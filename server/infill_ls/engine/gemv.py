@@ -60,7 +60,7 @@ class Launch:
 # bench/results/gpu-linear-20261126-053414.json) found every one of the 15B shapes fastest
 # with ~750-3,000 programs (132 SMs) and at least two splits of the input dimension: e.g.
 # the 24,576-row c_fc in int8 at 0.066 ms with 16 rows x 2 splits against 0.076 with the
-# old rule's 32 rows x 1 split.  Fewer than 2 steps per program did not pay.
+# old rule's 32 rows x 1 split.  It tried no program with fewer than 2 loop steps, nor does the rule.
 PROGRAMS_PER_SM = 6
 
 
