@@ -104,11 +104,16 @@ def sweep(linear, x, device: str) -> dict:
     modules = {"int8wo": Int8WeightOnlyLinear(linear), "int4wo": Int4WeightOnlyLinear(linear)}
     found: dict[str, list] = {"int8wo": [], "int4wo": []}
 
+    with torch.inference_mode():
+        plain = {kind: module(x).float() for kind, module in modules.items()}  # before any plan is set
+
     def time_launch(kind: str, **choice) -> None:
         modules[kind].plan = gemv.launch(n, k, device=x.device, **choice)
         with torch.inference_mode():
+            # Against the plain module: a launch that computes something else must not win.
+            error = ((modules[kind](x).float() - plain[kind]).abs().max() / plain[kind].abs().max()).item()
             ms = timer(lambda: modules[kind](x), device)[0]
-        found[kind].append({**choice, "ms": round(ms, 4)})
+        found[kind].append({**choice, "ms": round(ms, 4), "error_vs_plain": round(error, 5)})
 
     for kind, module in modules.items():
         group = getattr(module, "group_size", 0)
@@ -117,10 +122,12 @@ def sweep(linear, x, device: str) -> dict:
                 auto = gemv.launch(n, k, block_k, x.device, block_n).split_k
                 for split_k in sorted({max(1, auto // 2), auto, 2 * auto}):
                     time_launch(kind, block_k=block_k, block_n=block_n, split_k=split_k)
-        for best in sorted(found[kind], key=lambda row: row["ms"])[:3]:
+        for best in sorted((row for row in found[kind] if row["error_vs_plain"] < 0.02), key=lambda row: row["ms"])[:3]:
             for num_warps in (2, 8):
                 time_launch(kind, **{key: best[key] for key in ("block_k", "block_n", "split_k")}, num_warps=num_warps)
-    return {kind: sorted(rows, key=lambda row: row["ms"])[:5] for kind, rows in found.items()}
+    right = {kind: [row for row in rows if row["error_vs_plain"] < 0.02] for kind, rows in found.items()}
+    return {kind: sorted(rows, key=lambda row: row["ms"])[:5] for kind, rows in right.items()} | {
+        "wrong": [{"kind": kind, **row} for kind, rows in found.items() for row in rows if row not in right[kind]]}
 
 
 def main() -> None:
