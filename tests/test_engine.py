@@ -24,7 +24,7 @@ sys.path.insert(0, str(REPO / "server"))
 
 from infill_ls.completion import build_prompt  # noqa: E402
 from infill_ls.engine.base import GenerationRequest  # noqa: E402
-from infill_ls.engine.local import LocalEngine, lookup_draft, reusable_tokens  # noqa: E402
+from infill_ls.engine.local import DraftBackoff, LocalEngine, lookup_draft, reusable_tokens  # noqa: E402
 from infill_ls.engine.quantize import quantize_weights  # noqa: E402
 from infill_ls.postprocess import CursorContext  # noqa: E402
 from infill_ls.settings import Settings  # noqa: E402
@@ -142,6 +142,21 @@ def test_lookup_draft_copies_what_followed_the_latest_match():
     assert lookup_draft([1, 2, 3, 9, 1, 2, 3, 7, 8, 1, 2, 3], limit=2) == [7, 8]
     assert lookup_draft([4, 5, 6, 4], limit=5) == [5, 6, 4]
     assert lookup_draft([1, 2, 3], limit=3) == []
+
+
+def test_drafts_that_keep_missing_are_tried_ever_more_rarely():
+    backoff, tried = DraftBackoff(), []
+    for step in range(40):
+        if backoff.try_now():
+            tried.append(step)
+            backoff.record(drafted=8, accepted=0)
+    assert tried == [0, 2, 6, 14, 30]
+    # No draft found judges nothing; a draft accepted in part ends the backoff.
+    backoff.record(drafted=0, accepted=0)
+    while not backoff.try_now():
+        pass
+    backoff.record(drafted=8, accepted=3)
+    assert all(backoff.try_now() for _ in range(5))
 
 
 def test_prompt_lookup_gives_the_greedy_output_and_accepts_drafts(engine):
