@@ -160,15 +160,19 @@ def main() -> None:
             continue
         linear = random_linear(features_in, features_out)
         x = torch.randn(1, features_in, device=device, dtype=torch.bfloat16, generator=generator)
+        # A draft check's rows (the engine's DRAFT_TOKENS + 1), for the eager implementations.
+        x_draft = torch.randn(9, features_in, device=device, dtype=torch.bfloat16, generator=generator)
         with torch.inference_mode():
-            reference = linear(x).float()
+            reference, reference_draft = linear(x).float(), linear(x_draft).float()
         row = results[shape] = {"in": features_in, "out": features_out, "per_layer": count}
         for name, module, inductor in implementations(linear, compile_too=device.startswith("cuda")):
-            try:
-                row[name] = measure(name, module, inductor, x, reference, device)
-            except Exception as error:  # one missing kernel must not lose the rest
-                row[name] = {"error": f"{type(error).__name__}: {str(error)[:300]}"}
-            print(shape, name, row[name], flush=True)
+            cases = [(name, x, reference)] + ([(f"{name}-9rows", x_draft, reference_draft)] if inductor is None else [])
+            for case, inputs, expected in cases:
+                try:
+                    row[case] = measure(case, module, inductor, inputs, expected, device)
+                except Exception as error:  # one missing kernel must not lose the rest
+                    row[case] = {"error": f"{type(error).__name__}: {str(error)[:300]}"}
+                print(shape, case, row[case], flush=True)
         if args.sweep and device.startswith("cuda"):  # Triton compiles each choice: GPU runs only
             row["triton_sweep"] = sweep(linear, x, device)
             print(shape, "sweep", row["triton_sweep"], flush=True)

@@ -13,7 +13,10 @@ copy of the weights serves both.
 
 Each program reduces ``BLOCK_N`` output rows over a ``1/split_k`` share of the input
 dimension in float32 and adds its partial sums atomically: split-K gives narrow matrices
-(the 512-row key/value projections) enough programs to keep every SM reading.  Measured
+(the 512-row key/value projections) enough programs to keep every SM reading.  One input
+row (a decode step) runs on the matrix-vector kernels; 2-16 rows (a draft check, a few
+typed tokens) on ``_int8_rows``/``_int4_rows``, which read each tile of weights once for
+all the rows and multiply on the tensor cores (not yet run on a GPU).  Measured
 on an H200 (2026-11-26, gpu-20261126-053058.json): the whole 15B-shape model in int8,
 compiled, decodes at 12.8 ms/token (bf16 12.0 in the same run); per token its linears
 take 13.2 ms with the first launches and 9.5 with the sweep's best (``launch`` now
@@ -81,25 +84,23 @@ if triton is not None:
     @triton.jit
     def _int8_gemv(x_ptr, w_ptr, scale_ptr, out_ptr, N, K, steps_per_split,
                    BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
-        row = tl.program_id(0)  # which input row
-        rows_n = tl.program_id(1) * BLOCK_N + tl.arange(0, BLOCK_N)
+        rows_n = tl.program_id(1) * BLOCK_N + tl.arange(0, BLOCK_N)  # one input row: grid (1, n blocks, splits)
         k_start = tl.program_id(2) * steps_per_split * BLOCK_K
         acc = tl.zeros((BLOCK_N,), dtype=tl.float32)
         for step in range(steps_per_split):
             ks = k_start + step * BLOCK_K + tl.arange(0, BLOCK_K)
-            x = tl.load(x_ptr + row * K + ks, mask=ks < K, other=0.0).to(tl.float32)
+            x = tl.load(x_ptr + ks, mask=ks < K, other=0.0).to(tl.float32)
             w = tl.load(w_ptr + rows_n[:, None] * K + ks[None, :],
                         mask=(rows_n[:, None] < N) & (ks[None, :] < K), other=0).to(tl.float32)
             acc += tl.sum(w * x[None, :], axis=1)
         scale = tl.load(scale_ptr + rows_n, mask=rows_n < N, other=0.0).to(tl.float32)
-        tl.atomic_add(out_ptr + row * N + rows_n, acc * scale, mask=rows_n < N)
+        tl.atomic_add(out_ptr + rows_n, acc * scale, mask=rows_n < N)
 
     @triton.jit
     def _int4_gemv(x_ptr, packed_ptr, scale_ptr, min_ptr, out_ptr, N, K, steps_per_split,
                    BLOCK_N: tl.constexpr, GROUP: tl.constexpr, GROUPS_PER_STEP: tl.constexpr):
         # Tiles are [rows, groups of the step, bytes of a group]: each row's codes of a step
         # are one contiguous read, and its scales and minimums of the step one short one.
-        row = tl.program_id(0)
         rows_n = tl.program_id(1) * BLOCK_N + tl.arange(0, BLOCK_N)
         first_group = tl.program_id(2) * steps_per_split * GROUPS_PER_STEP
         groups = K // GROUP
@@ -112,8 +113,8 @@ if triton is not None:
             in_k = g < groups  # the last split may run past the groups
             # Byte j of a group holds code 2j in its low nibble and 2j+1 in its high one.
             even = g[:, None] * GROUP + 2 * half[None, :]  # [G, GROUP/2]
-            x_even = tl.load(x_ptr + row * K + even, mask=in_k[:, None], other=0.0).to(tl.float32)
-            x_odd = tl.load(x_ptr + row * K + even + 1, mask=in_k[:, None], other=0.0).to(tl.float32)
+            x_even = tl.load(x_ptr + even, mask=in_k[:, None], other=0.0).to(tl.float32)
+            x_odd = tl.load(x_ptr + even + 1, mask=in_k[:, None], other=0.0).to(tl.float32)
             byte = tl.load(packed_ptr + rows_n[:, None, None] * (K // 2) + even[None, :, :] // 2,
                            mask=in_n[:, None, None] & in_k[None, :, None], other=0).to(tl.int32)
             low = (byte & 15).to(tl.float32)
@@ -124,17 +125,79 @@ if triton is not None:
             scale = tl.load(scale_ptr + rows_n[:, None] * groups + g[None, :], mask=where, other=0.0).to(tl.float32)
             low_value = tl.load(min_ptr + rows_n[:, None] * groups + g[None, :], mask=where, other=0.0).to(tl.float32)
             acc += tl.sum(scale * codes_dot + low_value * x_sum[None, :], axis=1)
-        tl.atomic_add(out_ptr + row * N + rows_n, acc, mask=in_n)
+        tl.atomic_add(out_ptr + rows_n, acc, mask=in_n)
+
+    # Several input rows (a draft check, a few typed tokens): each tile of weights is read
+    # once for all the rows and multiplied on the tensor cores (tl.dot wants 16 rows or
+    # more: the rows are padded to MAX_ROWS).  The first version ran one program per row,
+    # which reads every weight once per row: a 9-token draft check cost 9 decode steps.
+
+    @triton.jit
+    def _int8_rows(x_ptr, w_ptr, scale_ptr, out_ptr, ROWS, N, K, steps_per_split,
+                   BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, PADDED_ROWS: tl.constexpr):
+        rows = tl.arange(0, PADDED_ROWS)
+        rows_n = tl.program_id(1) * BLOCK_N + tl.arange(0, BLOCK_N)
+        k_start = tl.program_id(2) * steps_per_split * BLOCK_K
+        acc = tl.zeros((PADDED_ROWS, BLOCK_N), dtype=tl.float32)
+        for step in range(steps_per_split):
+            ks = k_start + step * BLOCK_K + tl.arange(0, BLOCK_K)
+            x = tl.load(x_ptr + rows[:, None] * K + ks[None, :], mask=(rows[:, None] < ROWS) & (ks[None, :] < K),
+                        other=0.0)
+            w = tl.load(w_ptr + rows_n[:, None] * K + ks[None, :],
+                        mask=(rows_n[:, None] < N) & (ks[None, :] < K), other=0)
+            acc += tl.dot(x, tl.trans(w.to(x.dtype)))  # int8 values are exact in bf16
+        scale = tl.load(scale_ptr + rows_n, mask=rows_n < N, other=0.0).to(tl.float32)
+        tl.atomic_add(out_ptr + rows[:, None] * N + rows_n[None, :], acc * scale[None, :],
+                      mask=(rows[:, None] < ROWS) & (rows_n[None, :] < N))
+
+    @triton.jit
+    def _int4_rows(x_ptr, packed_ptr, scale_ptr, min_ptr, out_ptr, ROWS, N, K, steps_per_split,
+                   BLOCK_N: tl.constexpr, GROUP: tl.constexpr, GROUPS_PER_STEP: tl.constexpr,
+                   PADDED_ROWS: tl.constexpr):
+        rows = tl.arange(0, PADDED_ROWS)
+        in_rows = rows < ROWS
+        rows_n = tl.program_id(1) * BLOCK_N + tl.arange(0, BLOCK_N)
+        in_n = rows_n < N
+        first_group = tl.program_id(2) * steps_per_split * GROUPS_PER_STEP
+        groups = K // GROUP
+        half = tl.arange(0, GROUP // 2)
+        acc = tl.zeros((PADDED_ROWS, BLOCK_N), dtype=tl.float32)
+        for step in range(steps_per_split):
+            for in_step in tl.static_range(GROUPS_PER_STEP):
+                g = first_group + step * GROUPS_PER_STEP + in_step
+                # Masks as blocks, not scalars (Triton's interpreter takes no scalar mask).
+                in_k = half * 0 + g < groups  # [GROUP/2]: the last split may run past the groups
+                n_and_k = in_n & (rows_n * 0 + g < groups)  # [BLOCK_N]
+                even = g * GROUP + 2 * half  # low nibbles hold the even inputs, high ones the odd
+                x_even = tl.load(x_ptr + rows[:, None] * K + even[None, :], mask=in_rows[:, None] & in_k[None, :],
+                                 other=0.0)
+                x_odd = tl.load(x_ptr + rows[:, None] * K + even[None, :] + 1, mask=in_rows[:, None] & in_k[None, :],
+                                other=0.0)
+                byte = tl.load(packed_ptr + rows_n[:, None] * (K // 2) + g * (GROUP // 2) + half[None, :],
+                               mask=n_and_k[:, None], other=0).to(tl.int32)
+                scale = tl.load(scale_ptr + rows_n * groups + g, mask=n_and_k, other=0.0).to(tl.float32)
+                low_value = tl.load(min_ptr + rows_n * groups + g, mask=n_and_k, other=0.0).to(tl.float32)
+                # Dequantized to the activations' dtype, as the plain module does.
+                w_even = ((byte & 15).to(tl.float32) * scale[:, None] + low_value[:, None]).to(x_even.dtype)
+                w_odd = ((byte >> 4).to(tl.float32) * scale[:, None] + low_value[:, None]).to(x_even.dtype)
+                acc += tl.dot(x_even, tl.trans(w_even)) + tl.dot(x_odd, tl.trans(w_odd))
+        tl.atomic_add(out_ptr + rows[:, None] * N + rows_n[None, :], acc,
+                      mask=in_rows[:, None] & in_n[None, :])
 
 
 def int8_matvec(x: torch.Tensor, weight: torch.Tensor, scales: torch.Tensor, plan: Launch) -> torch.Tensor:
-    """``x @ (weight * scales[:, None]).T`` for ``x`` [rows, K] (rows <= MAX_ROWS) and int8 ``weight`` [N, K]."""
+    """``x @ (weight * scales[:, None]).T`` for ``x`` [rows, K] (rows <= MAX_ROWS) and int8 ``weight`` [N, K]:
+    one row on _int8_gemv, more on _int8_rows."""
     rows, k = x.shape
     n = weight.shape[0]
     out = torch.zeros(rows, n, dtype=torch.float32, device=x.device)
-    grid = (rows, -(-n // plan.block_n), plan.split_k)
-    _int8_gemv[grid](x.contiguous(), weight, scales, out, n, k, plan.steps_per_split,
-                     BLOCK_N=plan.block_n, BLOCK_K=plan.block_k, num_warps=plan.num_warps)
+    grid = (1, -(-n // plan.block_n), plan.split_k)
+    if rows == 1:
+        _int8_gemv[grid](x.contiguous(), weight, scales, out, n, k, plan.steps_per_split,
+                         BLOCK_N=plan.block_n, BLOCK_K=plan.block_k, num_warps=plan.num_warps)
+    else:
+        _int8_rows[grid](x.contiguous(), weight, scales, out, rows, n, k, plan.steps_per_split,
+                         BLOCK_N=plan.block_n, BLOCK_K=plan.block_k, PADDED_ROWS=MAX_ROWS, num_warps=plan.num_warps)
     return out.to(x.dtype)
 
 
@@ -146,8 +209,13 @@ def int4_matvec(x: torch.Tensor, packed: torch.Tensor, scales: torch.Tensor, min
     rows, k = x.shape
     n = packed.shape[0]
     out = torch.zeros(rows, n, dtype=torch.float32, device=x.device)
-    grid = (rows, -(-n // plan.block_n), plan.split_k)
-    _int4_gemv[grid](x.contiguous(), packed, scales, mins, out, n, k, plan.steps_per_split,
-                     BLOCK_N=plan.block_n, GROUP=group, GROUPS_PER_STEP=plan.block_k // group,
-                     num_warps=plan.num_warps)
+    grid = (1, -(-n // plan.block_n), plan.split_k)
+    if rows == 1:
+        _int4_gemv[grid](x.contiguous(), packed, scales, mins, out, n, k, plan.steps_per_split,
+                         BLOCK_N=plan.block_n, GROUP=group, GROUPS_PER_STEP=plan.block_k // group,
+                         num_warps=plan.num_warps)
+    else:
+        _int4_rows[grid](x.contiguous(), packed, scales, mins, out, rows, n, k, plan.steps_per_split,
+                         BLOCK_N=plan.block_n, GROUP=group, GROUPS_PER_STEP=plan.block_k // group,
+                         PADDED_ROWS=MAX_ROWS, num_warps=plan.num_warps)
     return out.to(x.dtype)

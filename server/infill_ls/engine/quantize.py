@@ -202,11 +202,13 @@ def kernel_agrees(module: nn.Module, dtype: torch.dtype, name: str, kind: str) -
     """Switch ``module`` to its kernel if the kernel exists here and gives the plain
     module's output (to rounding) on a random input; else leave it plain."""
     device = next(module.buffers()).device
-    x = torch.randn(3, module.in_features, dtype=dtype, device=device, generator=torch.Generator(device).manual_seed(0))
-    expected = module(x).float()
+    # One row (a decode step) and several (a draft check) take different kernels in gemv.py.
+    inputs = [torch.randn(rows, module.in_features, dtype=dtype, device=device,
+                          generator=torch.Generator(device).manual_seed(0)) for rows in (1, 3)]
+    expected = torch.cat([module(x).float() for x in inputs])
     try:
         module.switch_to_kernel(kind)
-        got = module(x).float()
+        got = torch.cat([module(x).float() for x in inputs])
     except Exception as error:  # no kernel for this device/dtype/shape (Triton raises its own kinds too)
         module.switch_to_plain()
         log.info("%s: plain weight-only linear (%s)", name, (str(error).splitlines() or [type(error).__name__])[0][:200])
