@@ -93,8 +93,8 @@ def measure(name: str, module, inductor: dict | None, x, reference, device: str)
 
 def sweep(linear, x, device: str) -> dict:
     """gemv.py's launch choices on this shape (rows per program, inputs per step, split of
-    the input dimension; then warps per program for the three best): the five fastest of
-    each kernel, in ms per call."""
+    the input dimension; then, for the three best, warps per program and int8's deferred
+    sum): the five fastest of each kernel, in ms per call."""
     import torch
 
     from infill_ls.engine import gemv
@@ -123,8 +123,11 @@ def sweep(linear, x, device: str) -> dict:
                 for split_k in sorted({max(1, auto // 2), auto, 2 * auto}):
                     time_launch(kind, block_k=block_k, block_n=block_n, split_k=split_k)
         for best in sorted((row for row in found[kind] if row["error_vs_plain"] < 0.02), key=lambda row: row["ms"])[:3]:
+            layout = {key: best[key] for key in ("block_k", "block_n", "split_k")}
             for num_warps in (2, 8):
-                time_launch(kind, **{key: best[key] for key in ("block_k", "block_n", "split_k")}, num_warps=num_warps)
+                time_launch(kind, **layout, num_warps=num_warps)
+            if kind == "int8wo":
+                time_launch(kind, **layout, defer_sum=True)
     right = {kind: [row for row in rows if row["error_vs_plain"] < 0.02] for kind, rows in found.items()}
     return {kind: sorted(rows, key=lambda row: row["ms"])[:5] for kind, rows in right.items()} | {
         "wrong": [{"kind": kind, **row} for kind, rows in found.items() for row in rows if row not in right[kind]]}

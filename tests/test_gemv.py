@@ -42,7 +42,8 @@ for k, n in ((256, 96), (640, 50), (128, 512)):
             int8, int4, int4_wide = (Int8WeightOnlyLinear(linear), Int4WeightOnlyLinear(linear),
                                      Int4WeightOnlyLinear(linear))
             want8, want4 = int8(x), int4(x)
-            int8.plan = gemv.launch(n, k, 64, x.device, block_n=16, split_k=split)
+            # Odd splits sum every step; even ones once after the loop (int8's deferred sum).
+            int8.plan = gemv.launch(n, k, 64, x.device, block_n=16, split_k=split, defer_sum=split % 2 == 0)
             int4.plan = gemv.launch(n, k, int4.group_size, x.device, block_n=16, split_k=split)
             # Four groups per loop step: 5 groups leave a step part-empty.
             int4_wide.plan = gemv.launch(n, k, 4 * int4.group_size, x.device, block_n=32, split_k=split)

@@ -57,6 +57,10 @@ class Launch:
     split_k: int
     steps_per_split: int  # loop steps of a program: blocks of block_k inputs
     num_warps: int = 4  # Triton's default; bench/gpu_linear.py --sweep tries others
+    # int8, one row: sum each program's products once after its loop instead of every step
+    # (no cross-thread reduction per step, more registers).  Off: the measured layout; the
+    # sweep tries it.
+    defer_sum: bool = False
 
 
 # Programs a launch aims for, per SM.  The sweep on an H200 (bench/gpu_linear.py --sweep,
@@ -68,7 +72,7 @@ PROGRAMS_PER_SM = 6
 
 
 def launch(n: int, k: int, block_k: int, device: torch.device, block_n: int = 16, split_k: int | None = None,
-           num_warps: int = 4) -> Launch:
+           num_warps: int = 4, defer_sum: bool = False) -> Launch:
     """A launch for an [n, k] weight: ``split_k`` (by default as many splits as bring the
     programs to ``PROGRAMS_PER_SM`` per SM, at least 2, each program keeping 2 steps)."""
     n_blocks = -(-n // block_n)
@@ -76,23 +80,28 @@ def launch(n: int, k: int, block_k: int, device: torch.device, block_n: int = 16
     if split_k is None:
         sms = torch.cuda.get_device_properties(device).multi_processor_count if device.type == "cuda" else 1
         split_k = max(1, min(steps // 2, max(2, PROGRAMS_PER_SM * sms // n_blocks)))
-    return Launch(block_n, block_k, split_k, -(-steps // split_k), num_warps)
+    return Launch(block_n, block_k, split_k, -(-steps // split_k), num_warps, defer_sum)
 
 
 if triton is not None:
 
     @triton.jit
     def _int8_gemv(x_ptr, w_ptr, scale_ptr, out_ptr, N, K, steps_per_split,
-                   BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
+                   BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, DEFER_SUM: tl.constexpr):
         rows_n = tl.program_id(1) * BLOCK_N + tl.arange(0, BLOCK_N)  # one input row: grid (1, n blocks, splits)
         k_start = tl.program_id(2) * steps_per_split * BLOCK_K
-        acc = tl.zeros((BLOCK_N,), dtype=tl.float32)
+        acc = tl.zeros((BLOCK_N, BLOCK_K) if DEFER_SUM else (BLOCK_N,), dtype=tl.float32)
         for step in range(steps_per_split):
             ks = k_start + step * BLOCK_K + tl.arange(0, BLOCK_K)
             x = tl.load(x_ptr + ks, mask=ks < K, other=0.0).to(tl.float32)
             w = tl.load(w_ptr + rows_n[:, None] * K + ks[None, :],
                         mask=(rows_n[:, None] < N) & (ks[None, :] < K), other=0).to(tl.float32)
-            acc += tl.sum(w * x[None, :], axis=1)
+            if DEFER_SUM:
+                acc += w * x[None, :]
+            else:
+                acc += tl.sum(w * x[None, :], axis=1)
+        if DEFER_SUM:
+            acc = tl.sum(acc, axis=1)
         scale = tl.load(scale_ptr + rows_n, mask=rows_n < N, other=0.0).to(tl.float32)
         tl.atomic_add(out_ptr + rows_n, acc * scale, mask=rows_n < N)
 
@@ -194,7 +203,8 @@ def int8_matvec(x: torch.Tensor, weight: torch.Tensor, scales: torch.Tensor, pla
     grid = (1, -(-n // plan.block_n), plan.split_k)
     if rows == 1:
         _int8_gemv[grid](x.contiguous(), weight, scales, out, n, k, plan.steps_per_split,
-                         BLOCK_N=plan.block_n, BLOCK_K=plan.block_k, num_warps=plan.num_warps)
+                         BLOCK_N=plan.block_n, BLOCK_K=plan.block_k, DEFER_SUM=plan.defer_sum,
+                         num_warps=plan.num_warps)
     else:
         _int8_rows[grid](x.contiguous(), weight, scales, out, rows, n, k, plan.steps_per_split,
                          BLOCK_N=plan.block_n, BLOCK_K=plan.block_k, PADDED_ROWS=MAX_ROWS, num_warps=plan.num_warps)
