@@ -101,14 +101,16 @@ def quantization_config(precision: str):
 EAGER_ONLY = frozenset({"8bit", "4bit"})
 
 
-def compiles_faster(precision: str) -> bool:
-    """Whether fastDecode compiles this precision's decode step (see EAGER_ONLY)."""
+def compiles_faster(model, precision: str) -> bool:
+    """Whether fastDecode compiles this model's decode step (see EAGER_ONLY)."""
     if precision in EAGER_ONLY:
         return False
-    if precision in ("int8wo", "int4wo"):  # compiled, their plain modules lost to eager (59.6 vs 152.7 ms, H100)
-        from . import gemv
+    if precision in ("int8wo", "int4wo"):
+        # Only on gemv.py's kernels: compiled, the plain modules lost to eager (152.7 vs
+        # 59.6 ms, H100), and so did tinygemm (59.5 vs 23.0, H200).
+        from .quantize import on_triton_kernels
 
-        return gemv.available()
+        return on_triton_kernels(model)
     return True
 
 
@@ -227,7 +229,7 @@ class LocalEngine:
             template=template.name,
         )
         engine = cls(model, tokenizer, template, info)
-        if settings.fastDecode and placement.device.startswith("cuda") and compiles_faster(placement.precision):
+        if settings.fastDecode and placement.device.startswith("cuda") and compiles_faster(model, placement.precision):
             engine.start_fast_decoding(settings.contextTokens + DRAFT_TOKENS + 1)
         return engine
 

@@ -197,6 +197,12 @@ def use_kernels(model: nn.Module, dtype: torch.dtype, kind: str = "triton") -> d
     return counts
 
 
+def on_triton_kernels(model: nn.Module) -> bool:
+    """Whether every weight-only linear of ``model`` decodes on gemv.py's kernels."""
+    linears = [m for m in model.modules() if isinstance(m, (Int8WeightOnlyLinear, Int4WeightOnlyLinear))]
+    return bool(linears) and all(m.plan is not None for m in linears)
+
+
 @torch.inference_mode()
 def kernel_agrees(module: nn.Module, dtype: torch.dtype, name: str, kind: str) -> bool:
     """Switch ``module`` to its kernel if the kernel exists here and gives the plain
