@@ -224,6 +224,20 @@ def test_keyword_lines_around_the_cursor_equal_a_whole_scan(edits):
 SERVER_SOURCES = sorted((Path(__file__).resolve().parent.parent / "server" / "infill_ls").glob("*.py"))
 
 
+@hsettings(max_examples=60, deadline=None)
+@given(file_index=st.integers(0, len(SERVER_SOURCES) - 1), lines=st.integers(0, 130))
+def test_a_windows_names_are_those_of_its_text(file_index, lines):
+    """cut_windows finds each half-window's names once and unions two halves per window;
+    that must equal reading the window's whole text (files cut to 0-130 lines cover fewer
+    lines than a window, exact multiples of a half, and a tail window)."""
+    from infill_ls.context import WINDOW_LINES, cut_windows, identifiers
+
+    text = "".join(SERVER_SOURCES[file_index].read_text().splitlines(keepends=True)[:lines])
+    windows = cut_windows(text)
+    assert all(window.tokens == identifiers(window.text) for window in windows)
+    assert all(window.text.count("\n") <= WINDOW_LINES for window in windows)
+
+
 @hsettings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(
     picks=st.lists(st.tuples(st.integers(0, len(SERVER_SOURCES) - 1), st.sampled_from(["open", "workspace", "recent"]),

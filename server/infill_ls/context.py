@@ -59,6 +59,7 @@ VISITS_PER_FILE = 20
 
 WINDOW_LINES = 50  # a snippet is a window of this many lines…
 WINDOW_STEP = 25  # …starting every WINDOW_STEP lines (windows overlap by half)
+assert WINDOW_LINES == 2 * WINDOW_STEP, "cut_windows builds a window's names from its two halves"
 QUERY_LINES_BEFORE = 25  # the code around the cursor the windows are compared with
 QUERY_LINES_AFTER = 5
 OTHER_LANGUAGE_WEIGHT = 0.5
@@ -70,7 +71,8 @@ NEIGHBOUR_FILES = 40  # files on disk considered per request: imports, then the 
 RECENT_EDITS = 16
 REFRESH_SECONDS = 2.0  # how often a folder's files are checked for changes on disk
 
-IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+# Names of two characters or more: one-letter names say nothing about a window.
+IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]+")
 # Words every file has; they say nothing about what a window is about.
 STOP_WORDS = frozenset(
     "self this def return if else elif for while in is not and or import from as class pass none true false "
@@ -94,7 +96,7 @@ def language_of(path: str) -> str:
 
 
 def identifiers(text: str) -> frozenset[str]:
-    return frozenset(w for w in IDENTIFIER.findall(text) if len(w) > 1 and w not in STOP_WORDS)
+    return frozenset(IDENTIFIER.findall(text)).difference(STOP_WORDS)
 
 
 @dataclass(frozen=True)
@@ -107,11 +109,21 @@ class Window:
 def cut_windows(text: str) -> list[Window]:
     lines = text.splitlines(keepends=True)
     starts = range(0, max(len(lines) - WINDOW_LINES, 0) + 1, WINDOW_STEP) if lines else []
+    # Windows overlap by half: each half's names are found once and a window's are the
+    # union of its two halves (a name never spans lines).  Half of the regex work, which
+    # was most of building a workspace's windows (and of making training samples).
+    halves = {}
+
+    def names_of_half(start: int) -> frozenset[str]:
+        if start not in halves:
+            halves[start] = identifiers("".join(lines[start : start + WINDOW_STEP]))
+        return halves[start]
+
     windows = []
     for start in starts:
         chunk = "".join(lines[start : start + WINDOW_LINES])
         if chunk.strip():
-            windows.append(Window(start, chunk, identifiers(chunk)))
+            windows.append(Window(start, chunk, names_of_half(start) | names_of_half(start + WINDOW_STEP)))
     last = len(lines) - WINDOW_LINES
     if last > 0 and last % WINDOW_STEP:  # the file's tail, so its last lines are reachable
         chunk = "".join(lines[last:])
