@@ -14,7 +14,7 @@ OUT=${OUT:-/tmp/out}
 WORK=${WORK:-training/work}
 mkdir -p "$OUT" "$WORK"
 if [[ -d .whl-train ]]; then
-  python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .whl-train/*.whl 2>&1 \
+  python3 -m pip install -q --no-index --no-deps --no-compile --upgrade --target /tmp/site .whl-train/*.whl 2>&1 \
     | grep -v "Running pip as" || true
 fi
 export PYTHONPATH=/tmp/site:$PWD/server PYTHONUNBUFFERED=1
