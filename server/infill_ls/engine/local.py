@@ -57,6 +57,7 @@ class DraftBackoff:
             self.misses += 1
             self.wait = 2**self.misses - 1
 
+
 # report(message, percentage) — drives the editor's progress bar.
 ProgressReport = Callable[[str, int], None]
 
