@@ -3,8 +3,9 @@
     python bench/cpu.py [--model DIR] [--prompt 1024] [--new 32] [--threads N]
 
 Runs the engine's real greedy loop on the bundled model's shape with random weights
-(or a real checkpoint with --model) and writes bench/results/cpu-*.json; the choice
-in server/infill_ls/hardware.py (CPU_PRECISION) comes from these figures.
+(or a real checkpoint with --model), each precision on transformers' dynamic cache and on
+the static cache the server uses on a CPU ("-static"), and writes bench/results/cpu-*.json;
+the choice in server/infill_ls/hardware.py (CPU_PRECISION) comes from these figures.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import argparse
 
 from common import write_result
 from engines import BUNDLED, engine_for, random_model, time_engine
+from infill_ls.engine.local import DRAFT_TOKENS
 
 # int8wo/int4wo are the plain modules, as the server runs them on a CPU; "int4wo-kernels":
 # on tinygemm (what the server uses on a GPU), for comparison.
@@ -54,9 +56,14 @@ def main() -> None:
     results = {}
     for precision in PRECISIONS:
         engine = build(precision, args.model)
-        results[precision] = time_engine(engine, args.prompt, args.new, runs=args.runs)
-        print(precision, results[precision]["prefill_ms"]["p50"], "ms prefill,",
-              results[precision]["decode_ms_per_token"]["p50"], "ms/token", flush=True)
+        # Each precision on transformers' dynamic cache, then on the static cache uncompiled
+        # ("-static"), which the server uses on a CPU (fastDecode).
+        for name in (precision, f"{precision}-static"):
+            if name.endswith("-static"):
+                engine.start_fast_decoding(args.prompt + args.new + DRAFT_TOKENS + 1, compile=False)
+            results[name] = time_engine(engine, args.prompt, args.new, runs=args.runs)
+            print(name, results[name]["prefill_ms"]["p50"], "ms prefill,",
+                  results[name]["decode_ms_per_token"]["p50"], "ms/token", flush=True)
     fastest = min(results, key=lambda p: results[p]["decode_ms_per_token"]["p50"])
     path = write_result("cpu", {
         "model": args.model or {"random weights": BUNDLED},

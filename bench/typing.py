@@ -250,6 +250,7 @@ def main() -> None:
     parser.add_argument("--lines", type=int, default=5000)
     parser.add_argument("--chars", type=int, default=300, help="characters typed")
     parser.add_argument("--no-lookup", action="store_true", help="promptLookup off")
+    parser.add_argument("--no-fast-decode", action="store_true", help="fastDecode off (on a CPU: the dynamic cache)")
     parser.add_argument("--debounce", type=int, default=30, help="debounceMs")
     parser.add_argument("--context-tokens", type=int, default=2048, help="contextTokens")
     parser.add_argument("--workspace", type=Path, help="a workspace folder for repository context (e.g. the stdlib)")
@@ -258,7 +259,8 @@ def main() -> None:
         from conftest import tiny_model_dir
 
         args.model = str(tiny_model_dir())
-    settings = {"debounceMs": args.debounce, "promptLookup": not args.no_lookup, "contextTokens": args.context_tokens}
+    settings = {"debounceMs": args.debounce, "promptLookup": not args.no_lookup, "contextTokens": args.context_tokens,
+                "fastDecode": not args.no_fast_decode}
     result = asyncio.run(replay(args.model, args.lines, args.chars, settings, args.workspace))
     print(json.dumps(result, indent=2))
     print(write_result("typing", {"model": args.model, "lines": args.lines, "chars_typed": args.chars,

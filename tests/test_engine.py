@@ -61,8 +61,10 @@ def reference_ids(engine: LocalEngine, ids: list[int], max_new_tokens: int) -> l
 
 
 def load_engine(model_dir: Path, **settings) -> LocalEngine:
-    """float32 (quantization none) unless asked otherwise: the tests compare with float32 ``model.generate``."""
-    return LocalEngine.load(Settings(model=str(model_dir), **{"quantization": "none", **settings}))
+    """float32 (quantization none) unless asked otherwise: the tests compare with float32
+    ``model.generate``; on transformers' dynamic cache unless asked (fastDecode: on a CPU the
+    static cache, uncompiled), the path each test below was written for."""
+    return LocalEngine.load(Settings(model=str(model_dir), **{"quantization": "none", "fastDecode": False, **settings}))
 
 
 @pytest.fixture(scope="module")
@@ -193,6 +195,20 @@ def test_static_cache_decoder_matches_the_eager_path(tiny_model):
     # A prompt longer than the static cache falls back to the eager path.
     long_ids = prompt_ids(eager, SOURCE * 3, "", context_tokens=1500)
     assert generate(fast, long_ids).path == "dynamic"
+
+
+def test_on_a_cpu_the_engine_decodes_on_the_static_cache_by_default(tiny_model):
+    """What the server runs on a CPU (fastDecode's default): the static cache, uncompiled,
+    giving the dynamic cache's tokens, with prompt lookup and prompt-cache reuse."""
+    default = LocalEngine.load(Settings(model=str(tiny_model), quantization="none"))
+    eager = load_engine(tiny_model)
+    assert default.fast is not None and default.fast.compiled is None
+    for prefix, suffix in typing_edits(SOURCE)[:3]:
+        ids = prompt_ids(eager, prefix, suffix, context_tokens=900)
+        got, want = generate(default, ids, prompt_lookup=True), generate(eager, ids, prompt_lookup=True)
+        assert (got.path, want.path) == ("static", "dynamic") and got.token_ids == want.token_ids
+    assert got.reused_tokens > 0
+    assert LocalEngine.load(Settings(model=str(tiny_model), quantization="none", fastDecode=False)).fast is None
 
 
 def test_static_decode_step_is_one_graph(tiny_model):
