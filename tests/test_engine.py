@@ -209,6 +209,11 @@ def test_on_a_cpu_the_engine_decodes_on_the_static_cache_by_default(tiny_model):
         assert (got.path, want.path) == ("static", "dynamic") and got.token_ids == want.token_ids
     assert got.reused_tokens > 0
     assert LocalEngine.load(Settings(model=str(tiny_model), quantization="none", fastDecode=False)).fast is None
+    # The cache is allocated whole: never longer than the model's positions (plus a draft
+    # check), whatever contextTokens says (the bundled model: 2,048 positions, no window).
+    wide = LocalEngine.load(Settings(quantization="none", contextTokens=100_000))
+    assert getattr(wide.model.config, "sliding_window", None) is None
+    assert wide.fast.max_tokens <= wide.model.config.max_position_embeddings + 9
 
 
 def test_static_decode_step_is_one_graph(tiny_model):

@@ -230,7 +230,10 @@ class LocalEngine:
             template=template.name,
         )
         engine = cls(model, tokenizer, template, info)
-        max_tokens = settings.contextTokens + DRAFT_TOKENS + 1
+        # The longest prompt plus its answer and a draft: contextTokens, which prompts are cut
+        # to the model's positions (completion.py) — a static cache is allocated whole.
+        positions = getattr(model.config, "max_position_embeddings", None)
+        max_tokens = min(settings.contextTokens, positions or settings.contextTokens) + DRAFT_TOKENS + 1
         if settings.fastDecode and placement.device.startswith("cuda") and compiles_faster(model, placement.precision):
             engine.start_fast_decoding(max_tokens)
         elif settings.fastDecode and placement.device == "cpu":
