@@ -72,7 +72,7 @@ class StaticDecoder:
         self.compile_seconds: float | None = None
 
     def forward(self, ids: torch.Tensor, positions: torch.Tensor, from_start: bool = False,
-                keep: int | None = None) -> torch.Tensor:
+                keep: int | None = None, end: int | None = None) -> torch.Tensor:
         """Logits for ``ids`` [1, n] at cache ``positions`` [n], filling the cache: one row per
         token, or for the last ``keep`` tokens only (a prompt needs the last row; the output
         projection of every row cost ~40 ms of a 1,024-token prefill of the bundled model on a CPU).
@@ -81,12 +81,17 @@ class StaticDecoder:
         is plain causal attention over the first n slots, which SDPA runs on its fused
         (flash) kernels; a mask over every slot rules those out (a 2,048-token prefill of
         the 15B shape took 148 ms that way on an H200, 106 on the eager path).
+
+        ``end``: the slots after it are unused (uncompiled steps pass it, where shapes may
+        vary): attention reads only the first ``end`` slots.  A compiled step attends over
+        every slot with the mask, its shapes fixed.
         """
         n = ids.shape[1]
         x = self.inner.embed_tokens(ids)
         cos, sin = self.cos[positions], self.sin[positions]
         # A query sees every slot up to its own position; later slots hold stale tokens.
-        mask = None if from_start else positions[:, None] >= self.slots[None, :]
+        slots = self.slots if end is None else self.slots[:end]
+        mask = None if from_start else positions[:, None] >= slots[None, :]
         for i, layer in enumerate(self.inner.layers):
             attention = layer.self_attn
             h = layer.input_layernorm(x)
@@ -97,10 +102,10 @@ class StaticDecoder:
             k = k * cos + rotate_half(k) * sin
             self.keys[i].index_copy_(2, positions, k)
             self.values[i].index_copy_(2, positions, v)
-            if from_start:
-                keys, values = self.keys[i][:, :, :n], self.values[i][:, :, :n]
-            else:
-                keys, values = self.keys[i], self.values[i]
+            keys, values = self.keys[i], self.values[i]
+            if from_start or end is not None:
+                used = n if from_start else end
+                keys, values = keys[:, :, :used], values[:, :, :used]
             out = F.scaled_dot_product_attention(
                 q, keys, values, attn_mask=mask, is_causal=from_start, scale=attention.scaling, enable_gqa=True
             )
@@ -127,7 +132,8 @@ class StaticDecoder:
             positions = torch.arange(start, start + size, device=self.device)
             return self.compiled(tokens, positions)[:n].clone()  # CUDA graph outputs are reused by the next call
         tokens = torch.tensor([ids], device=self.device)
-        return self.forward(tokens, torch.arange(start, start + n, device=self.device), from_start=start == 0, keep=keep)
+        return self.forward(tokens, torch.arange(start, start + n, device=self.device), from_start=start == 0, keep=keep,
+                            end=start + n)
 
     def compile(self, mode: str | None = "reduce-overhead", warmup_runs: int = 3, backend: str = "inductor",
                 tune: bool = False) -> None:
