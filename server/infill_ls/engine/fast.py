@@ -71,22 +71,21 @@ class StaticDecoder:
         self.compiled = None
         self.compile_seconds: float | None = None
 
-    def forward(self, ids: torch.Tensor, positions: torch.Tensor, from_start: bool = False,
-                keep: int | None = None, end: int | None = None) -> torch.Tensor:
+    def forward(self, ids: torch.Tensor, positions: torch.Tensor, keep: int | None = None,
+                end: int | None = None) -> torch.Tensor:
         """Logits for ``ids`` [1, n] at cache ``positions`` [n], filling the cache: one row per
         token, or for the last ``keep`` tokens only (a prompt needs the last row; the output
         projection of every row cost ~40 ms of a 1,024-token prefill of the bundled model on a CPU).
 
-        ``from_start``: ``positions`` are 0..n-1 (a prompt into an empty cache), so attention
-        is plain causal attention over the first n slots, which SDPA runs on its fused
-        (flash) kernels; a mask over every slot rules those out (a 2,048-token prefill of
-        the 15B shape took 148 ms that way on an H200, 106 on the eager path).
-
         ``end``: the slots after it are unused (uncompiled steps pass it, where shapes may
         vary): attention reads only the first ``end`` slots.  A compiled step attends over
-        every slot with the mask, its shapes fixed.
+        every slot with the mask, its shapes fixed.  ``end`` equal to the number of tokens is
+        a prompt into an empty cache (positions 0..n-1): plain causal attention, which SDPA
+        runs on its fused (flash) kernels; a mask rules those out (a 2,048-token prefill of
+        the 15B shape took 148 ms that way on an H200, 106 on the eager path).
         """
         n = ids.shape[1]
+        from_start = end == n
         x = self.inner.embed_tokens(ids)
         cos, sin = self.cos[positions], self.sin[positions]
         # A query sees every slot up to its own position; later slots hold stale tokens.
@@ -103,9 +102,8 @@ class StaticDecoder:
             self.keys[i].index_copy_(2, positions, k)
             self.values[i].index_copy_(2, positions, v)
             keys, values = self.keys[i], self.values[i]
-            if from_start or end is not None:
-                used = n if from_start else end
-                keys, values = keys[:, :, :used], values[:, :, :used]
+            if end is not None:
+                keys, values = keys[:, :, :end], values[:, :, :end]
             out = F.scaled_dot_product_attention(
                 q, keys, values, attn_mask=mask, is_causal=from_start, scale=attention.scaling, enable_gqa=True
             )
@@ -132,8 +130,7 @@ class StaticDecoder:
             positions = torch.arange(start, start + size, device=self.device)
             return self.compiled(tokens, positions)[:n].clone()  # CUDA graph outputs are reused by the next call
         tokens = torch.tensor([ids], device=self.device)
-        return self.forward(tokens, torch.arange(start, start + n, device=self.device), from_start=start == 0, keep=keep,
-                            end=start + n)
+        return self.forward(tokens, torch.arange(start, start + n, device=self.device), keep=keep, end=start + n)
 
     def compile(self, mode: str | None = "reduce-overhead", warmup_runs: int = 3, backend: str = "inductor",
                 tune: bool = False) -> None:

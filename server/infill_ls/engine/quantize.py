@@ -111,15 +111,14 @@ class Int4WeightOnlyLinear(nn.Module):
         return weight.reshape(self.out_features, self.in_features)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        rows = x.reshape(-1, self.in_features)
         if self.plan is not None and x.numel() <= gemv.MAX_ROWS * self.in_features:
-            out = gemv.int4_matvec(x.reshape(-1, self.in_features), self.packed, self.scales, self.mins,
-                                   self.group_size, self.plan)
-            out = out.reshape(*x.shape[:-1], self.out_features)
-            return out if self.bias is None else out + self.bias
-        if not self.kernel:
+            out = gemv.int4_matvec(rows, self.packed, self.scales, self.mins, self.group_size, self.plan)
+        elif self.kernel:
+            matmul = torch.ops.aten._weight_int4pack_mm if x.is_cuda else torch.ops.aten._weight_int4pack_mm_for_cpu
+            out = matmul(rows, self.tiles, self.group_size, self.scales_and_zeros)
+        else:
             return F.linear(x, self.dequantized(x.dtype), self.bias)
-        matmul = torch.ops.aten._weight_int4pack_mm if x.is_cuda else torch.ops.aten._weight_int4pack_mm_for_cpu
-        out = matmul(x.reshape(-1, self.in_features), self.tiles, self.group_size, self.scales_and_zeros)
         out = out.reshape(*x.shape[:-1], self.out_features)
         return out if self.bias is None else out + self.bias
 
