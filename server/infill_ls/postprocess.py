@@ -287,12 +287,14 @@ def indent_style(source: str) -> tuple[str, int] | None:
 
 def match_indentation(text: str, context: CursorContext) -> str:
     """Re-indent generated lines with the document's tabs or spaces."""
+    lines = text.split("\n")
+    first = 0 if context.line_prefix == "" else 1  # the first line continues the cursor's line
+    if not any(line[:1] in (" ", "\t") for line in lines[first:]):
+        return text  # nothing indented (most single-line suggestions): skip reading the document
     style = indent_style(context.prefix[-INDENT_SAMPLE_CHARS:] + context.suffix[:INDENT_SAMPLE_CHARS])
     if style is None:
         return text
     kind, step = style
-    lines = text.split("\n")
-    first = 0 if context.line_prefix == "" else 1  # the first line continues the cursor's line
     for number in range(first, len(lines)):
         line = lines[number]
         body = line.lstrip(" \t")
