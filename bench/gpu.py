@@ -31,7 +31,8 @@ from engines import SMALL, STARCODER2_15B, engine_for, random_model, synchronize
 H100_BYTES_PER_S = 3.35e12
 MODEL_CARD_MB = {"bf16": 32251, "8bit": 16900, "4bit": 9225, "int8wo": 16900, "int4wo": 9225}
 # int8wo/int4wo: on gemv.py's Triton kernels, as the server runs them on a GPU; not run by
-# default: "int4wo-tinygemm", and "-plain" for the dequantize-then-matmul modules.
+# default: "int4wo-tinygemm", and "-plain" for the dequantize-then-matmul modules.  A
+# "+tune" suffix compiles that variant with coordinate-descent tuning (as --tune does for all).
 VARIANTS = ("bf16", "int8wo", "int4wo", "4bit", "8bit")
 EXTRA_VARIANTS = ("int4wo-tinygemm", "int8wo-plain", "int4wo-plain")
 
@@ -73,7 +74,7 @@ def build(variant: str, shape: dict | None, model_dir: str | None, device: str):
         model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.bfloat16, device_map=device).eval()
     else:
         model = random_model(shape, torch.bfloat16, device)
-    kind, _, kernel = variant.partition("-")
+    kind, _, kernel = variant.removesuffix("+tune").partition("-")
     if kind in ("int8wo", "int4wo"):
         quantize_weights(model, kind)
         if kernel != "plain":  # the server's kernels (Triton), or tinygemm
@@ -179,15 +180,16 @@ def measure_fast(engine, variant: str, args, result: dict) -> None:
     step_sizes = FAST_STEP_SIZES if variant == args.typing_variant else (1,)
     decoder = fast.StaticDecoder(engine.model, args.prompt + args.new + DRAFT_TOKENS + 1, step_sizes=step_sizes)
     compile_now = device.startswith("cuda") or args.compile
+    tune = args.tune or variant.endswith("+tune")
     skips_before = cudagraph_skips()
     if compile_now:
-        decoder.compile(mode="reduce-overhead" if device.startswith("cuda") else "default", tune=args.tune)
+        decoder.compile(mode="reduce-overhead" if device.startswith("cuda") else "default", tune=tune)
     else:
         decoder.ready.set()  # uncompiled static cache: proves the path, not its speed
     engine.fast = decoder
     result["engine_fast"] = {**time_engine(engine, args.prompt, args.new, runs=args.runs),
                              "compiled": compile_now, "compile_s": round(decoder.compile_seconds or 0, 1),
-                             "step_sizes": list(step_sizes), "tuned": args.tune,
+                             "step_sizes": list(step_sizes), "tuned": tune,
                              # > 0: inductor fell back from CUDA graphs (the log says why)
                              "cudagraph_skips": cudagraph_skips() - skips_before}
     if len(step_sizes) > 1:  # drafts are checked in the compiled graph: prompt lookup as the server runs it
