@@ -12,6 +12,7 @@ run that is cut off still leaves a usable model; --resume continues from the las
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import math
 import random
@@ -22,7 +23,7 @@ from pathlib import Path
 import torch
 
 from .data import build_corpus, load_split
-from .samples import SampleMaker
+from .samples import SampleMaker, all_windows
 from .tokenizer import EOS, FIM_PAD, SPECIAL_TOKENS, load_tokenizer, tokenizer_sample, train_tokenizer
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -83,13 +84,13 @@ def build_model(p: Preset):
 class Batches(torch.utils.data.IterableDataset):
     """Endless packed batches, made in DataLoader worker processes (sample making is Python)."""
 
-    def __init__(self, repos, tokenizer, seed: int, preset: Preset):
-        self.repos, self.tokenizer, self.seed, self.preset = repos, tokenizer, seed, preset
+    def __init__(self, repos, tokenizer, seed: int, preset: Preset, windows: dict):
+        self.repos, self.tokenizer, self.seed, self.preset, self.windows = repos, tokenizer, seed, preset, windows
 
     def __iter__(self):
         info = torch.utils.data.get_worker_info()
         worker = info.id if info else 0
-        sampler = SampleMaker(self.repos, self.tokenizer, self.seed * 1000 + worker)
+        sampler = SampleMaker(self.repos, self.tokenizer, self.seed * 1000 + worker, windows=self.windows)
         while True:
             yield tuple(torch.tensor(x) for x in sampler.rows(self.preset.batch_size, self.preset.seq_len, FIM_PAD))
 
@@ -203,7 +204,8 @@ def main(argv: list[str] | None = None) -> None:
         [{"params": decay, "weight_decay": 0.1}, {"params": no_decay, "weight_decay": 0.0}],
         lr=preset.lr, betas=(0.9, 0.95), eps=1e-8,
     )
-    sampler = SampleMaker(train_repos, tokenizer, args.seed)
+    windows = all_windows(train_repos)
+    sampler = SampleMaker(train_repos, tokenizer, args.seed, windows=windows)
     heldout_sampler = SampleMaker(heldout_repos, tokenizer, args.seed + 1)
     heldout_batches = [
         tuple(torch.tensor(x) for x in heldout_sampler.rows(4, preset.seq_len, FIM_PAD)) for _ in range(4)
@@ -248,7 +250,10 @@ def main(argv: list[str] | None = None) -> None:
     if args.workers:
         # Workers draw from their own seeds (seed*1000 + worker): reproducible for a given
         # worker count; --resume restarts their streams.
-        loader = torch.utils.data.DataLoader(Batches(train_repos, tokenizer, args.seed, preset), batch_size=None,
+        # Forked workers share the parent's corpus and windows; frozen, the parent's objects
+        # are left out of the workers' garbage collections, which would copy their pages.
+        gc.freeze()
+        loader = torch.utils.data.DataLoader(Batches(train_repos, tokenizer, args.seed, preset, windows), batch_size=None,
                                              num_workers=args.workers, pin_memory=device.type == "cuda",
                                              prefetch_factor=4)
         batches = iter(loader)

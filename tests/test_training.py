@@ -1,0 +1,120 @@
+"""The bundled model's training code (training/): samples and a short real run.
+
+A GPU leg of training is a scarce, one-shot thing (training/README.md); these tests make
+sure the code that runs there works before it is carried there.  The corpus is a few
+standard-library packages; the run is two steps of the CPU preset with DataLoader worker
+processes, as the GPU runs use them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import sysconfig
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+sys.path[:0] = [str(REPO_ROOT), str(REPO_ROOT / "server")]
+
+from training.data import load_split  # noqa: E402
+from training.samples import SampleMaker, all_windows  # noqa: E402
+from training.tokenizer import EOS, FIM_MIDDLE, FIM_PAD, FIM_PREFIX, FIM_SUFFIX, REPO_NAME, load_tokenizer  # noqa: E402
+
+BUNDLED = REPO_ROOT / "server" / "infill_ls" / "models" / "infill-small"
+STDLIB = Path(sysconfig.get_paths()["stdlib"])
+
+
+def package(folder: str, repo: str) -> list[dict]:
+    return [{"repo": repo, "path": str(p.relative_to(STDLIB)), "text": p.read_text(encoding="utf-8")}
+            for p in sorted((STDLIB / folder).glob("*.py"))]
+
+
+@pytest.fixture(scope="module")
+def work(tmp_path_factory) -> Path:
+    """A training work folder: train and held-out splits of whole packages (as data.py writes them)."""
+    work = tmp_path_factory.mktemp("training-work")
+    data = work / "data"
+    data.mkdir()
+    splits = {"train": package("json", "stdlib:json") + package("email/mime", "stdlib:email.mime")
+              + package("importlib/metadata", "stdlib:importlib.metadata"),
+              "heldout": package("zoneinfo", "stdlib:zoneinfo")}
+    for name, rows in splits.items():
+        (data / f"{name}.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows), encoding="utf-8")
+    (data / "manifest.json").write_text("{}")
+    return work
+
+
+def test_samples_hold_a_hole_of_a_corpus_file_after_the_servers_fim_layout(work):
+    repos = load_split(work / "data" / "train.jsonl")
+    tokenizer = load_tokenizer(BUNDLED)
+    texts = [f.text for files in repos.values() for f in files]
+    maker = SampleMaker(repos, tokenizer, seed=3)
+    fim = 0
+    for _ in range(40):
+        ids, middle_start = maker.sample(1024)
+        if not ids or middle_start == len(ids):  # an empty draw or a left-to-right sample
+            continue
+        fim += 1
+        prompt, middle = ids[:middle_start], ids[middle_start:]
+        assert len(ids) <= 1024 and prompt[-1] == FIM_MIDDLE and middle[-1] == EOS
+        assert prompt[0] in (FIM_PREFIX, REPO_NAME)
+        assert prompt.count(FIM_PREFIX) == prompt.count(FIM_SUFFIX) == prompt.count(FIM_MIDDLE) == 1
+        assert prompt.index(FIM_PREFIX) < prompt.index(FIM_SUFFIX)
+        hole = tokenizer.decode(middle[:-1])
+        assert any(hole in text for text in texts), hole
+    assert fim >= 20
+
+
+def test_shared_windows_give_the_same_samples(work):
+    """The windows cut once for all workers are the ones each maker would cut itself."""
+    repos = load_split(work / "data" / "train.jsonl")
+    tokenizer = load_tokenizer(BUNDLED)
+    alone = SampleMaker(repos, tokenizer, seed=5)
+    shared = SampleMaker(repos, tokenizer, seed=5, windows=all_windows(repos))
+    assert alone.rows(3, 1024, FIM_PAD) == shared.rows(3, 1024, FIM_PAD)
+    assert len(shared._windows) == sum(len(files) for files in repos.values())
+
+
+def test_rows_are_packed_to_the_length_with_padding_masked(work):
+    repos = load_split(work / "data" / "train.jsonl")
+    inputs, labels, middles = SampleMaker(repos, load_tokenizer(BUNDLED), seed=7).rows(2, 1024, FIM_PAD)
+    for row, label, middle in zip(inputs, labels, middles):
+        assert len(row) == len(label) == len(middle) == 1024
+        padded = [i for i, x in enumerate(label) if x == -100]
+        assert padded == list(range(1024 - len(padded), 1024)) and all(row[i] == FIM_PAD for i in padded)
+        # Middle tokens come only after a <fim_middle>.
+        first = next((i for i, m in enumerate(middle) if m), None)
+        assert first is None or FIM_MIDDLE in row[:first]
+
+
+def run_training(work: Path, out: Path, *extra: str) -> dict:
+    command = [sys.executable, "-m", "training.train", "--preset", "cpu-small", "--work", str(work), "--out", str(out),
+               "--max-steps", "2", "--save-every", "100", "--threads", "1", *extra]
+    env = dict(os.environ, PYTHONPATH=str(REPO_ROOT / "server"), HF_HUB_OFFLINE="1")
+    done = subprocess.run(command, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-4000:]
+    return json.loads((out / "training_state.json").read_text())
+
+
+def test_a_training_run_with_worker_processes_exports_a_loadable_model_and_a_second_leg_continues_it(work, tmp_path):
+    import torch
+    from transformers import AutoModelForCausalLM, Starcoder2ForCausalLM
+
+    first = run_training(work, tmp_path / "leg1", "--workers", "2")
+    assert first["step"] == 2 and first["tokens"] == 2 * 4 * 1024 and first["final"]
+    assert torch.isfinite(torch.tensor(first["heldout_loss"]))
+    model = AutoModelForCausalLM.from_pretrained(tmp_path / "leg1")
+    assert isinstance(model, Starcoder2ForCausalLM)
+    assert load_tokenizer(tmp_path / "leg1").convert_ids_to_tokens([FIM_PREFIX, FIM_MIDDLE]) == ["<fim_prefix>", "<fim_middle>"]
+    # A later leg starts from the exported weights (how a GPU session continues training).
+    second = run_training(work, tmp_path / "leg2", "--init-from", str(tmp_path / "leg1"), "--seed", "0")
+    assert [leg["step"] for leg in second["earlier_legs"]] == [2]
+    assert second["tokens"] == 2 * 4 * 1024
+    before = model.state_dict()
+    after = AutoModelForCausalLM.from_pretrained(tmp_path / "leg2").state_dict()
+    assert any(not torch.equal(before[name], after[name]) for name in before)
+
