@@ -63,6 +63,25 @@ def test_prompt_never_exceeds_the_budget(tokenizer, prefix, suffix, budget):
         assert prefix.endswith(kept_prefix.lstrip("\ufffd"))
 
 
+@hsettings(max_examples=80, deadline=None)
+@given(prefix_lines=st.integers(0, 400), suffix_lines=st.integers(0, 400), budget=st.integers(min_value=40, max_value=900),
+       word=st.sampled_from(["x", "value = compute(", "    return self.items[index]  # é", "\t\t"]))
+def test_the_suffix_keeps_the_first_tokens_of_its_encoding_and_its_share(tokenizer, prefix_lines, suffix_lines, budget, word):
+    """The suffix in the prompt is the start of the suffix's own encoding; it keeps at least its
+    share of the room (a quarter) and, after a prefix that fits whole, all the room the prefix leaves."""
+    prefix = "".join(f"{word}{i}\n" for i in range(prefix_lines))
+    suffix = "".join(f"{i}{word}\n" for i in range(suffix_lines))
+    prompt = build_fim_prompt(tokenizer, STARCODER2, prefix, suffix, budget)
+    full = tokenizer.tokenizer(suffix, add_special_tokens=False, split_special_tokens=True)["input_ids"]
+    start = 2 + prompt.prefix_tokens  # after <fim_prefix>, the prefix and <fim_suffix>
+    assert prompt.ids[start : start + prompt.suffix_tokens] == full[: prompt.suffix_tokens]
+    assert prompt.suffix_cut == (prompt.suffix_tokens < len(full))
+    room = budget - 3  # the plain layout's three control tokens
+    assert prompt.suffix_tokens >= min(len(full), int(room * 0.25))
+    if not prompt.prefix_cut:
+        assert prompt.suffix_tokens == min(len(full), room - prompt.prefix_tokens)
+
+
 def test_template_choice_needs_the_fim_tokens(tokenizer):
     assert choose_template("auto", tokenizer.vocabulary).name == "starcoder2"
     with pytest.raises(TemplateError, match="no fill-in-the-middle tokens"):

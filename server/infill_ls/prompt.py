@@ -362,7 +362,12 @@ def build_fim_prompt(
         return build_fim_prompt(tokenizer, template, prefix, suffix, budget, None)
 
     prefix_ids, prefix_cut = tokenizer.tail(prefix, room)
-    suffix_ids, suffix_cut = tokenizer.head(suffix, room)
+    # After a long prefix the suffix keeps at most its share (split_budget): encode no more
+    # (a training sample encoded 4x the suffix it kept).  A short prefix leaves the suffix
+    # the rest of the room; asking for all of it keeps the window, and so the tokenizer's
+    # cache, the same from one keystroke to the next.
+    suffix_room = int(room * SUFFIX_SHARE) if len(prefix_ids) >= room - int(room * SUFFIX_SHARE) else room
+    suffix_ids, suffix_cut = tokenizer.head(suffix, suffix_room)
     file_need = min(len(prefix_ids) + len(suffix_ids), room)
     chosen, snippet_ids = choose_snippets(
         tokenizer, template, repo.snippets if repo and path else [], room - file_floor(file_need, room), comment
