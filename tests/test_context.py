@@ -265,6 +265,7 @@ def test_window_scores_are_the_jaccard_similarity_of_identifiers(picks, query_fi
                 expected.append((score, c.path, window.start, c.source, window))
     assert score_windows(candidates, query) == expected
     assert score_windows(candidates, query) == expected  # again: long lists now through their indexes
+    assert score_windows(candidates, query, indexed=False) == expected  # as training scores them
 
 
 def test_the_word_being_typed_is_not_in_the_query():

@@ -98,7 +98,7 @@ def context_snippets(current: SourceFile, siblings: list[SourceFile], prefix: st
     others.sort(key=lambda f: (f.path.rsplit("/", 1)[0] != current_dir, f.path))
     context = CursorContext(prefix=prefix, suffix=suffix)
     candidates = [Candidate(f.path, "workspace", windows_of(f), 1.0) for f in others[:max_files]]
-    return ContextProvider.rank(candidates, query_tokens(context), context)
+    return ContextProvider.rank(candidates, query_tokens(context), context, indexed=False)
 
 
 # ---------------------------------------------------------------- prompts

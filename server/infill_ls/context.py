@@ -205,7 +205,8 @@ def similarity(a: frozenset[str], b: frozenset[str]) -> float:
     return len(a & b) / union if union else 1.0
 
 
-def ranked_windows(candidates: list["Candidate"], query: frozenset[str], sticky: bool = False) -> list[tuple[float, str, int, str, Window]]:
+def ranked_windows(candidates: list["Candidate"], query: frozenset[str], sticky: bool = False,
+                   indexed: bool = True) -> list[tuple[float, str, int, str, Window]]:
     """``score_windows``, best first.  The last ranking is reused for the same candidates'
     window lists (cached lists) and the same query (it stays the same while a word is
     typed: query_tokens), or with ``sticky`` a query at least STICKY_QUERY_SIMILARITY like
@@ -216,21 +217,23 @@ def ranked_windows(candidates: list["Candidate"], query: frozenset[str], sticky:
     if last is not None and last[0] == key:
         if last[1] == query or (sticky and similarity(last[1], query) >= STICKY_QUERY_SIMILARITY):
             return last[2]
-    scored = score_windows(candidates, query)
+    scored = score_windows(candidates, query, indexed)
     scored.sort(key=lambda item: (-item[0], item[1], item[2]))
     _last_ranking = (key, query, scored, candidates)
     return scored
 
 
-def score_windows(candidates, query: frozenset[str]) -> list[tuple[float, str, int, str, Window]]:
+def score_windows(candidates, query: frozenset[str], indexed: bool = True) -> list[tuple[float, str, int, str, Window]]:
     """(score, path, start line, source, window) for each window scoring at least MIN_SCORE:
     Jaccard similarity of identifiers with the query, times the file's weight, plus a bonus
-    for windows around recent edits.  In candidate order, then window order."""
+    for windows around recent edits.  In candidate order, then window order.  ``indexed``:
+    long lists go through their inverted indexes (window_index); off where lists are rarely
+    scored twice soon (training samples: building the indexes was ~40 % of their time)."""
     scored = []
     size = len(query)
     for c in candidates:
         bonus = RECENT_EDIT_BONUS if c.source == "recent" else 0.0
-        index = window_index(c.windows) if len(c.windows) >= INDEX_MIN_WINDOWS else None
+        index = window_index(c.windows) if indexed and len(c.windows) >= INDEX_MIN_WINDOWS else None
         if index is not None:
             shared = sorted(Counter(chain.from_iterable(index.get(token, ()) for token in query)).items())
         else:
@@ -806,10 +809,12 @@ class ContextProvider:
         return windows
 
     @staticmethod
-    def rank(candidates, query: frozenset[str], context: CursorContext, sticky: bool = False) -> list[ContextFile]:
+    def rank(candidates, query: frozenset[str], context: CursorContext, sticky: bool = False,
+             indexed: bool = True) -> list[ContextFile]:
         """The snippets for ``context``: the best windows, at most MAX_WINDOWS_PER_FILE per
-        file, none overlapping another of its file or already near the cursor."""
-        scored = ranked_windows(list(candidates), query, sticky)
+        file, none overlapping another of its file or already near the cursor.  ``indexed``:
+        see score_windows."""
+        scored = ranked_windows(list(candidates), query, sticky, indexed)
         chosen: list[ContextFile] = []
         taken: dict[str, list[int]] = {}
         seen_text: set[str] = set()
