@@ -16,7 +16,8 @@ dimension in float32 and adds its partial sums atomically: split-K gives narrow 
 (the 512-row key/value projections) enough programs to keep every SM reading.  One input
 row (a decode step) runs on the matrix-vector kernels; 2-16 rows (a draft check, a few
 typed tokens) on ``_int8_rows``/``_int4_rows``, which read each tile of weights once for
-all the rows and multiply on the tensor cores (not yet run on a GPU).  Measured
+all the rows and multiply on the tensor cores (not yet run on a GPU: where one fails its
+check at load, those rows take the one-row kernel once per row, ``Launch.rows_kernel``).  Measured
 on an H200 (2026-11-26, gpu-20261126-053058.json): the whole 15B-shape model in int8,
 compiled, decodes at 12.8 ms/token (bf16 12.0 in the same run); per token its linears
 take 13.2 ms with the first launches and 9.5 with the sweep's best (``launch`` now
@@ -61,6 +62,10 @@ class Launch:
     # (no cross-thread reduction per step, more registers).  Off: the measured layout; the
     # sweep tries it.
     defer_sum: bool = False
+    # 2-16 rows on the tensor-core kernels (_int8_rows/_int4_rows); False: the one-row kernel
+    # once per row, which reads the weights once per row (quantize.kernel_agrees turns the
+    # tensor-core kernel off for a shape where it fails its check: it is new to GPUs).
+    rows_kernel: bool = True
 
 
 # Programs a launch aims for, per SM.  The sweep on an H200 (bench/gpu_linear.py --sweep,
@@ -88,12 +93,13 @@ if triton is not None:
     @triton.jit
     def _int8_gemv(x_ptr, w_ptr, scale_ptr, out_ptr, N, K, steps_per_split,
                    BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, DEFER_SUM: tl.constexpr):
-        rows_n = tl.program_id(1) * BLOCK_N + tl.arange(0, BLOCK_N)  # one input row: grid (1, n blocks, splits)
+        row = tl.program_id(0)  # grid (input rows, n blocks, splits)
+        rows_n = tl.program_id(1) * BLOCK_N + tl.arange(0, BLOCK_N)
         k_start = tl.program_id(2) * steps_per_split * BLOCK_K
         acc = tl.zeros((BLOCK_N, BLOCK_K) if DEFER_SUM else (BLOCK_N,), dtype=tl.float32)
         for step in range(steps_per_split):
             ks = k_start + step * BLOCK_K + tl.arange(0, BLOCK_K)
-            x = tl.load(x_ptr + ks, mask=ks < K, other=0.0).to(tl.float32)
+            x = tl.load(x_ptr + row * K + ks, mask=ks < K, other=0.0).to(tl.float32)
             w = tl.load(w_ptr + rows_n[:, None] * K + ks[None, :],
                         mask=(rows_n[:, None] < N) & (ks[None, :] < K), other=0).to(tl.float32)
             if DEFER_SUM:
@@ -103,13 +109,14 @@ if triton is not None:
         if DEFER_SUM:
             acc = tl.sum(acc, axis=1)
         scale = tl.load(scale_ptr + rows_n, mask=rows_n < N, other=0.0).to(tl.float32)
-        tl.atomic_add(out_ptr + rows_n, acc * scale, mask=rows_n < N)
+        tl.atomic_add(out_ptr + row * N + rows_n, acc * scale, mask=rows_n < N)
 
     @triton.jit
     def _int4_gemv(x_ptr, packed_ptr, scale_ptr, min_ptr, out_ptr, N, K, steps_per_split,
                    BLOCK_N: tl.constexpr, GROUP: tl.constexpr, GROUPS_PER_STEP: tl.constexpr):
         # Tiles are [rows, groups of the step, bytes of a group]: each row's codes of a step
         # are one contiguous read, and its scales and minimums of the step one short one.
+        row = tl.program_id(0)  # grid (input rows, n blocks, splits)
         rows_n = tl.program_id(1) * BLOCK_N + tl.arange(0, BLOCK_N)
         first_group = tl.program_id(2) * steps_per_split * GROUPS_PER_STEP
         groups = K // GROUP
@@ -122,8 +129,8 @@ if triton is not None:
             in_k = g < groups  # the last split may run past the groups
             # Byte j of a group holds code 2j in its low nibble and 2j+1 in its high one.
             even = g[:, None] * GROUP + 2 * half[None, :]  # [G, GROUP/2]
-            x_even = tl.load(x_ptr + even, mask=in_k[:, None], other=0.0).to(tl.float32)
-            x_odd = tl.load(x_ptr + even + 1, mask=in_k[:, None], other=0.0).to(tl.float32)
+            x_even = tl.load(x_ptr + row * K + even, mask=in_k[:, None], other=0.0).to(tl.float32)
+            x_odd = tl.load(x_ptr + row * K + even + 1, mask=in_k[:, None], other=0.0).to(tl.float32)
             byte = tl.load(packed_ptr + rows_n[:, None, None] * (K // 2) + even[None, :, :] // 2,
                            mask=in_n[:, None, None] & in_k[None, :, None], other=0).to(tl.int32)
             low = (byte & 15).to(tl.float32)
@@ -134,7 +141,7 @@ if triton is not None:
             scale = tl.load(scale_ptr + rows_n[:, None] * groups + g[None, :], mask=where, other=0.0).to(tl.float32)
             low_value = tl.load(min_ptr + rows_n[:, None] * groups + g[None, :], mask=where, other=0.0).to(tl.float32)
             acc += tl.sum(scale * codes_dot + low_value * x_sum[None, :], axis=1)
-        tl.atomic_add(out_ptr + rows_n, acc, mask=in_n)
+        tl.atomic_add(out_ptr + row * N + rows_n, acc, mask=in_n)
 
     # Several input rows (a draft check, a few typed tokens): each tile of weights is read
     # once for all the rows and multiplied on the tensor cores (tl.dot wants 16 rows or
@@ -196,17 +203,16 @@ if triton is not None:
 
 def int8_matvec(x: torch.Tensor, weight: torch.Tensor, scales: torch.Tensor, plan: Launch) -> torch.Tensor:
     """``x @ (weight * scales[:, None]).T`` for ``x`` [rows, K] (rows <= MAX_ROWS) and int8 ``weight`` [N, K]:
-    one row on _int8_gemv, more on _int8_rows."""
+    one row on _int8_gemv, more on _int8_rows (or on _int8_gemv once per row)."""
     rows, k = x.shape
     n = weight.shape[0]
     out = torch.zeros(rows, n, dtype=torch.float32, device=x.device)
-    grid = (1, -(-n // plan.block_n), plan.split_k)
-    if rows == 1:
-        _int8_gemv[grid](x.contiguous(), weight, scales, out, n, k, plan.steps_per_split,
+    if rows == 1 or not plan.rows_kernel:
+        _int8_gemv[(rows, -(-n // plan.block_n), plan.split_k)](x.contiguous(), weight, scales, out, n, k, plan.steps_per_split,
                          BLOCK_N=plan.block_n, BLOCK_K=plan.block_k, DEFER_SUM=plan.defer_sum,
                          num_warps=plan.num_warps)
     else:
-        _int8_rows[grid](x.contiguous(), weight, scales, out, rows, n, k, plan.steps_per_split,
+        _int8_rows[(1, -(-n // plan.block_n), plan.split_k)](x.contiguous(), weight, scales, out, rows, n, k, plan.steps_per_split,
                          BLOCK_N=plan.block_n, BLOCK_K=plan.block_k, PADDED_ROWS=MAX_ROWS, num_warps=plan.num_warps)
     return out.to(x.dtype)
 
@@ -219,13 +225,12 @@ def int4_matvec(x: torch.Tensor, packed: torch.Tensor, scales: torch.Tensor, min
     rows, k = x.shape
     n = packed.shape[0]
     out = torch.zeros(rows, n, dtype=torch.float32, device=x.device)
-    grid = (1, -(-n // plan.block_n), plan.split_k)
-    if rows == 1:
-        _int4_gemv[grid](x.contiguous(), packed, scales, mins, out, n, k, plan.steps_per_split,
+    if rows == 1 or not plan.rows_kernel:
+        _int4_gemv[(rows, -(-n // plan.block_n), plan.split_k)](x.contiguous(), packed, scales, mins, out, n, k, plan.steps_per_split,
                          BLOCK_N=plan.block_n, GROUP=group, GROUPS_PER_STEP=plan.block_k // group,
                          num_warps=plan.num_warps)
     else:
-        _int4_rows[grid](x.contiguous(), packed, scales, mins, out, rows, n, k, plan.steps_per_split,
+        _int4_rows[(1, -(-n // plan.block_n), plan.split_k)](x.contiguous(), packed, scales, mins, out, rows, n, k, plan.steps_per_split,
                          BLOCK_N=plan.block_n, GROUP=group, GROUPS_PER_STEP=plan.block_k // group,
                          PADDED_ROWS=MAX_ROWS, num_warps=plan.num_warps)
     return out.to(x.dtype)
