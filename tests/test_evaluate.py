@@ -8,6 +8,7 @@ import sys
 
 from conftest import server_env
 from infill_ls.evaluate import cut_holes, default_sources, edit_similarity, python_files, summarize
+from infill_ls.syntax import is_only_closers
 
 STDLIB_FILES = python_files(default_sources())
 
@@ -20,7 +21,7 @@ def test_holes_are_deterministic_given_a_seed():
 
 
 def test_a_hole_is_the_text_between_prefix_and_suffix():
-    for hole in cut_holes(STDLIB_FILES, 12, seed=3):
+    for hole in cut_holes(STDLIB_FILES, 12, seed=3) + cut_holes(STDLIB_FILES, 8, seed=3, kinds=("inner",)):
         with open(hole.file, encoding="utf-8") as source:
             original = source.read()
         assert original.startswith(hole.prefix) and original.endswith(hole.suffix)
@@ -28,6 +29,10 @@ def test_a_hole_is_the_text_between_prefix_and_suffix():
         assert removed.rstrip() == hole.expected and hole.expected.strip()
         if hole.kind == "line":
             assert "\n" not in hole.expected and hole.suffix.startswith("\n")
+        elif hole.kind == "inner":  # an expression with code right of it, not only closers
+            right = hole.suffix.split("\n")[0].strip()
+            assert "\n" not in hole.expected and 3 <= len(hole.expected) <= 40
+            assert right and not is_only_closers(right), (hole.expected, right)
         else:  # a whole block body, the cursor at its indentation
             assert "\n" in hole.expected and hole.prefix.endswith((" ", "\t"))
             assert hole.prefix.rstrip(" \t").endswith("\n")

@@ -2,9 +2,10 @@
 
 The code is not ours: Python files of the standard library (PSF licence) or of any
 directories given with ``--source`` (use permissively licensed packages).  A hole
-is either the rest of one line (the cursor somewhere inside a statement) or the
-whole body of a block (the cursor at the body's indentation, under ``def …:``,
-``for …:``, …).  Each hole is filled through ``completion.suggest`` — the path an
+is the rest of one line (the cursor somewhere inside a statement), the whole body of a
+block (the cursor at the body's indentation, under ``def …:``, ``for …:``, …), or an
+expression inside a line with more code right of it (an argument, an operand: the
+cursor at its start, editing inside a line).  Each hole is filled through ``completion.suggest`` — the path an
 editor's request takes — and, for comparison, with the model's raw text (the same
 prompt; only the one-line cut where the cursor asks for one line, no other rule).
 
@@ -29,9 +30,11 @@ from .cache import SuggestionCache
 from .completion import build_prompt, cached_suggestion, suggest
 from .engine.base import GenerationRequest
 from .postprocess import CursorContext, cursor_syntax, first_line_stop
+from .syntax import is_only_closers
 from .settings import Settings
 
-HOLE_KINDS = ("line", "block")
+HOLE_KINDS = ("line", "block", "inner")
+DEFAULT_KINDS = ("line", "block")  # the figures of earlier runs; "inner" on request
 SKIPPED_DIRS = {"site-packages", "dist-packages", "__pycache__", "test", "tests", "idlelib", "lib2to3", "turtledemo"}
 MIN_FILE_CHARS, MAX_FILE_CHARS = 1_000, 200_000
 MAX_BLOCK_LINES = 12
@@ -110,7 +113,31 @@ def block_hole(text: str, tree: ast.AST, rng: random.Random) -> tuple[int, int, 
     return start, cursor, end
 
 
-def cut_holes(files: list[Path], limit: int, seed: int, kinds: tuple[str, ...] = HOLE_KINDS) -> list[Hole]:
+def inner_hole(text: str, tree: ast.AST, rng: random.Random) -> tuple[int, int, int] | None:
+    """(start, cursor, end) offsets: an expression of 3-40 characters inside one line, with
+    code right of it that is not only closing brackets (``total = |price * quantity| + tax``)."""
+    lines = text.split("\n")
+    spans = []
+    for node in ast.walk(tree):
+        if not isinstance(node, ast.expr) or node.lineno != node.end_lineno:
+            continue
+        line = lines[node.lineno - 1]
+        if not line.isascii():  # ast's columns count UTF-8 bytes
+            continue
+        rest = line[node.end_col_offset :].strip()
+        if 3 <= node.end_col_offset - node.col_offset <= 40 and rest and not is_only_closers(rest):
+            spans.append((node.lineno, node.col_offset, node.end_col_offset))
+    if not spans:
+        return None
+    number, first, last = rng.choice(spans)
+    start = sum(len(x) + 1 for x in lines[: number - 1])
+    return start, start + first, start + last
+
+
+HOLE_CUTTERS = {"line": line_hole, "block": block_hole, "inner": inner_hole}
+
+
+def cut_holes(files: list[Path], limit: int, seed: int, kinds: tuple[str, ...] = DEFAULT_KINDS) -> list[Hole]:
     rng = random.Random(seed)
     holes: list[Hole] = []
     attempts = 0
@@ -123,7 +150,7 @@ def cut_holes(files: list[Path], limit: int, seed: int, kinds: tuple[str, ...] =
             tree = ast.parse(text)
         except (OSError, UnicodeDecodeError, SyntaxError, ValueError):
             continue
-        cut = (line_hole if kind == "line" else block_hole)(text, tree, rng)
+        cut = HOLE_CUTTERS[kind](text, tree, rng)
         if cut is None:
             continue
         start, cursor, end = cut
@@ -289,7 +316,10 @@ def main(args, settings: Settings) -> None:
 
     sources = [Path(s) for s in args.source] if args.source else default_sources()
     files = python_files(sources)
-    holes = cut_holes(files, args.limit, args.seed, tuple(args.kinds.split(",")))
+    kinds = tuple(args.kinds.split(","))
+    if unknown := sorted(set(kinds) - set(HOLE_KINDS)):
+        sys.exit(f"infill-ls eval: unknown hole kind {', '.join(unknown)} (kinds: {', '.join(HOLE_KINDS)})")
+    holes = cut_holes(files, args.limit, args.seed, kinds)
     if not holes:
         sys.exit(f"infill-ls eval: no holes could be cut from {len(files)} files under {', '.join(map(str, sources))}")
     try:
@@ -328,7 +358,7 @@ def add_arguments(parser) -> None:
     parser.add_argument("--limit", type=int, default=100, help="how many holes (default 100)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--source", action="append", help="directory of Python files to cut holes in (default: the standard library); repeatable")
-    parser.add_argument("--kinds", default="line,block", help="hole kinds, comma-separated: line, block")
+    parser.add_argument("--kinds", default=",".join(DEFAULT_KINDS), help="hole kinds, comma-separated: line, block, inner")
     parser.add_argument("--postprocess", choices=("on", "off", "both"), default="both")
     parser.add_argument("--repo-context", choices=("on", "off", "both"), default="off", dest="repo_context",
                         help="repository context in the prompt (needs the context module)")

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Iterator
 
 from .engine.base import StopRule
+from .prompt import common_prefix_length
 from .syntax import CLOSERS, OPENERS, CursorSyntax, analyze, code_characters, indent_width, is_only_closers, language_of
 
 
@@ -228,6 +229,32 @@ def strip_suffix_overlap(text: str, line_suffix: str) -> str:
         piece = right[:size]
         if is_only_closers(piece) and stripped.endswith(piece):
             return stripped[: len(stripped) - size]
+    return cut_where_the_line_goes_on(text, right)
+
+
+# How many characters of the code right of the cursor a suggestion must write again (or
+# all of it, if shorter) before it is cut there.  `infill-ls eval --kinds inner` (holes
+# inside a line, bundled model, 150 holes, seed 11): exact 1.3 -> 5.3 %, edit similarity
+# 16.0 -> 21.2 % (22 holes better, 1 worse); 2 characters: 6.7 / 22.3 % but 4 worse.
+RUN_ON_CHARS = 3
+WORD_CHARS = re.compile(r"\w")
+
+
+def cut_where_the_line_goes_on(text: str, right: str) -> str:
+    """Cut a one-line suggestion inside a line where it starts writing the code already
+    right of the cursor: ``obj|.indent + 1`` with ``obj.indent`` -> ``obj``, ``|= codec``
+    with ``codec = codec.encode`` -> ``codec``.  Small models often ignore the suffix and
+    write a whole line; that line inserted in the middle of another one is never wanted."""
+    right = right.lstrip()
+    if not right or is_only_closers(right):
+        return text
+    need = min(RUN_ON_CHARS, len(right))
+    word_start = WORD_CHARS.match(right[0]) is not None
+    for i in range(1, len(text)):
+        if text[i].isspace() or (word_start and WORD_CHARS.match(text[i - 1])):
+            continue  # the right side starts a token; so must the repeat
+        if common_prefix_length(text[i:], right) >= need:
+            return text[:i].rstrip()
     return text
 
 
