@@ -35,7 +35,7 @@ def main() -> None:
 
     sys.path.insert(0, str(REPO))
     from training.data import load_split
-    from training.samples import all_windows
+    from training.samples import CROSS_FILE_SHARE, all_windows
     from training.tokenizer import load_tokenizer
     from training.train import PRESETS, Batches
 
@@ -49,7 +49,7 @@ def main() -> None:
     windows = all_windows(repos)
     windows_s = time.perf_counter() - started
     gc.freeze()
-    loader = torch.utils.data.DataLoader(Batches(repos, tokenizer, args.seed, preset, windows), batch_size=None,
+    loader = torch.utils.data.DataLoader(Batches(repos, tokenizer, args.seed, preset, windows, CROSS_FILE_SHARE), batch_size=None,
                                          num_workers=args.workers, prefetch_factor=2)
     batches = iter(loader)
     next(batches)  # the workers' start

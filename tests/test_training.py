@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import sysconfig
@@ -21,8 +22,8 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(REPO_ROOT), str(REPO_ROOT / "server")]
 
 from training.data import load_split  # noqa: E402
-from training.samples import SampleMaker, all_windows  # noqa: E402
-from training.tokenizer import EOS, FIM_MIDDLE, FIM_PAD, FIM_PREFIX, FIM_SUFFIX, REPO_NAME, load_tokenizer  # noqa: E402
+from training.samples import SampleMaker, all_windows, cross_file_hole, defined_names  # noqa: E402
+from training.tokenizer import EOS, FILE_SEP, FIM_MIDDLE, FIM_PAD, FIM_PREFIX, FIM_SUFFIX, REPO_NAME, load_tokenizer  # noqa: E402
 
 BUNDLED = REPO_ROOT / "server" / "infill_ls" / "models" / "infill-small"
 STDLIB = Path(sysconfig.get_paths()["stdlib"])
@@ -67,6 +68,43 @@ def test_samples_hold_a_hole_of_a_corpus_file_after_the_servers_fim_layout(work)
         hole = tokenizer.decode(middle[:-1])
         assert any(hole in text for text in texts), hole
     assert fim >= 20
+
+
+def test_cross_file_holes_start_at_a_name_only_another_file_defines(work):
+    repos = load_split(work / "data" / "train.jsonl")
+    tokenizer = load_tokenizer(BUNDLED)
+    maker = SampleMaker(repos, tokenizer, seed=11, cross_file_share=1.0)
+    checked = 0
+    for _ in range(60):
+        repo, f = maker._pick()
+        start_end = cross_file_hole(maker.rng, f, repos[repo], maker.names_of)
+        if start_end is None:
+            continue
+        start, end = start_end
+        name = re.match(r"[A-Za-z_]\w*", f.text[start:]).group()
+        assert "\n" not in f.text[start:end] and f.text[end:].startswith("\n") or end == len(f.text)
+        assert name not in defined_names(f)
+        assert any(name in defined_names(g) for g in repos[repo] if g.path != f.path)
+        checked += 1
+    assert checked >= 20
+    # In samples with snippets (two <file_sep>s or more), the middle starts at such a name
+    # when the share is all of them; with none, only by chance.
+    def share_at_cross_file_names(share: float) -> float:
+        maker, hits, total = SampleMaker(repos, tokenizer, seed=13, cross_file_share=share), 0, 0
+        files = {f.path: f for fs in repos.values() for f in fs}
+        while total < 25:
+            ids, middle_start = maker.sample(1024)
+            if not ids or middle_start == len(ids) or ids[:middle_start].count(FILE_SEP) < 2:
+                continue
+            prompt = tokenizer.decode(ids[:middle_start])
+            f = files[prompt.split("<fim_prefix>", 1)[1].split("\n", 1)[0]]
+            name = re.match(r"[A-Za-z_]\w*", tokenizer.decode(ids[middle_start:-1]))
+            others = set().union(*(defined_names(g) for g in repos[f.repo] if g.path != f.path))
+            hits += bool(name) and name.group() in others - defined_names(f)
+            total += 1
+        return hits / total
+
+    assert share_at_cross_file_names(1.0) >= 0.6 > 0.3 >= share_at_cross_file_names(0.0)
 
 
 def test_shared_windows_give_the_same_samples(work):

@@ -27,7 +27,7 @@ from .data import SourceFile, load_split
 from infill_ls.prompt import PromptTokenizer, RepoContext, build_fim_prompt
 from infill_ls.templates import TEMPLATES
 
-from .samples import context_snippets, repo_display_name
+from .samples import context_snippets, cross_file_hole, repo_display_name
 from .tokenizer import EOS, SPECIAL_TOKENS
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -52,23 +52,7 @@ def cut_hole(rng: random.Random, text: str, kind: str) -> tuple[int, int] | None
     return offsets[i] + indent, offsets[last] + len(lines[last].rstrip("\n"))
 
 
-DEFINITION = re.compile(r"^\s*(?:def|class)\s+([A-Za-z_]\w{3,})", re.M)
 NAME = re.compile(r"[A-Za-z_]\w*")
-
-
-def cross_file_hole(rng: random.Random, f: SourceFile, siblings: list[SourceFile]) -> tuple[int, int] | None:
-    """A single-line hole that starts at a use of a name defined in another file of the
-    package (not in this one): the context can supply the name, the file cannot."""
-    elsewhere = {name for g in siblings if g.path != f.path for name in DEFINITION.findall(g.text)}
-    candidates = elsewhere - set(DEFINITION.findall(f.text))
-    uses = []
-    offset = 0
-    for line in f.text.splitlines(keepends=True):
-        code = line.rstrip("\n")
-        if not code.lstrip().startswith(("#", "def ", "class ", "import ", "from ")):
-            uses += [(offset + m.start(), offset + len(code)) for m in NAME.finditer(code) if m.group() in candidates]
-        offset += len(line)
-    return rng.choice(uses) if uses else None
 
 
 def first_name(text: str) -> str | None:

@@ -38,7 +38,7 @@ class Encoder:
 class Hole:
     start: int  # character offsets of the middle in the file text
     end: int
-    kind: str  # "line" | "lines" | "span"
+    kind: str  # "line" | "lines" | "span" | "cross-file"
 
 
 def repo_display_name(repo: str) -> str:
@@ -83,6 +83,33 @@ def choose_hole(rng: random.Random, text: str, kind: str | None = None) -> Hole 
     return Hole(cursor, line_end(last), kind)
 
 
+# ---------------------------------------------------------------- cross-file holes
+
+DEFINITION = re.compile(r"^\s*(?:def|class)\s+([A-Za-z_]\w{3,})", re.M)
+NAME = re.compile(r"[A-Za-z_]\w*")
+
+
+def defined_names(f: SourceFile) -> frozenset[str]:
+    """Functions and classes a file defines (names of 4 characters or more)."""
+    return frozenset(DEFINITION.findall(f.text))
+
+
+def cross_file_hole(rng: random.Random, f: SourceFile, siblings: list[SourceFile],
+                    names_of=defined_names) -> tuple[int, int] | None:
+    """A single-line hole that starts at a use of a name defined in another file of the
+    package (not in this one): the context can supply the name, the file cannot.
+    ``names_of``: defined_names, or a cached version of it."""
+    candidates = frozenset().union(*map(names_of, siblings)) - names_of(f)  # this file's own left out
+    uses = []
+    offset = 0
+    for line in f.text.splitlines(keepends=True):
+        code = line.rstrip("\n")
+        if not code.lstrip().startswith(("#", "def ", "class ", "import ", "from ")):
+            uses += [(offset + m.start(), offset + len(code)) for m in NAME.finditer(code) if m.group() in candidates]
+        offset += len(line)
+    return rng.choice(uses) if uses else None
+
+
 # ---------------------------------------------------------------- repository context
 
 def context_snippets(current: SourceFile, siblings: list[SourceFile], prefix: str, suffix: str,
@@ -119,6 +146,15 @@ def all_windows(repos: dict[str, list[SourceFile]]) -> dict[tuple[str, str], lis
     return {(f.repo, f.path): cut_windows(f.text) for files in repos.values() for f in files}
 
 
+# Of the FIM samples with snippets, the share whose hole starts at a use of a name that only
+# another file of the package defines (the rest: choose_hole's).  Such holes teach copying
+# from the snippets, which the shipped model (trained without them: random holes only)
+# hardly does (training/MODEL_CARD.md); the eval's cross-file holes measure the same skill
+# on held-out packages.
+CROSS_FILE_SHARE = 0.2
+SNIPPET_RATE = 0.85  # of the samples in the repository layout, those with snippets
+
+
 class SampleMaker:
     """Draws training samples (token id lists of a requested maximum length) from a corpus.
 
@@ -127,7 +163,8 @@ class SampleMaker:
     rest plain single-file prompts.  The budget varies so short and long prompts both occur."""
 
     def __init__(self, repos: dict[str, list[SourceFile]], tokenizer, seed: int, fim_rate: float = 0.9,
-                 repo_rate: float = 0.85, windows: dict[tuple[str, str], list] | None = None):
+                 repo_rate: float = 0.85, windows: dict[tuple[str, str], list] | None = None,
+                 cross_file_share: float = CROSS_FILE_SHARE):
         self.repos = repos
         self.names = sorted(repos)
         # Repos drawn in proportion to sqrt(size): big packages count, small ones still appear.
@@ -140,12 +177,20 @@ class SampleMaker:
         # Shared with other makers when given (all_windows): DataLoader workers fork from the
         # process that cut them, instead of each cutting every file again.
         self._windows: dict[tuple[str, str], list] = {} if windows is None else windows
+        self.cross_file_share = cross_file_share
+        self._names: dict[tuple[str, str], frozenset[str]] = {}
 
     def windows_of(self, f: SourceFile) -> list:
         key = (f.repo, f.path)
         if key not in self._windows:
             self._windows[key] = cut_windows(f.text)
         return self._windows[key]
+
+    def names_of(self, f: SourceFile) -> frozenset[str]:
+        key = (f.repo, f.path)
+        if key not in self._names:
+            self._names[key] = defined_names(f)
+        return self._names[key]
 
     def _pick(self) -> tuple[str, SourceFile]:
         repo = self.rng.choices(self.names, weights=self.repo_weights)[0]
@@ -177,7 +222,13 @@ class SampleMaker:
         return (ids + [EOS])[:max_len]
 
     def _fim(self, repo: str, f: SourceFile, max_len: int) -> tuple[list[int], int]:
-        hole = choose_hole(self.rng, f.text)
+        with_repo = self.rng.random() < self.repo_rate
+        with_snippets = with_repo and self.rng.random() < SNIPPET_RATE
+        hole = None
+        if with_snippets and self.rng.random() < self.cross_file_share:
+            cut = cross_file_hole(self.rng, f, self.repos[repo], self.names_of)
+            hole = Hole(*cut, "cross-file") if cut else None
+        hole = hole or choose_hole(self.rng, f.text)
         if hole is None:
             return [], 0
         middle = self.encode(f.text[hole.start:hole.end])[:MAX_MIDDLE_TOKENS]
@@ -187,10 +238,8 @@ class SampleMaker:
         budget = self.rng.randint(min(most, 256), most)
         prefix, suffix = f.text[:hole.start], f.text[hole.end:]
         repo_context = None
-        if self.rng.random() < self.repo_rate:
-            snippets = []
-            if self.rng.random() < 0.85:
-                snippets = context_snippets(f, self.repos[repo], prefix, suffix, self.windows_of)
+        if with_repo:
+            snippets = context_snippets(f, self.repos[repo], prefix, suffix, self.windows_of) if with_snippets else []
             repo_context = RepoContext(repo_display_name(repo), f.path, snippets)
         prompt = fim_prompt(self.prompt_tokenizer, prefix, suffix, budget, repo_context)
         return prompt + middle + [EOS], len(prompt)

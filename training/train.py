@@ -23,7 +23,7 @@ from pathlib import Path
 import torch
 
 from .data import build_corpus, load_split
-from .samples import SampleMaker, all_windows
+from .samples import CROSS_FILE_SHARE, SampleMaker, all_windows
 from .tokenizer import EOS, FIM_PAD, SPECIAL_TOKENS, load_tokenizer, tokenizer_sample, train_tokenizer
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -84,13 +84,15 @@ def build_model(p: Preset):
 class Batches(torch.utils.data.IterableDataset):
     """Endless packed batches, made in DataLoader worker processes (sample making is Python)."""
 
-    def __init__(self, repos, tokenizer, seed: int, preset: Preset, windows: dict):
+    def __init__(self, repos, tokenizer, seed: int, preset: Preset, windows: dict, cross_file_share: float):
         self.repos, self.tokenizer, self.seed, self.preset, self.windows = repos, tokenizer, seed, preset, windows
+        self.cross_file_share = cross_file_share
 
     def __iter__(self):
         info = torch.utils.data.get_worker_info()
         worker = info.id if info else 0
-        sampler = SampleMaker(self.repos, self.tokenizer, self.seed * 1000 + worker, windows=self.windows)
+        sampler = SampleMaker(self.repos, self.tokenizer, self.seed * 1000 + worker, windows=self.windows,
+                              cross_file_share=self.cross_file_share)
         while True:
             yield tuple(torch.tensor(x) for x in sampler.rows(self.preset.batch_size, self.preset.seq_len, FIM_PAD))
 
@@ -166,6 +168,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--init-from", type=Path,
                     help="start from this exported model's weights (e.g. the shipped one) with a fresh optimizer and "
                          "schedule: another training leg where state.pt (58 MB) cannot travel to the GPU machine")
+    ap.add_argument("--cross-file-share", type=float, default=CROSS_FILE_SHARE,
+                    help="of the FIM samples with snippets, the share whose hole starts at a name only another file defines")
     ap.add_argument("--middle-loss-weight", type=float, default=1.0,
                     help="weight of the extra loss on FIM middles (0: plain next-token loss over everything)")
     args = ap.parse_args(argv)
@@ -205,7 +209,7 @@ def main(argv: list[str] | None = None) -> None:
         lr=preset.lr, betas=(0.9, 0.95), eps=1e-8,
     )
     windows = all_windows(train_repos)
-    sampler = SampleMaker(train_repos, tokenizer, args.seed, windows=windows)
+    sampler = SampleMaker(train_repos, tokenizer, args.seed, windows=windows, cross_file_share=args.cross_file_share)
     heldout_sampler = SampleMaker(heldout_repos, tokenizer, args.seed + 1)
     heldout_batches = [
         tuple(torch.tensor(x) for x in heldout_sampler.rows(4, preset.seq_len, FIM_PAD)) for _ in range(4)
@@ -232,7 +236,8 @@ def main(argv: list[str] | None = None) -> None:
             "preset": args.preset, "config": asdict(preset), "seed": args.seed, "step": step,
             "tokens": tokens_seen, "train_minutes": round(elapsed / 60, 1), "device": str(device),
             "threads": args.threads, "parameters": n_params, "final": final,
-            "middle_loss_weight": args.middle_loss_weight, "earlier_legs": earlier_legs,
+            "middle_loss_weight": args.middle_loss_weight, "cross_file_share": args.cross_file_share,
+            "earlier_legs": earlier_legs,
         }
         meta["heldout_loss"], meta["heldout_middle_loss"] = heldout_loss(model, heldout_batches, device)
         export(model, tokenizer, run_dir / "checkpoint", meta)
@@ -253,7 +258,8 @@ def main(argv: list[str] | None = None) -> None:
         # Forked workers share the parent's corpus and windows; frozen, the parent's objects
         # are left out of the workers' garbage collections, which would copy their pages.
         gc.freeze()
-        loader = torch.utils.data.DataLoader(Batches(train_repos, tokenizer, args.seed, preset, windows), batch_size=None,
+        batches_made = Batches(train_repos, tokenizer, args.seed, preset, windows, args.cross_file_share)
+        loader = torch.utils.data.DataLoader(batches_made, batch_size=None,
                                              num_workers=args.workers, pin_memory=device.type == "cuda",
                                              prefetch_factor=4)
         batches = iter(loader)
