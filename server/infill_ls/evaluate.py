@@ -5,9 +5,10 @@ directories given with ``--source`` (use permissively licensed packages).  A hol
 is the rest of one line (the cursor somewhere inside a statement), the whole body of a
 block (the cursor at the body's indentation, under ``def …:``, ``for …:``, …), or an
 expression inside a line with more code right of it (an argument, an operand: the
-cursor at its start, editing inside a line).  Each hole is filled through ``completion.suggest`` — the path an
-editor's request takes — and, for comparison, with the model's raw text (the same
-prompt; only the one-line cut where the cursor asks for one line, no other rule).
+cursor at its start, editing inside a line).  Each hole is filled through
+``completion.suggest`` — the path an editor's request takes — and, for comparison, with
+the model's raw text (the same prompt; only the one-line cut where the cursor asks for
+one line, no other rule).
 
 Everything is deterministic given ``--seed`` and the same sources: the file list is
 sorted, sampling uses its own ``random.Random``, decoding is greedy.
@@ -30,8 +31,8 @@ from .cache import SuggestionCache
 from .completion import build_prompt, cached_suggestion, suggest
 from .engine.base import GenerationRequest
 from .postprocess import CursorContext, cursor_syntax, first_line_stop
-from .syntax import is_only_closers
 from .settings import Settings
+from .syntax import is_only_closers
 
 HOLE_KINDS = ("line", "block", "inner")
 DEFAULT_KINDS = ("line", "block")  # the figures of earlier runs; "inner" on request

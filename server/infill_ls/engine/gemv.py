@@ -17,8 +17,8 @@ dimension in float32 and adds its partial sums atomically: split-K gives narrow 
 row (a decode step) runs on the matrix-vector kernels; 2-16 rows (a draft check, a few
 typed tokens) on ``_int8_rows``/``_int4_rows``, which read each tile of weights once for
 all the rows and multiply on the tensor cores (not yet run on a GPU: where one fails its
-check at load, those rows take the one-row kernel once per row, ``Launch.rows_kernel``).  Measured
-on an H200 (2026-11-26, gpu-20261126-053058.json): the whole 15B-shape model in int8,
+check at load, those rows take the one-row kernel once per row, ``Launch.rows_kernel``).
+Measured on an H200 (2026-11-26, gpu-20261126-053058.json): the whole 15B-shape model in int8,
 compiled, decodes at 12.8 ms/token (bf16 12.0 in the same run); per token its linears
 take 13.2 ms with the first launches and 9.5 with the sweep's best (``launch`` now
 follows the sweep), int4's 18.0 and 13.2 — int4 still loses to tinygemm's 6.8 there; a
@@ -207,13 +207,15 @@ def int8_matvec(x: torch.Tensor, weight: torch.Tensor, scales: torch.Tensor, pla
     rows, k = x.shape
     n = weight.shape[0]
     out = torch.zeros(rows, n, dtype=torch.float32, device=x.device)
+    blocks = -(-n // plan.block_n)
     if rows == 1 or not plan.rows_kernel:
-        _int8_gemv[(rows, -(-n // plan.block_n), plan.split_k)](x.contiguous(), weight, scales, out, n, k, plan.steps_per_split,
-                         BLOCK_N=plan.block_n, BLOCK_K=plan.block_k, DEFER_SUM=plan.defer_sum,
-                         num_warps=plan.num_warps)
+        _int8_gemv[(rows, blocks, plan.split_k)](x.contiguous(), weight, scales, out, n, k, plan.steps_per_split,
+                                                 BLOCK_N=plan.block_n, BLOCK_K=plan.block_k, DEFER_SUM=plan.defer_sum,
+                                                 num_warps=plan.num_warps)
     else:
-        _int8_rows[(1, -(-n // plan.block_n), plan.split_k)](x.contiguous(), weight, scales, out, rows, n, k, plan.steps_per_split,
-                         BLOCK_N=plan.block_n, BLOCK_K=plan.block_k, PADDED_ROWS=MAX_ROWS, num_warps=plan.num_warps)
+        _int8_rows[(1, blocks, plan.split_k)](x.contiguous(), weight, scales, out, rows, n, k, plan.steps_per_split,
+                                              BLOCK_N=plan.block_n, BLOCK_K=plan.block_k, PADDED_ROWS=MAX_ROWS,
+                                              num_warps=plan.num_warps)
     return out.to(x.dtype)
 
 
@@ -225,12 +227,14 @@ def int4_matvec(x: torch.Tensor, packed: torch.Tensor, scales: torch.Tensor, min
     rows, k = x.shape
     n = packed.shape[0]
     out = torch.zeros(rows, n, dtype=torch.float32, device=x.device)
+    blocks, groups_per_step = -(-n // plan.block_n), plan.block_k // group
     if rows == 1 or not plan.rows_kernel:
-        _int4_gemv[(rows, -(-n // plan.block_n), plan.split_k)](x.contiguous(), packed, scales, mins, out, n, k, plan.steps_per_split,
-                         BLOCK_N=plan.block_n, GROUP=group, GROUPS_PER_STEP=plan.block_k // group,
-                         num_warps=plan.num_warps)
+        _int4_gemv[(rows, blocks, plan.split_k)](x.contiguous(), packed, scales, mins, out, n, k, plan.steps_per_split,
+                                                 BLOCK_N=plan.block_n, GROUP=group, GROUPS_PER_STEP=groups_per_step,
+                                                 num_warps=plan.num_warps)
     else:
-        _int4_rows[(1, -(-n // plan.block_n), plan.split_k)](x.contiguous(), packed, scales, mins, out, rows, n, k, plan.steps_per_split,
-                         BLOCK_N=plan.block_n, GROUP=group, GROUPS_PER_STEP=plan.block_k // group,
-                         PADDED_ROWS=MAX_ROWS, num_warps=plan.num_warps)
+        _int4_rows[(1, blocks, plan.split_k)](x.contiguous(), packed, scales, mins, out, rows, n, k,
+                                              plan.steps_per_split, BLOCK_N=plan.block_n, GROUP=group,
+                                              GROUPS_PER_STEP=groups_per_step, PADDED_ROWS=MAX_ROWS,
+                                              num_warps=plan.num_warps)
     return out.to(x.dtype)
