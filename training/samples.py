@@ -146,13 +146,13 @@ def all_windows(repos: dict[str, list[SourceFile]]) -> dict[tuple[str, str], lis
     return {(f.repo, f.path): cut_windows(f.text) for files in repos.values() for f in files}
 
 
-# Of the FIM samples with snippets, the share whose hole starts at a use of a name that only
-# another file of the package defines (the rest: choose_hole's).  Such holes teach copying
-# from the snippets, which the shipped model (trained without them: random holes only)
-# hardly does (training/MODEL_CARD.md); the eval's cross-file holes measure the same skill
-# on held-out packages.
-CROSS_FILE_SHARE = 0.2
-SNIPPET_RATE = 0.85  # of the samples in the repository layout, those with snippets
+# The share of FIM samples whose hole starts at a use of a name that only another file of
+# the package defines, always in the repository layout with snippets (the others: random
+# holes, choose_hole).  Such holes teach copying from the snippets, which the shipped model
+# (trained without them) hardly does (training/MODEL_CARD.md); the eval's cross-file holes
+# measure the same skill on held-out packages.  At 0 the samples are drawn exactly as the
+# shipped model's were (the held-out loss uses that, so legs stay comparable).
+CROSS_FILE_SHARE = 0.15
 
 
 class SampleMaker:
@@ -222,13 +222,10 @@ class SampleMaker:
         return (ids + [EOS])[:max_len]
 
     def _fim(self, repo: str, f: SourceFile, max_len: int) -> tuple[list[int], int]:
-        with_repo = self.rng.random() < self.repo_rate
-        with_snippets = with_repo and self.rng.random() < SNIPPET_RATE
-        hole = None
-        if with_snippets and self.rng.random() < self.cross_file_share:
+        cut = None
+        if self.cross_file_share and self.rng.random() < self.cross_file_share:
             cut = cross_file_hole(self.rng, f, self.repos[repo], self.names_of)
-            hole = Hole(*cut, "cross-file") if cut else None
-        hole = hole or choose_hole(self.rng, f.text)
+        hole = Hole(*cut, "cross-file") if cut else choose_hole(self.rng, f.text)
         if hole is None:
             return [], 0
         middle = self.encode(f.text[hole.start:hole.end])[:MAX_MIDDLE_TOKENS]
@@ -238,8 +235,10 @@ class SampleMaker:
         budget = self.rng.randint(min(most, 256), most)
         prefix, suffix = f.text[:hole.start], f.text[hole.end:]
         repo_context = None
-        if with_repo:
-            snippets = context_snippets(f, self.repos[repo], prefix, suffix, self.windows_of) if with_snippets else []
+        if hole.kind == "cross-file" or self.rng.random() < self.repo_rate:
+            snippets = []
+            if hole.kind == "cross-file" or self.rng.random() < 0.85:
+                snippets = context_snippets(f, self.repos[repo], prefix, suffix, self.windows_of)
             repo_context = RepoContext(repo_display_name(repo), f.path, snippets)
         prompt = fim_prompt(self.prompt_tokenizer, prefix, suffix, budget, repo_context)
         return prompt + middle + [EOS], len(prompt)

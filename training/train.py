@@ -169,7 +169,8 @@ def main(argv: list[str] | None = None) -> None:
                     help="start from this exported model's weights (e.g. the shipped one) with a fresh optimizer and "
                          "schedule: another training leg where state.pt (58 MB) cannot travel to the GPU machine")
     ap.add_argument("--cross-file-share", type=float, default=CROSS_FILE_SHARE,
-                    help="of the FIM samples with snippets, the share whose hole starts at a name only another file defines")
+                    help="the share of FIM samples whose hole starts at a name only another file of the package "
+                         "defines (with snippets); 0: the shipped model's samples")
     ap.add_argument("--middle-loss-weight", type=float, default=1.0,
                     help="weight of the extra loss on FIM middles (0: plain next-token loss over everything)")
     args = ap.parse_args(argv)
@@ -210,7 +211,8 @@ def main(argv: list[str] | None = None) -> None:
     )
     windows = all_windows(train_repos)
     sampler = SampleMaker(train_repos, tokenizer, args.seed, windows=windows, cross_file_share=args.cross_file_share)
-    heldout_sampler = SampleMaker(heldout_repos, tokenizer, args.seed + 1)
+    # The held-out batches are drawn as every leg's were (no cross-file holes): comparable losses.
+    heldout_sampler = SampleMaker(heldout_repos, tokenizer, args.seed + 1, cross_file_share=0.0)
     heldout_batches = [
         tuple(torch.tensor(x) for x in heldout_sampler.rows(4, preset.seq_len, FIM_PAD)) for _ in range(4)
     ]
