@@ -42,11 +42,13 @@ for k, n in ((256, 96), (640, 50), (128, 512)):
             int8, int4, int4_wide = (Int8WeightOnlyLinear(linear), Int4WeightOnlyLinear(linear),
                                      Int4WeightOnlyLinear(linear))
             want8, want4 = int8(x), int4(x)
-            # Odd splits sum every step; even ones once after the loop (int8's deferred sum).
+            # Odd splits sum every step; even ones once after the loop (the deferred sum; for
+            # four int4 groups per step the other way round).
             int8.plan = gemv.launch(n, k, 64, x.device, block_n=16, split_k=split, defer_sum=split % 2 == 0)
-            int4.plan = gemv.launch(n, k, int4.group_size, x.device, block_n=16, split_k=split)
+            int4.plan = gemv.launch(n, k, int4.group_size, x.device, block_n=16, split_k=split, defer_sum=split % 2 == 0)
             # Four groups per loop step: 5 groups leave a step part-empty.
-            int4_wide.plan = gemv.launch(n, k, 4 * int4.group_size, x.device, block_n=32, split_k=split)
+            int4_wide.plan = gemv.launch(n, k, 4 * int4.group_size, x.device, block_n=32, split_k=split,
+                                         defer_sum=split % 2 == 1)
             cases = [("int8", int8(x), want8), ("int4", int4(x), want4), ("int4 x4", int4_wide(x), want4)]
             if rows > 1:  # the fallback: the one-row kernels, once per row
                 for module, want in ((int8, want8), (int4, want4)):

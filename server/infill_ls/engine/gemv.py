@@ -58,9 +58,9 @@ class Launch:
     split_k: int
     steps_per_split: int  # loop steps of a program: blocks of block_k inputs
     num_warps: int = 4  # Triton's default; bench/gpu_linear.py --sweep tries others
-    # int8, one row: sum each program's products once after its loop instead of every step
-    # (no cross-thread reduction per step, more registers).  Off: the measured layout; the
-    # sweep tries it.
+    # One row: sum each program's products once after its loop instead of every step (no
+    # cross-thread reduction per step, more registers; int4 then scales each weight, not each
+    # group's sum).  Off: the measured layout; the sweep tries it.
     defer_sum: bool = False
     # 2-16 rows on the tensor-core kernels (_int8_rows/_int4_rows); False: the one-row kernel
     # once per row, which reads the weights once per row (quantize.kernel_agrees turns the
@@ -113,7 +113,8 @@ if triton is not None:
 
     @triton.jit
     def _int4_gemv(x_ptr, packed_ptr, scale_ptr, min_ptr, out_ptr, N, K, steps_per_split,
-                   BLOCK_N: tl.constexpr, GROUP: tl.constexpr, GROUPS_PER_STEP: tl.constexpr):
+                   BLOCK_N: tl.constexpr, GROUP: tl.constexpr, GROUPS_PER_STEP: tl.constexpr,
+                   DEFER_SUM: tl.constexpr):
         # Tiles are [rows, groups of the step, bytes of a group]: each row's codes of a step
         # are one contiguous read, and its scales and minimums of the step one short one.
         row = tl.program_id(0)  # grid (input rows, n blocks, splits)
@@ -123,7 +124,7 @@ if triton is not None:
         in_step = tl.arange(0, GROUPS_PER_STEP)
         half = tl.arange(0, GROUP // 2)
         in_n = rows_n < N
-        acc = tl.zeros((BLOCK_N,), dtype=tl.float32)
+        acc = tl.zeros((BLOCK_N, GROUPS_PER_STEP, GROUP // 2) if DEFER_SUM else (BLOCK_N,), dtype=tl.float32)
         for step in range(steps_per_split):
             g = first_group + step * GROUPS_PER_STEP + in_step  # [G]
             in_k = g < groups  # the last split may run past the groups
@@ -135,12 +136,19 @@ if triton is not None:
                            mask=in_n[:, None, None] & in_k[None, :, None], other=0).to(tl.int32)
             low = (byte & 15).to(tl.float32)
             high = (byte >> 4).to(tl.float32)
-            codes_dot = tl.sum(low * x_even[None, :, :] + high * x_odd[None, :, :], axis=2)  # [N, G]
-            x_sum = tl.sum(x_even + x_odd, axis=1)  # [G]
             where = in_n[:, None] & in_k[None, :]
             scale = tl.load(scale_ptr + rows_n[:, None] * groups + g[None, :], mask=where, other=0.0).to(tl.float32)
             low_value = tl.load(min_ptr + rows_n[:, None] * groups + g[None, :], mask=where, other=0.0).to(tl.float32)
-            acc += tl.sum(scale * codes_dot + low_value * x_sum[None, :], axis=1)
+            if DEFER_SUM:  # each weight dequantized, products summed once after the loop
+                scale, low_value = scale[:, :, None], low_value[:, :, None]
+                acc += ((low * scale + low_value) * x_even[None, :, :]
+                        + (high * scale + low_value) * x_odd[None, :, :])
+            else:  # per group: scale * (codes . x) + min * sum(x)
+                codes_dot = tl.sum(low * x_even[None, :, :] + high * x_odd[None, :, :], axis=2)  # [N, G]
+                x_sum = tl.sum(x_even + x_odd, axis=1)  # [G]
+                acc += tl.sum(scale * codes_dot + low_value * x_sum[None, :], axis=1)
+        if DEFER_SUM:
+            acc = tl.sum(tl.sum(acc, axis=2), axis=1)
         tl.atomic_add(out_ptr + row * N + rows_n, acc, mask=in_n)
 
     # Several input rows (a draft check, a few typed tokens): each tile of weights is read
@@ -231,7 +239,7 @@ def int4_matvec(x: torch.Tensor, packed: torch.Tensor, scales: torch.Tensor, min
     if rows == 1 or not plan.rows_kernel:
         _int4_gemv[(rows, blocks, plan.split_k)](x.contiguous(), packed, scales, mins, out, n, k, plan.steps_per_split,
                                                  BLOCK_N=plan.block_n, GROUP=group, GROUPS_PER_STEP=groups_per_step,
-                                                 num_warps=plan.num_warps)
+                                                 DEFER_SUM=plan.defer_sum, num_warps=plan.num_warps)
     else:
         _int4_rows[(1, blocks, plan.split_k)](x.contiguous(), packed, scales, mins, out, rows, n, k,
                                               plan.steps_per_split, BLOCK_N=plan.block_n, GROUP=group,
