@@ -216,3 +216,29 @@ def indent_style_by_lines(source: str):
                 max_size=40).map("".join))
 def test_indent_style_matches_the_line_by_line_definition(source):
     assert indent_style(source) == indent_style_by_lines(source)
+
+
+CODE_PIECES = ["x", "obj", ".", "(", ")", "[", "]", "{", "}", ",", ":", " ", "  ", " = ", "==", "'", '"', "#",
+               "\n", "\n    ", "\t", "return ", "if ", "é", "\u2028", "\x0c"]
+
+
+@settings(max_examples=300, deadline=None)
+@given(before=st.lists(st.sampled_from(CODE_PIECES), max_size=25).map("".join),
+       after=st.lists(st.sampled_from(CODE_PIECES), max_size=25).map("".join),
+       raw=st.lists(st.sampled_from(CODE_PIECES), max_size=25).map("".join),
+       language=st.sampled_from(["python", "javascript", "go", ""]))
+def test_post_processing_only_cuts_a_one_line_suggestion_inside_a_line(before, after, raw, language):
+    """Whatever the document and the model's text: no exception; the result is None or
+    non-blank without trailing whitespace, replaces no more than the rest of the line, and,
+    for one line after text on the cursor's line, is the start of the model's first line
+    (the rules cut; they never add)."""
+    context = CursorContext(prefix="def f():\n    " + before, suffix=after, language=language, document="file:///f")
+    syntax = cursor_syntax(context, "auto")
+    suggestion = finish_suggestion(raw, context, syntax)
+    if suggestion is None:
+        return
+    assert suggestion.text.strip() and suggestion.text == suggestion.text.rstrip()
+    assert 0 <= suggestion.replace_chars <= len(context.line_suffix)
+    if syntax.single_line and context.line_prefix:
+        assert "\n" not in suggestion.text
+        assert raw.split("\n")[0].startswith(suggestion.text), (raw, suggestion.text)
