@@ -142,8 +142,9 @@ def test_a_training_run_with_worker_processes_exports_a_loadable_model_and_a_sec
     import torch
     from transformers import AutoModelForCausalLM, Starcoder2ForCausalLM
 
-    first = run_training(work, tmp_path / "leg1", "--workers", "2")
-    assert first["step"] == 2 and first["tokens"] == 2 * 4 * 1024 and first["final"]
+    first = run_training(work, tmp_path / "leg1", "--workers", "2", "--batch-size", "3")
+    assert first["step"] == 2 and first["tokens"] == 2 * 3 * 1024 and first["final"]
+    assert first["config"]["batch_size"] == 3
     assert torch.isfinite(torch.tensor(first["heldout_loss"]))
     model = AutoModelForCausalLM.from_pretrained(tmp_path / "leg1")
     assert isinstance(model, Starcoder2ForCausalLM)

@@ -162,6 +162,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--work", type=Path, default=REPO_ROOT / "training" / "work")
     ap.add_argument("--out", type=Path, default=DEFAULT_EXPORT, help="where the final model is exported")
     ap.add_argument("--max-steps", type=int, help="override the preset")
+    ap.add_argument("--batch-size", type=int, help="override the preset (rows per step)")
+    ap.add_argument("--lr", type=float, help="override the preset's peak learning rate")
+    ap.add_argument("--warmup-steps", type=int, help="override the preset")
     ap.add_argument("--max-minutes", type=float, help="wall-clock budget: the LR schedule ends on time")
     ap.add_argument("--save-every", type=int, default=100)
     ap.add_argument("--resume", action="store_true")
@@ -176,8 +179,11 @@ def main(argv: list[str] | None = None) -> None:
     args = ap.parse_args(argv)
 
     preset = PRESETS[args.preset]
-    if args.max_steps:
-        preset.max_steps = args.max_steps
+    # Overrides of the preset that keep the model's shape (so --init-from still fits): a
+    # short fine-tuning leg on a CPU wants small batches and a gentler schedule.
+    for name in ("max_steps", "batch_size", "lr", "warmup_steps"):
+        if getattr(args, name) is not None:
+            setattr(preset, name, getattr(args, name))
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
     random.seed(args.seed)
