@@ -14,7 +14,7 @@ import argparse
 
 from common import write_result
 from engines import BUNDLED, engine_for, random_model, time_engine
-from infill_ls.engine.local import DRAFT_TOKENS
+from infill_ls.engine.local import DRAFT_TOKENS, static_cache_tokens
 from infill_ls.settings import Settings
 
 # int8wo/int4wo are the plain modules, as the server runs them on a CPU; "int4wo-kernels":
@@ -61,8 +61,8 @@ def main() -> None:
         # ("-static"), sized as the server sizes it on a CPU (fastDecode, contextTokens).
         for name in (precision, f"{precision}-static"):
             if name.endswith("-static"):
-                engine.start_fast_decoding(max(Settings().contextTokens, args.prompt + args.new) + DRAFT_TOKENS + 1,
-                                           compile=False)
+                slots = max(static_cache_tokens(engine.model, Settings()), args.prompt + args.new + DRAFT_TOKENS + 1)
+                engine.start_fast_decoding(slots, compile=False)
             results[name] = time_engine(engine, args.prompt, args.new, runs=args.runs)
             print(name, results[name]["prefill_ms"]["p50"], "ms prefill,",
                   results[name]["decode_ms_per_token"]["p50"], "ms/token", flush=True)

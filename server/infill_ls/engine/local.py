@@ -115,6 +115,13 @@ def compiles_faster(model, precision: str) -> bool:
     return True
 
 
+def static_cache_tokens(model, settings: Settings) -> int:
+    """Slots of the static KV cache, allocated whole: the longest prompt plus its answer and a
+    draft — contextTokens, which prompts are cut to the model's positions (completion.py)."""
+    positions = getattr(model.config, "max_position_embeddings", None)
+    return min(settings.contextTokens, positions or settings.contextTokens) + DRAFT_TOKENS + 1
+
+
 def load_weights(source: str, placement: Placement, trust: bool):
     """The model at ``placement``'s device and precision, in eval mode."""
     import torch
@@ -230,18 +237,14 @@ class LocalEngine:
             template=template.name,
         )
         engine = cls(model, tokenizer, template, info)
-        # The longest prompt plus its answer and a draft: contextTokens, which prompts are cut
-        # to the model's positions (completion.py) — a static cache is allocated whole.
-        positions = getattr(model.config, "max_position_embeddings", None)
-        max_tokens = min(settings.contextTokens, positions or settings.contextTokens) + DRAFT_TOKENS + 1
         if settings.fastDecode and placement.device.startswith("cuda") and compiles_faster(model, placement.precision):
-            engine.start_fast_decoding(max_tokens)
+            engine.start_fast_decoding(static_cache_tokens(model, settings))
         elif settings.fastDecode and placement.device == "cpu":
             # The static cache, uncompiled: a quarter less time per decoded token than
             # transformers' dynamic cache on a CPU (the bundled model, 1 thread: bf16 3.3-3.6
             # against 4.6-4.8 ms, int8dyn 2.7 against 3.8), the same prefill.  Compiling it
             # gained ~10 % more after a 25 s compile: not done.
-            engine.start_fast_decoding(max_tokens, compile=False)
+            engine.start_fast_decoding(static_cache_tokens(model, settings), compile=False)
         return engine
 
     # ----- generation -----
