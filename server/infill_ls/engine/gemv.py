@@ -128,11 +128,14 @@ if triton is not None:
         for step in range(steps_per_split):
             g = first_group + step * GROUPS_PER_STEP + in_step  # [G]
             in_k = g < groups  # the last split may run past the groups
-            # Byte j of a group holds code 2j in its low nibble and 2j+1 in its high one.
-            even = g[:, None] * GROUP + 2 * half[None, :]  # [G, GROUP/2]
-            x_even = tl.load(x_ptr + row * K + even, mask=in_k[:, None], other=0.0).to(tl.float32)
-            x_odd = tl.load(x_ptr + row * K + even + 1, mask=in_k[:, None], other=0.0).to(tl.float32)
-            byte = tl.load(packed_ptr + rows_n[:, None, None] * (K // 2) + even[None, :, :] // 2,
+            # Byte j of a group holds code j in its low nibble and j + GROUP/2 in its high one,
+            # so the codes and both halves of the inputs are contiguous reads: Triton vectorizes
+            # those, while an index with a stride of 2 or a division it reads element by element.
+            first_half = g[:, None] * GROUP + half[None, :]  # [G, GROUP/2]
+            x_low = tl.load(x_ptr + row * K + first_half, mask=in_k[:, None], other=0.0).to(tl.float32)
+            x_high = tl.load(x_ptr + row * K + first_half + GROUP // 2, mask=in_k[:, None], other=0.0).to(tl.float32)
+            byte = tl.load(packed_ptr + rows_n[:, None, None] * (K // 2) + g[None, :, None] * (GROUP // 2)
+                           + half[None, None, :],
                            mask=in_n[:, None, None] & in_k[None, :, None], other=0).to(tl.int32)
             low = (byte & 15).to(tl.float32)
             high = (byte >> 4).to(tl.float32)
@@ -141,11 +144,11 @@ if triton is not None:
             low_value = tl.load(min_ptr + rows_n[:, None] * groups + g[None, :], mask=where, other=0.0).to(tl.float32)
             if DEFER_SUM:  # each weight dequantized, products summed once after the loop
                 scale, low_value = scale[:, :, None], low_value[:, :, None]
-                acc += ((low * scale + low_value) * x_even[None, :, :]
-                        + (high * scale + low_value) * x_odd[None, :, :])
+                acc += ((low * scale + low_value) * x_low[None, :, :]
+                        + (high * scale + low_value) * x_high[None, :, :])
             else:  # per group: scale * (codes . x) + min * sum(x)
-                codes_dot = tl.sum(low * x_even[None, :, :] + high * x_odd[None, :, :], axis=2)  # [N, G]
-                x_sum = tl.sum(x_even + x_odd, axis=1)  # [G]
+                codes_dot = tl.sum(low * x_low[None, :, :] + high * x_high[None, :, :], axis=2)  # [N, G]
+                x_sum = tl.sum(x_low + x_high, axis=1)  # [G]
                 acc += tl.sum(scale * codes_dot + low_value * x_sum[None, :], axis=1)
         if DEFER_SUM:
             acc = tl.sum(tl.sum(acc, axis=2), axis=1)
@@ -192,19 +195,19 @@ if triton is not None:
                 # Masks as blocks, not scalars (Triton's interpreter takes no scalar mask).
                 in_k = half * 0 + g < groups  # [GROUP/2]: the last split may run past the groups
                 n_and_k = in_n & (rows_n * 0 + g < groups)  # [BLOCK_N]
-                even = g * GROUP + 2 * half  # low nibbles hold the even inputs, high ones the odd
-                x_even = tl.load(x_ptr + rows[:, None] * K + even[None, :], mask=in_rows[:, None] & in_k[None, :],
-                                 other=0.0)
-                x_odd = tl.load(x_ptr + rows[:, None] * K + even[None, :] + 1, mask=in_rows[:, None] & in_k[None, :],
+                first_half = g * GROUP + half  # low nibbles hold a group's first half, high ones its second
+                x_low = tl.load(x_ptr + rows[:, None] * K + first_half[None, :], mask=in_rows[:, None] & in_k[None, :],
                                 other=0.0)
+                x_high = tl.load(x_ptr + rows[:, None] * K + first_half[None, :] + GROUP // 2,
+                                 mask=in_rows[:, None] & in_k[None, :], other=0.0)
                 byte = tl.load(packed_ptr + rows_n[:, None] * (K // 2) + g * (GROUP // 2) + half[None, :],
                                mask=n_and_k[:, None], other=0).to(tl.int32)
                 scale = tl.load(scale_ptr + rows_n * groups + g, mask=n_and_k, other=0.0).to(tl.float32)
                 low_value = tl.load(min_ptr + rows_n * groups + g, mask=n_and_k, other=0.0).to(tl.float32)
                 # Dequantized to the activations' dtype, as the plain module does.
-                w_even = ((byte & 15).to(tl.float32) * scale[:, None] + low_value[:, None]).to(x_even.dtype)
-                w_odd = ((byte >> 4).to(tl.float32) * scale[:, None] + low_value[:, None]).to(x_even.dtype)
-                acc += tl.dot(x_even, tl.trans(w_even)) + tl.dot(x_odd, tl.trans(w_odd))
+                w_low = ((byte & 15).to(tl.float32) * scale[:, None] + low_value[:, None]).to(x_low.dtype)
+                w_high = ((byte >> 4).to(tl.float32) * scale[:, None] + low_value[:, None]).to(x_low.dtype)
+                acc += tl.dot(x_low, tl.trans(w_low)) + tl.dot(x_high, tl.trans(w_high))
         tl.atomic_add(out_ptr + rows[:, None] * N + rows_n[None, :], acc,
                       mask=in_rows[:, None] & in_n[None, :])
 
@@ -229,9 +232,9 @@ def int8_matvec(x: torch.Tensor, weight: torch.Tensor, scales: torch.Tensor, pla
 
 def int4_matvec(x: torch.Tensor, packed: torch.Tensor, scales: torch.Tensor, mins: torch.Tensor, group: int,
                 plan: Launch) -> torch.Tensor:
-    """``x @ W.T`` for ``x`` [rows, K] and quantize.py's int4 ``W``: codes two per byte
-    (``packed`` [N, K/2]), weight = code * scale + min per ``group`` inputs; ``plan.block_k``
-    is a whole number of groups (a power of two of them)."""
+    """``x @ W.T`` for ``x`` [rows, K] and quantize.py's int4 ``W``: codes two per byte, a
+    group's first half in the low nibbles (``packed`` [N, K/2]), weight = code * scale + min
+    per ``group`` inputs; ``plan.block_k`` is a whole number of groups (a power of two of them)."""
     rows, k = x.shape
     n = packed.shape[0]
     out = torch.zeros(rows, n, dtype=torch.float32, device=x.device)

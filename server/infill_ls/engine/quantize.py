@@ -95,7 +95,10 @@ class Int4WeightOnlyLinear(nn.Module):
         low = groups.amin(dim=2, keepdim=True)
         scales = ((groups.amax(dim=2, keepdim=True) - low) / 15).clamp(min=1e-8)
         codes = torch.round((groups - low) / scales).clamp(0, 15).to(torch.uint8).reshape(out_features, in_features)
-        self.register_buffer("packed", codes[:, 0::2] | (codes[:, 1::2] << 4))
+        # Byte j of a group holds code j in its low nibble and code j + group/2 in its high
+        # one: gemv.py's kernel then reads codes and both halves of the inputs contiguously.
+        halves = codes.reshape(out_features, in_features // group_size, 2, group_size // 2)
+        self.register_buffer("packed", (halves[:, :, 0] | (halves[:, :, 1] << 4)).reshape(out_features, -1))
         self.register_buffer("scales", scales.squeeze(2).to(linear.weight.dtype))
         self.register_buffer("mins", low.squeeze(2).to(linear.weight.dtype))
         self.register_buffer("bias", None if linear.bias is None else linear.bias.detach().clone())
@@ -104,7 +107,8 @@ class Int4WeightOnlyLinear(nn.Module):
 
     def codes(self) -> torch.Tensor:
         """The 4-bit codes, one per weight ([out, in], uint8)."""
-        return torch.stack([self.packed & 0x0F, self.packed >> 4], dim=2).reshape(self.out_features, -1)
+        halves = self.packed.reshape(self.out_features, -1, self.group_size // 2)
+        return torch.cat([halves & 0x0F, halves >> 4], dim=2).reshape(self.out_features, -1)
 
     def dequantized(self, dtype: torch.dtype) -> torch.Tensor:
         groups = self.codes().reshape(self.out_features, -1, self.group_size).to(dtype)
