@@ -109,3 +109,22 @@ def test_the_triton_kernels_compute_what_the_plain_modules_compute(tiny_model):
     # kernels (not plain), each row at a time, with the same logits.
     for kind in ("int8wo", "int4wo"):
         assert report["models"][kind + " rows kernel failing"]["rows_kernels_on"] == 0
+
+
+def test_the_one_row_kernels_read_weights_in_wide_loads(tmp_path):
+    """Compiled for an H100 (bench/gemv_sass.py; Triton compiles for a GPU it does not
+    have), each decode kernel's loop reads its weights with 8- or 16-byte loads, never a
+    byte at a time: the int4 kernel once indexed its codes in a way Triton could not
+    vectorize, which made it issue-bound on the GPU (38 instructions per weight byte)."""
+    out = tmp_path / "sass.json"
+    env = dict(os.environ, PYTHONPATH=str(TRITON_SITE))
+    run = subprocess.run([sys.executable, str(REPO / "bench" / "gemv_sass.py"), "--json", str(out)],
+                         capture_output=True, text=True, env=env, timeout=600)
+    assert run.returncode == 0, run.stderr[-3000:]
+    kernels = json.loads(out.read_text())["kernels"]
+    for name in ("int8 one row", "int8 one row, deferred sum", "int4 one row", "int4 one row, deferred sum"):
+        kernel = kernels[name]
+        wide = sum(count * (16 if op.endswith(".128") else 8)
+                   for op, count in kernel["loop_global_loads"].items() if op.endswith((".64", ".128")))
+        assert not any(op.endswith(".U8") for op in kernel["loop_global_loads"]), (name, kernel)
+        assert wide >= kernel["weight_bytes_per_thread_per_step"], (name, kernel)

@@ -21,8 +21,10 @@ check at load, those rows take the one-row kernel once per row, ``Launch.rows_ke
 Measured on an H200 (2026-11-26, gpu-20261126-053058.json): the whole 15B-shape model in int8,
 compiled, decodes at 12.8 ms/token (bf16 12.0 in the same run); per token its linears
 take 13.2 ms with the first launches and 9.5 with the sweep's best (``launch`` now
-follows the sweep), int4's 18.0 and 13.2 — int4 still loses to tinygemm's 6.8 there; a
-step of several groups (``GROUPS_PER_STEP``) is the next thing to sweep.  The same
+follows the sweep), int4's 18.0 and 13.2 — int4 lost to tinygemm's 6.8 there.  Those int4
+figures predate quantize.py's present layout: the kernel then read every code and input
+with its own load (bench/gemv_sass.py: 38 instructions per weight byte in its loop, now 16;
+int8's 4.8), which left it issuing instructions rather than reading memory.  The same
 kernels run on the CPU under ``TRITON_INTERPRET=1``, which is how the tests check them
 without a GPU.
 """

@@ -1,0 +1,143 @@
+"""What gemv.py's kernels compile to on a Hopper GPU, without one: loads and instructions.
+
+Triton compiles for a GPU it does not have (the target is named; ptxas ships with Triton),
+so the machine code of a decode step's kernels can be read here.  For each kernel, with the
+launch constants the server uses (quantize.py), this reports the instructions of the loop
+over the input dimension — what a program repeats per step — and its global loads by width.
+A memory-bound matrix-vector product wants few, wide loads per weight byte: one instruction
+per byte (a load Triton could not vectorize) leaves the GPU issuing instructions, not
+reading memory.  Static figures: they say nothing of time, which needs the GPU
+(bench/gpu_linear.py).
+
+    PYTHONPATH=~/.cache/infill-ls/triton-site python bench/gemv_sass.py [--server DIR] [--arch 90]
+
+(Triton from scripts/test-deps.d/50-triton.sh.)  ``--server`` reads the kernels from another
+checkout's ``server/`` folder, to compare a change with the code before it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import subprocess
+import sys
+import tempfile
+from collections import Counter
+from pathlib import Path
+
+from common import REPO, machine, write_result
+
+# Bytes a load instruction reads, by its SASS width suffix (none: 32 bits).
+LOAD_BYTES = {"U8": 1, "S8": 1, "U16": 2, "S16": 2, "64": 8, "128": 16}
+
+
+def kernels(gemv, quantize) -> dict:
+    """name -> (kernel, constexprs, bytes of weights per loop step of a program)."""
+    group, g_step = quantize.INT4_GROUP_SIZE, quantize.INT4_GROUPS_PER_STEP
+    int8 = {"BLOCK_N": quantize.INT8_BLOCK_N, "BLOCK_K": quantize.INT8_BLOCK_K}
+    int4 = {"BLOCK_N": quantize.INT4_BLOCK_N, "GROUP": group, "GROUPS_PER_STEP": g_step}
+    int8_bytes = int8["BLOCK_N"] * int8["BLOCK_K"]
+    int4_bytes = int4["BLOCK_N"] * g_step * group // 2
+    return {
+        "int8 one row": (gemv._int8_gemv, {**int8, "DEFER_SUM": False}, int8_bytes),
+        "int8 one row, deferred sum": (gemv._int8_gemv, {**int8, "DEFER_SUM": True}, int8_bytes),
+        "int4 one row": (gemv._int4_gemv, {**int4, "DEFER_SUM": False}, int4_bytes),
+        "int4 one row, deferred sum": (gemv._int4_gemv, {**int4, "DEFER_SUM": True}, int4_bytes),
+        "int8 rows": (gemv._int8_rows, {**int8, "PADDED_ROWS": gemv.MAX_ROWS}, int8_bytes),
+        "int4 rows": (gemv._int4_rows, {**int4, "PADDED_ROWS": gemv.MAX_ROWS}, int4_bytes),
+    }
+
+
+def signature(fn, constexprs: dict) -> dict:
+    types = {"x_ptr": "*bf16", "w_ptr": "*i8", "packed_ptr": "*u8", "scale_ptr": "*bf16", "min_ptr": "*bf16",
+             "out_ptr": "*fp32"}
+    return {name: "constexpr" if name in constexprs else types.get(name, "i32") for name in fn.arg_names}
+
+
+def sass_of(triton, fn, constexprs: dict, arch: int, num_warps: int) -> str:
+    from triton.backends.compiler import GPUTarget
+    from triton.compiler import ASTSource
+
+    sig = signature(fn, constexprs)
+    # Pointers and the matrix sizes divisible by 16, as Triton specializes them at a launch
+    # with the 15B shapes (and as every shape of a StarCoder2 model is).
+    aligned = [i for i, name in enumerate(fn.arg_names)
+               if sig[name] != "constexpr" and name not in ("steps_per_split", "ROWS")]
+    source = ASTSource(fn=fn, signature=sig, constexprs=constexprs,
+                       attrs={(i,): [["tt.divisibility", 16]] for i in aligned})
+    compiled = triton.compile(source, target=GPUTarget("cuda", arch, 32), options={"num_warps": num_warps})
+    nvdisasm = Path(triton.__file__).parent / "backends" / "nvidia" / "bin" / "nvdisasm"
+    with tempfile.NamedTemporaryFile(suffix=".cubin") as cubin:
+        cubin.write(compiled.asm["cubin"])
+        cubin.flush()
+        return subprocess.run([str(nvdisasm), "-c", cubin.name], capture_output=True, text=True, check=True).stdout
+
+
+def loop_of(sass: str) -> list[str]:
+    """The opcodes of the longest loop: from a label to the last branch back to it."""
+    opcodes, labels, loops = [], {}, []
+    for line in sass.splitlines():
+        label = re.match(r"\s*(\.L_x_\d+):", line)
+        if label:
+            labels[label.group(1)] = len(opcodes)
+            continue
+        op = re.search(r"/\*[0-9a-f]{4}\*/\s+(?:@!?U?P\w+\s+)?([A-Z][A-Z0-9_.]*)(.*)", line)
+        if not op:
+            continue
+        opcodes.append(op.group(1))
+        target = re.search(r"`\((\.L_x_\d+)\)", op.group(2))
+        if op.group(1).startswith("BRA") and target and target.group(1) in labels:
+            loops.append((labels[target.group(1)], len(opcodes)))
+    start, end = max(loops, key=lambda span: span[1] - span[0], default=(0, len(opcodes)))
+    return opcodes[start:end]
+
+
+def describe(opcodes: list[str], weight_bytes: int, threads: int) -> dict:
+    loads = [op for op in opcodes if op.startswith("LDG")]
+    widths = Counter(op for op in loads)
+    loaded = sum(LOAD_BYTES.get(op.rsplit(".", 1)[-1], 4) for op in loads)
+    return {
+        "loop_instructions": len(opcodes),
+        "loop_global_loads": dict(widths),
+        "bytes_loaded_per_thread_per_step": loaded,
+        "weight_bytes_per_thread_per_step": weight_bytes / threads,
+        "instructions_per_weight_byte": round(len(opcodes) / (weight_bytes / threads), 2),
+        "shared_memory_ops": sum(op.startswith(("LDS", "STS", "LDSM")) for op in opcodes),
+        "async_copies": sum(op.startswith(("LDGSTS", "UBLKCP", "UTMALDG")) for op in opcodes),
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--server", type=Path, default=REPO / "server", help="the server/ folder whose gemv.py to compile")
+    ap.add_argument("--arch", type=int, default=90, help="compute capability x10 (90: H100/H200)")
+    ap.add_argument("--num-warps", type=int, default=4)
+    ap.add_argument("--json", type=Path, help="where to write the JSON (default: bench/results/gemv-sass-<time>.json)")
+    args = ap.parse_args()
+    sys.path.insert(0, str(args.server.resolve()))  # ahead of this checkout's (common.py put it first)
+    os.environ.setdefault("TRITON_DEFAULT_FP_FUSION", "1")  # Triton 3.9's default, said out loud
+    import triton
+
+    from infill_ls.engine import gemv, quantize
+
+    threads = 32 * args.num_warps
+    report = {"what": "gemv.py's kernels compiled for a GPU that is not here; the loop over the input dimension",
+              "target": f"cuda sm_{args.arch}", "triton": triton.__version__, "num_warps": args.num_warps,
+              "server": str(args.server.resolve()), "compiled_on": machine(), "kernels": {}}
+    for name, (fn, constexprs, weight_bytes) in kernels(gemv, quantize).items():
+        report["kernels"][name] = {"constexprs": constexprs,
+                                   **describe(loop_of(sass_of(triton, fn, constexprs, args.arch, args.num_warps)),
+                                              weight_bytes, threads)}
+    if args.json:
+        args.json.write_text(json.dumps(report, indent=1) + "\n")
+    out = args.json or write_result("gemv-sass", report)
+    for name, row in report["kernels"].items():
+        print(f"{name:28} {row['loop_instructions']:4} instructions/step, {row['instructions_per_weight_byte']:5} per weight "
+              f"byte; loads {row['loop_global_loads']}")
+    print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main()
