@@ -56,7 +56,8 @@ def signature(fn, constexprs: dict) -> dict:
     return {name: "constexpr" if name in constexprs else types.get(name, "i32") for name in fn.arg_names}
 
 
-def sass_of(triton, fn, constexprs: dict, arch: int, num_warps: int) -> str:
+def sass_of(triton, fn, constexprs: dict, arch: int, num_warps: int) -> tuple[str, int]:
+    """The kernel's machine code and its registers per thread."""
     from triton.backends.compiler import GPUTarget
     from triton.compiler import ASTSource
 
@@ -68,11 +69,15 @@ def sass_of(triton, fn, constexprs: dict, arch: int, num_warps: int) -> str:
     source = ASTSource(fn=fn, signature=sig, constexprs=constexprs,
                        attrs={(i,): [["tt.divisibility", 16]] for i in aligned})
     compiled = triton.compile(source, target=GPUTarget("cuda", arch, 32), options={"num_warps": num_warps})
-    nvdisasm = Path(triton.__file__).parent / "backends" / "nvidia" / "bin" / "nvdisasm"
+    tools = Path(triton.__file__).parent / "backends" / "nvidia" / "bin"
     with tempfile.NamedTemporaryFile(suffix=".cubin") as cubin:
         cubin.write(compiled.asm["cubin"])
         cubin.flush()
-        return subprocess.run([str(nvdisasm), "-c", cubin.name], capture_output=True, text=True, check=True).stdout
+        sass = subprocess.run([str(tools / "nvdisasm"), "-c", cubin.name], capture_output=True, text=True,
+                              check=True).stdout
+        usage = subprocess.run([str(tools / "cuobjdump"), "--dump-resource-usage", cubin.name],
+                               capture_output=True, text=True, check=True).stdout
+    return sass, int(re.search(r"REG:(\d+)", usage).group(1))
 
 
 def loop_of(sass: str) -> list[str]:
@@ -94,11 +99,24 @@ def loop_of(sass: str) -> list[str]:
     return opcodes[start:end]
 
 
-def describe(opcodes: list[str], weight_bytes: int, threads: int) -> dict:
+def programs_per_sm(registers: int, threads: int) -> int:
+    """Programs an SM holds at once as registers allow (Hopper: 64K registers, allocated per
+    warp in units of 256, at most 2,048 threads and 32 blocks)."""
+    per_warp = -(-registers * 32 // 256) * 256
+    return min(65536 // (per_warp * threads // 32), 2048 // threads, 32)
+
+
+def describe(opcodes: list[str], registers: int, weight_bytes: int, threads: int) -> dict:
     loads = [op for op in opcodes if op.startswith("LDG")]
     widths = Counter(op for op in loads)
     loaded = sum(LOAD_BYTES.get(op.rsplit(".", 1)[-1], 4) for op in loads)
+    programs = programs_per_sm(registers, threads)
     return {
+        "registers_per_thread": registers,
+        "programs_per_sm": programs,
+        # A warp waits for its step's loads before the next step's are issued: what an SM
+        # can have in flight bounds the bandwidth (Little's law).
+        "weight_bytes_in_flight_per_sm": programs * weight_bytes,
         "loop_instructions": len(opcodes),
         "loop_global_loads": dict(widths),
         "bytes_loaded_per_thread_per_step": loaded,
@@ -127,15 +145,16 @@ def main() -> None:
               "target": f"cuda sm_{args.arch}", "triton": triton.__version__, "num_warps": args.num_warps,
               "server": str(args.server.resolve()), "compiled_on": machine(), "kernels": {}}
     for name, (fn, constexprs, weight_bytes) in kernels(gemv, quantize).items():
+        sass, registers = sass_of(triton, fn, constexprs, args.arch, args.num_warps)
         report["kernels"][name] = {"constexprs": constexprs,
-                                   **describe(loop_of(sass_of(triton, fn, constexprs, args.arch, args.num_warps)),
-                                              weight_bytes, threads)}
+                                   **describe(loop_of(sass), registers, weight_bytes, threads)}
     if args.json:
         args.json.write_text(json.dumps(report, indent=1) + "\n")
     out = args.json or write_result("gemv-sass", report)
     for name, row in report["kernels"].items():
-        print(f"{name:28} {row['loop_instructions']:4} instructions/step, {row['instructions_per_weight_byte']:5} per weight "
-              f"byte; loads {row['loop_global_loads']}")
+        print(f"{name:28} {row['registers_per_thread']:3} registers, {row['programs_per_sm']:2} programs/SM, "
+              f"{row['weight_bytes_in_flight_per_sm'] // 1024:3} KiB in flight/SM; {row['loop_instructions']:4} "
+              f"instructions/step, {row['instructions_per_weight_byte']:5} per weight byte; loads {row['loop_global_loads']}")
     print(f"wrote {out}")
 
 
