@@ -157,3 +157,38 @@ def test_a_training_run_with_worker_processes_exports_a_loadable_model_and_a_sec
     after = AutoModelForCausalLM.from_pretrained(tmp_path / "leg2").state_dict()
     assert any(not torch.equal(before[name], after[name]) for name in before)
 
+
+
+def test_evaluation_scores_every_hole_and_compares_two_models_on_the_same_holes(work, tmp_path):
+    """training.evaluate keeps each hole's scores, and --compare gives paired differences:
+    the bundled model against one trained for two steps is ahead on the same holes, a model
+    against itself by exactly nothing, and runs of different holes are refused."""
+    run_training(work, tmp_path / "two-steps")
+    env = dict(os.environ, PYTHONPATH=str(REPO_ROOT / "server"), HF_HUB_OFFLINE="1")
+
+    def evaluate(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "training.evaluate", "--heldout", str(work / "data" / "heldout.jsonl"),
+                               "--threads", "1", *args], cwd=REPO_ROOT, env=env, capture_output=True, text=True,
+                              timeout=600)
+
+    runs = {}
+    for name, model, seed in (("bundled", BUNDLED, "3"), ("two-steps", tmp_path / "two-steps", "3"),
+                              ("other-holes", BUNDLED, "4")):
+        runs[name] = tmp_path / f"{name}.json"
+        done = evaluate("--model", str(model), "--holes", "6", "--seed", seed, "--json", str(runs[name]))
+        assert done.returncode == 0, done.stderr[-3000:]
+    bundled = json.loads(runs["bundled"].read_text())
+    assert [len(s) for s in bundled["scores"]["single-line"].values()] == [6, 6]
+
+    def compare(before: str, after: str) -> dict:
+        done = evaluate("--compare", str(runs[before]), str(runs[after]))
+        assert done.returncode == 0, done.stderr[-3000:]
+        return json.loads(done.stdout)
+
+    itself = compare("bundled", "bundled")
+    assert all(row[m] == {"diff": 0.0, "ci95": [0.0, 0.0]} for conditions in itself.values()
+               for row in conditions.values() if row["holes"] for m in ("exact_match", "edit_similarity"))
+    ahead = compare("two-steps", "bundled")["single-line"]["without context"]["edit_similarity"]
+    assert ahead["diff"] > 0 and ahead["ci95"][0] <= ahead["diff"] <= ahead["ci95"][1], ahead
+    refused = evaluate("--compare", str(runs["bundled"]), str(runs["other-holes"]))
+    assert refused.returncode != 0 and "different holes" in refused.stderr

@@ -1,6 +1,7 @@
 """Exact match and edit similarity on held-out packages, with and without repository context.
 
     python -m training.evaluate --model server/infill_ls/models/infill-small --holes 60
+    python -m training.evaluate --compare BEFORE.json AFTER.json   # two --json runs, same seed
 
 Holes are cut from the held-out files (never trained on): "single-line" = the rest of a
 line from a cursor inside it; "multi-line" = 2-5 whole lines from the start of a line's
@@ -117,6 +118,7 @@ def evaluate(model, tokenizer, repos: dict[str, list[SourceFile]], holes_per_kin
     rng = random.Random(seed)
     files = [f for name in sorted(repos) for f in repos[name] if len(f.text) > 500]
     results: dict[str, dict] = {}
+    per_hole: dict[str, dict] = {}  # (exact, edit similarity, name right, name in context) of every hole
     examples = []
     for kind, max_new in (("single-line", 32), ("multi-line", 128), ("cross-file name", 32)):
         scores = {"without context": [], "with context": []}
@@ -151,7 +153,32 @@ def evaluate(model, tokenizer, repos: dict[str, list[SourceFile]], holes_per_kin
                 if len(examples) < 12:
                     examples.append({"kind": kind, "condition": condition, "file": f.path, "expected": middle, "got": text})
         results[kind] = {condition: summarize(s) for condition, s in scores.items()}
-    return {"results": results, "examples": examples}
+        per_hole[kind] = scores
+    return {"results": results, "examples": examples, "seed": seed, "scores": per_hole}
+
+
+METRICS = ("exact_match", "edit_similarity", "first_name_match")  # a hole's scores, in this order
+
+
+def compare(before: dict, after: dict, resamples: int = 2000) -> dict:
+    """Per kind and condition, ``after`` minus ``before`` on the same holes (the same seed),
+    in points, with a 95% interval from a paired bootstrap over the holes: a difference whose
+    interval excludes 0 is more than the luck of the draw."""
+    if before.get("seed") != after.get("seed"):
+        raise SystemExit(f"compare: different holes (seeds {before.get('seed')} and {after.get('seed')})")
+    rng = random.Random(0)
+    table: dict[str, dict] = {}
+    for kind, conditions in after["scores"].items():
+        for condition, scores in conditions.items():
+            old = before["scores"][kind][condition]
+            row = {"holes": len(scores)}
+            for i, metric in enumerate(METRICS if scores else ()):  # a kind may have no holes in a small corpus
+                diffs = [100 * (float(new[i]) - float(was[i])) for new, was in zip(scores, old)]
+                means = sorted(sum(rng.choices(diffs, k=len(diffs))) / len(diffs) for _ in range(resamples))
+                row[metric] = {"diff": round(sum(diffs) / len(diffs), 1),
+                               "ci95": [round(means[int(0.025 * resamples)], 1), round(means[int(0.975 * resamples)], 1)]}
+            table.setdefault(kind, {})[condition] = row
+    return table
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -164,7 +191,13 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--seed", type=int, default=1234)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--json", type=Path, help="also write the results here")
+    ap.add_argument("--compare", type=Path, nargs=2, metavar=("BEFORE", "AFTER"),
+                    help="two --json files of the same seed: differences with 95%% intervals, no evaluation")
     args = ap.parse_args(argv)
+    if args.compare:
+        before, after = (json.loads(path.read_text()) for path in args.compare)
+        print(json.dumps(compare(before, after), indent=1))
+        return
 
     torch.set_num_threads(args.threads)
     tokenizer = AutoTokenizer.from_pretrained(args.model)
