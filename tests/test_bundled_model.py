@@ -5,7 +5,7 @@ Assertions are on properties (a parenthesis gets closed, an imported module exis
 the context), not on exact strings a retrain would change.
 
 Two quality properties are marked xfail(strict=True): the shipped model (5M parameters,
-573M tokens on one H100 and one H200, see training/MODEL_CARD.md) closes signatures but does not yet
+599M tokens on an H100, an H200 and a CPU, see training/MODEL_CARD.md) closes signatures but does not yet
 copy a module name from the repository context or use a function's parameters in its
 return.  Strict means a retrained model that does meet them makes the suite fail until
 the mark is removed, so the marks cannot outlive the weakness they record.
@@ -82,7 +82,7 @@ def test_is_a_small_starcoder2_checkpoint(model, tokenizer):
 
 
 UNDERTRAINED = pytest.mark.xfail(
-    strict=True, reason="infill-small (5M parameters, 573M tokens) is too small for this yet"
+    strict=True, reason="infill-small (5M parameters, 599M tokens) is too small for this yet"
 )
 
 
