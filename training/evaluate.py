@@ -171,6 +171,8 @@ def compare(before: dict, after: dict, resamples: int = 2000) -> dict:
     for kind, conditions in after["scores"].items():
         for condition, scores in conditions.items():
             old = before["scores"][kind][condition]
+            if len(old) != len(scores):  # the same seed with another --holes draws other holes
+                raise SystemExit(f"compare: different holes ({kind}, {condition}: {len(old)} and {len(scores)})")
             row = {"holes": len(scores)}
             for i, metric in enumerate(METRICS if scores else ()):  # a kind may have no holes in a small corpus
                 diffs = [100 * (float(new[i]) - float(was[i])) for new, was in zip(scores, old)]
