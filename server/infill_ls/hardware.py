@@ -39,7 +39,10 @@ GPU_MEASURED_MS: dict[str, tuple[float | None, float]] = {
 # its linears alone (bench/gpu_linear.py, H200, gpu-linear-20261126-053414.json: 13.2 ms
 # per token with the launches quantize.py now uses; int8wo's whole compiled model came
 # within 4 % of its linears' sum in the same session), prefill as int8wo's plus a quarter
-# for the heavier dequantization.  Replace with bench/gpu.py's figure when it is run.
+# for the heavier dequantization.  Replace with bench/gpu.py's figure when it is run.  Kept
+# although the kernel's codes have since been laid out for wide loads (bench/gemv_sass.py:
+# ~4x fewer instructions per byte, 4x the weights in flight), which should make it faster:
+# a guess would not be a figure.
 GPU_ESTIMATED_MS: dict[str, tuple[float | None, float]] = {"int4wo": (200, 13.5)}
 # What ``auto`` ranks by: a suggestion while typing prefills about a quarter of a 2,048-token
 # prompt (prompt-cache reuse keeps the rest; the suffix after the cursor is re-read) and
