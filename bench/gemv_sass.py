@@ -107,8 +107,9 @@ def programs_per_sm(registers: int, threads: int) -> int:
 
 
 def describe(opcodes: list[str], registers: int, weight_bytes: int, threads: int) -> dict:
-    loads = [op for op in opcodes if op.startswith("LDG")]
-    widths = Counter(op for op in loads)
+    # Global loads, direct (LDG) or into shared memory (LDGSTS); LDGDEPBAR only waits for them.
+    loads = [op for op in opcodes if op.startswith("LDG") and not op.startswith("LDGDEPBAR")]
+    widths = Counter(loads)
     loaded = sum(LOAD_BYTES.get(op.rsplit(".", 1)[-1], 4) for op in loads)
     programs = programs_per_sm(registers, threads)
     return {
