@@ -6,7 +6,9 @@
 Holes are cut from the held-out files (never trained on): "single-line" = the rest of a
 line from a cursor inside it; "multi-line" = 2-5 whole lines from the start of a line's
 code; "cross-file name" = the rest of a line from a use of a name that another file of the
-package defines and this one does not (only the repository context can supply it).
+package defines and this one does not (often imported or used earlier in the file, so the
+file itself may hold it); "unseen cross-file name" = the same where the rest of the file
+never mentions the name (only the repository context can supply it).
 "with context" puts snippets of other files of the same package before the file
 (the server's own prompt builder and snippet choice); "without" is a plain FIM prompt.
 """
@@ -16,7 +18,6 @@ from __future__ import annotations
 import argparse
 import json
 import random
-import re
 import time
 from pathlib import Path
 
@@ -28,7 +29,7 @@ from .data import SourceFile, load_split
 from infill_ls.prompt import PromptTokenizer, RepoContext, build_fim_prompt
 from infill_ls.templates import TEMPLATES
 
-from .samples import context_snippets, cross_file_hole, repo_display_name
+from .samples import NAME, context_snippets, cross_file_hole, mentions, repo_display_name
 from .tokenizer import EOS, SPECIAL_TOKENS
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -51,9 +52,6 @@ def cut_hole(rng: random.Random, text: str, kind: str) -> tuple[int, int] | None
         return cursor, offsets[i] + len(line)
     last = min(len(lines) - 1, i + rng.randint(1, 4))
     return offsets[i] + indent, offsets[last] + len(lines[last].rstrip("\n"))
-
-
-NAME = re.compile(r"[A-Za-z_]\w*")
 
 
 def first_name(text: str) -> str | None:
@@ -93,21 +91,28 @@ def truncate_lines(text: str, n: int) -> str:
     return "\n".join(text.split("\n")[:n])
 
 
-def summarize(scores: list[tuple[bool, float, bool, bool]]) -> dict:
-    """Percentages over holes of (exact match, edit similarity, first name right, name in a snippet)."""
+def summarize(scores: list[tuple[bool, float, bool, bool, bool]]) -> dict:
+    """Percentages over holes of (exact match, edit similarity, first name right, name in a
+    snippet, name elsewhere in the file)."""
     share = lambda values: round(100 * sum(values) / max(len(values), 1), 1)  # noqa: E731
-    with_name = [name for _, _, name, in_context in scores if in_context]
+    exact, similarity, name_right, in_context, in_file = zip(*scores) if scores else ([],) * 5
+    with_name = [right for right, there in zip(name_right, in_context) if there]
+    # Holes whose first identifier only a snippet holds (the rest of the file never
+    # mentions it): whether the model copies from other files, not from the file itself.
+    only_there = [right for right, there, here in zip(name_right, in_context, in_file) if there and not here]
     return {
         "holes": len(scores),
-        "exact_match": share([e for e, _, _, _ in scores]),
-        "edit_similarity": share([es for _, es, _, _ in scores]),
+        "exact_match": share(exact),
+        "edit_similarity": share(similarity),
         # The first identifier of the hole written right (for cross-file holes: the name
-        # that only the context holds).
-        "first_name_match": share([n for _, _, n, _ in scores]),
+        # that another file defines).
+        "first_name_match": share(name_right),
         # Holes whose first identifier is in a snippet of the prompt, and of those, how
         # many the model wrote: retrieval and copying, measured apart.
-        "name_in_context": share([c for _, _, _, c in scores]),
+        "name_in_context": share(in_context),
         "first_name_match_when_in_context": share(with_name) if with_name else None,
+        "name_only_in_context": share([there and not here for there, here in zip(in_context, in_file)]),
+        "first_name_match_when_only_in_context": share(only_there) if only_there else None,
     }
 
 
@@ -118,14 +123,16 @@ def evaluate(model, tokenizer, repos: dict[str, list[SourceFile]], holes_per_kin
     rng = random.Random(seed)
     files = [f for name in sorted(repos) for f in repos[name] if len(f.text) > 500]
     results: dict[str, dict] = {}
-    per_hole: dict[str, dict] = {}  # (exact, edit similarity, name right, name in context) of every hole
+    per_hole: dict[str, dict] = {}  # summarize's five scores of every hole
     examples = []
-    for kind, max_new in (("single-line", 32), ("multi-line", 128), ("cross-file name", 32)):
+    # New kinds go last: the holes of the earlier ones stay those of older runs (one rng).
+    kinds = (("single-line", 32), ("multi-line", 128), ("cross-file name", 32), ("unseen cross-file name", 32))
+    for kind, max_new in kinds:
         scores = {"without context": [], "with context": []}
         for _ in range(holes_per_kind):
             f = rng.choice(files)
-            if kind == "cross-file name":
-                hole = cross_file_hole(rng, f, repos[f.repo])
+            if kind.endswith("cross-file name"):
+                hole = cross_file_hole(rng, f, repos[f.repo], unseen_in_file=kind.startswith("unseen"))
             else:
                 hole = cut_hole(rng, f.text, kind)
             if hole is None:
@@ -134,6 +141,7 @@ def evaluate(model, tokenizer, repos: dict[str, list[SourceFile]], holes_per_kin
             prefix, middle, suffix = f.text[:start], f.text[start:end], f.text[end:]
             n_lines = middle.count("\n") + 1
             expected_name = first_name(middle)
+            name_in_file = expected_name is not None and mentions(prefix + "\n" + suffix, expected_name)
             snippets = context_snippets(f, repos[f.repo], prefix, suffix)
             room = budget - max_new
             repo = RepoContext(repo_display_name(f.repo), f.path, snippets)
@@ -146,10 +154,11 @@ def evaluate(model, tokenizer, repos: dict[str, list[SourceFile]], holes_per_kin
                 text = truncate_lines(text, n_lines)
                 # Whether a snippet in the prompt holds the hole's first identifier: for
                 # cross-file holes, whether the context gave the model the name to copy.
-                in_context = expected_name is not None and any(
-                    re.search(rf"\b{re.escape(expected_name)}\b", snippet.text) for snippet in prompt.snippets)
+                in_context = expected_name is not None and any(mentions(snippet.text, expected_name)
+                                                               for snippet in prompt.snippets)
                 scores[condition].append((text.rstrip() == middle.rstrip(), edit_similarity(text.rstrip(), middle.rstrip()),
-                                          expected_name is not None and first_name(text) == expected_name, in_context))
+                                          expected_name is not None and first_name(text) == expected_name, in_context,
+                                          name_in_file))
                 if len(examples) < 12:
                     examples.append({"kind": kind, "condition": condition, "file": f.path, "expected": middle, "got": text})
         results[kind] = {condition: summarize(s) for condition, s in scores.items()}
@@ -167,19 +176,30 @@ def compare(before: dict, after: dict, resamples: int = 2000) -> dict:
     if before.get("seed") != after.get("seed"):
         raise SystemExit(f"compare: different holes (seeds {before.get('seed')} and {after.get('seed')})")
     rng = random.Random(0)
+
+    def paired(scores: list, old: list) -> dict:
+        row = {"holes": len(scores)}
+        for i, metric in enumerate(METRICS if scores else ()):  # a kind may have no holes in a small corpus
+            diffs = [100 * (float(new[i]) - float(was[i])) for new, was in zip(scores, old)]
+            means = sorted(sum(rng.choices(diffs, k=len(diffs))) / len(diffs) for _ in range(resamples))
+            row[metric] = {"diff": round(sum(diffs) / len(diffs), 1),
+                           "ci95": [round(means[int(0.025 * resamples)], 1), round(means[int(0.975 * resamples)], 1)]}
+        return row
+
     table: dict[str, dict] = {}
     for kind, conditions in after["scores"].items():
+        if kind not in before["scores"]:  # a kind added since the older run
+            continue
         for condition, scores in conditions.items():
             old = before["scores"][kind][condition]
             if len(old) != len(scores):  # the same seed with another --holes draws other holes
                 raise SystemExit(f"compare: different holes ({kind}, {condition}: {len(old)} and {len(scores)})")
-            row = {"holes": len(scores)}
-            for i, metric in enumerate(METRICS if scores else ()):  # a kind may have no holes in a small corpus
-                diffs = [100 * (float(new[i]) - float(was[i])) for new, was in zip(scores, old)]
-                means = sorted(sum(rng.choices(diffs, k=len(diffs))) / len(diffs) for _ in range(resamples))
-                row[metric] = {"diff": round(sum(diffs) / len(diffs), 1),
-                               "ci95": [round(means[int(0.025 * resamples)], 1), round(means[int(0.975 * resamples)], 1)]}
-            table.setdefault(kind, {})[condition] = row
+            table.setdefault(kind, {})[condition] = paired(scores, old)
+            # The same holes give both models the same prompts, so the same flags; runs made
+            # before the fifth score (name elsewhere in the file) have no such subset.
+            only = [i for i, hole in enumerate(scores) if len(hole) > 4 and hole[3] and not hole[4]]
+            if only:
+                table[kind][condition + ", name only in context"] = paired([scores[i] for i in only], [old[i] for i in only])
     return table
 
 

@@ -84,15 +84,16 @@ def build_model(p: Preset):
 class Batches(torch.utils.data.IterableDataset):
     """Endless packed batches, made in DataLoader worker processes (sample making is Python)."""
 
-    def __init__(self, repos, tokenizer, seed: int, preset: Preset, windows: dict, cross_file_share: float):
+    def __init__(self, repos, tokenizer, seed: int, preset: Preset, windows: dict, cross_file_share: float,
+                 cross_file_unseen: bool):
         self.repos, self.tokenizer, self.seed, self.preset, self.windows = repos, tokenizer, seed, preset, windows
-        self.cross_file_share = cross_file_share
+        self.cross_file_share, self.cross_file_unseen = cross_file_share, cross_file_unseen
 
     def __iter__(self):
         info = torch.utils.data.get_worker_info()
         worker = info.id if info else 0
         sampler = SampleMaker(self.repos, self.tokenizer, self.seed * 1000 + worker, windows=self.windows,
-                              cross_file_share=self.cross_file_share)
+                              cross_file_share=self.cross_file_share, cross_file_unseen=self.cross_file_unseen)
         while True:
             yield tuple(torch.tensor(x) for x in sampler.rows(self.preset.batch_size, self.preset.seq_len, FIM_PAD))
 
@@ -174,6 +175,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--cross-file-share", type=float, default=CROSS_FILE_SHARE,
                     help="the share of FIM samples whose hole starts at a name only another file of the package "
                          "defines (with snippets); 0: the shipped model's samples")
+    ap.add_argument("--cross-file-unseen", action="store_true",
+                    help="cross-file holes only at names the rest of the file never mentions, with the name in "
+                         "the prompt's snippets (the model must copy it from them)")
     ap.add_argument("--middle-loss-weight", type=float, default=1.0,
                     help="weight of the extra loss on FIM middles (0: plain next-token loss over everything)")
     args = ap.parse_args(argv)
@@ -216,7 +220,8 @@ def main(argv: list[str] | None = None) -> None:
         lr=preset.lr, betas=(0.9, 0.95), eps=1e-8,
     )
     windows = all_windows(train_repos)
-    sampler = SampleMaker(train_repos, tokenizer, args.seed, windows=windows, cross_file_share=args.cross_file_share)
+    sampler = SampleMaker(train_repos, tokenizer, args.seed, windows=windows, cross_file_share=args.cross_file_share,
+                          cross_file_unseen=args.cross_file_unseen)
     # The held-out batches are drawn as every leg's were (no cross-file holes): comparable losses.
     heldout_sampler = SampleMaker(heldout_repos, tokenizer, args.seed + 1, cross_file_share=0.0)
     heldout_batches = [
@@ -245,6 +250,7 @@ def main(argv: list[str] | None = None) -> None:
             "tokens": tokens_seen, "train_minutes": round(elapsed / 60, 1), "device": str(device),
             "threads": args.threads, "parameters": n_params, "final": final,
             "middle_loss_weight": args.middle_loss_weight, "cross_file_share": args.cross_file_share,
+            "cross_file_unseen": args.cross_file_unseen,
             "earlier_legs": earlier_legs,
         }
         meta["heldout_loss"], meta["heldout_middle_loss"] = heldout_loss(model, heldout_batches, device)
@@ -266,7 +272,8 @@ def main(argv: list[str] | None = None) -> None:
         # Forked workers share the parent's corpus and windows; frozen, the parent's objects
         # are left out of the workers' garbage collections, which would copy their pages.
         gc.freeze()
-        batches_made = Batches(train_repos, tokenizer, args.seed, preset, windows, args.cross_file_share)
+        batches_made = Batches(train_repos, tokenizer, args.seed, preset, windows, args.cross_file_share,
+                                   args.cross_file_unseen)
         loader = torch.utils.data.DataLoader(batches_made, batch_size=None,
                                              num_workers=args.workers, pin_memory=device.type == "cuda",
                                              prefetch_factor=4)
