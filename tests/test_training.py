@@ -217,6 +217,11 @@ def test_evaluation_scores_every_hole_and_compares_two_models_on_the_same_holes(
         assert done.returncode == 0, done.stderr[-3000:]
     bundled = json.loads(runs["bundled"].read_text())
     assert [len(s) for s in bundled["scores"]["single-line"].values()] == [6, 6]
+    # With context minus without, on the same holes: a paired difference per kind.
+    gain = bundled["context_gain"]["single-line"]["edit_similarity"]
+    holes = bundled["scores"]["single-line"]
+    mean = sum(a[1] - b[1] for a, b in zip(holes["with context"], holes["without context"])) / 6
+    assert gain["diff"] == round(100 * mean, 1) and gain["ci95"][0] <= gain["diff"] <= gain["ci95"][1]
 
     def compare(before: str, after: str) -> dict:
         done = evaluate("--compare", str(runs[before]), str(runs[after]))

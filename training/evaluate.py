@@ -169,23 +169,24 @@ def evaluate(model, tokenizer, repos: dict[str, list[SourceFile]], holes_per_kin
 METRICS = ("exact_match", "edit_similarity", "first_name_match")  # a hole's scores, in this order
 
 
-def compare(before: dict, after: dict, resamples: int = 2000) -> dict:
-    """Per kind and condition, ``after`` minus ``before`` on the same holes (the same seed),
-    in points, with a 95% interval from a paired bootstrap over the holes: a difference whose
-    interval excludes 0 is more than the luck of the draw."""
+def paired_difference(new: list, old: list, rng: random.Random, resamples: int = 2000) -> dict:
+    """``new`` minus ``old``, scores of the same holes in the same order, per metric in points,
+    with a 95% interval from a paired bootstrap over the holes: a difference whose interval
+    excludes 0 is more than the luck of the draw."""
+    row = {"holes": len(new)}
+    for i, metric in enumerate(METRICS if new else ()):  # a kind may have no holes in a small corpus
+        diffs = [100 * (float(a[i]) - float(b[i])) for a, b in zip(new, old)]
+        means = sorted(sum(rng.choices(diffs, k=len(diffs))) / len(diffs) for _ in range(resamples))
+        row[metric] = {"diff": round(sum(diffs) / len(diffs), 1),
+                       "ci95": [round(means[int(0.025 * resamples)], 1), round(means[int(0.975 * resamples)], 1)]}
+    return row
+
+
+def compare(before: dict, after: dict) -> dict:
+    """Per kind and condition, ``after`` minus ``before`` on the same holes (the same seed)."""
     if before.get("seed") != after.get("seed"):
         raise SystemExit(f"compare: different holes (seeds {before.get('seed')} and {after.get('seed')})")
     rng = random.Random(0)
-
-    def paired(scores: list, old: list) -> dict:
-        row = {"holes": len(scores)}
-        for i, metric in enumerate(METRICS if scores else ()):  # a kind may have no holes in a small corpus
-            diffs = [100 * (float(new[i]) - float(was[i])) for new, was in zip(scores, old)]
-            means = sorted(sum(rng.choices(diffs, k=len(diffs))) / len(diffs) for _ in range(resamples))
-            row[metric] = {"diff": round(sum(diffs) / len(diffs), 1),
-                           "ci95": [round(means[int(0.025 * resamples)], 1), round(means[int(0.975 * resamples)], 1)]}
-        return row
-
     table: dict[str, dict] = {}
     for kind, conditions in after["scores"].items():
         if kind not in before["scores"]:  # a kind added since the older run
@@ -194,13 +195,22 @@ def compare(before: dict, after: dict, resamples: int = 2000) -> dict:
             old = before["scores"][kind][condition]
             if len(old) != len(scores):  # the same seed with another --holes draws other holes
                 raise SystemExit(f"compare: different holes ({kind}, {condition}: {len(old)} and {len(scores)})")
-            table.setdefault(kind, {})[condition] = paired(scores, old)
+            table.setdefault(kind, {})[condition] = paired_difference(scores, old, rng)
             # The same holes give both models the same prompts, so the same flags; runs made
             # before the fifth score (name elsewhere in the file) have no such subset.
             only = [i for i, hole in enumerate(scores) if len(hole) > 4 and hole[3] and not hole[4]]
             if only:
-                table[kind][condition + ", name only in context"] = paired([scores[i] for i in only], [old[i] for i in only])
+                table[kind][condition + ", name only in context"] = paired_difference(
+                    [scores[i] for i in only], [old[i] for i in only], rng)
     return table
+
+
+def context_gain(report: dict) -> dict:
+    """Per kind, one model's scores with repository context minus without, on the same holes:
+    whether the snippets help it (the issue's "measurably")."""
+    rng = random.Random(0)
+    return {kind: paired_difference(conditions["with context"], conditions["without context"], rng)
+            for kind, conditions in report["scores"].items()}
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -228,7 +238,8 @@ def main(argv: list[str] | None = None) -> None:
     report = evaluate(model, tokenizer, load_split(args.heldout), args.holes, args.seed)
     report["model"] = str(args.model)
     report["seconds"] = round(time.time() - started)
-    print(json.dumps(report["results"], indent=1))
+    report["context_gain"] = context_gain(report)
+    print(json.dumps({"results": report["results"], "context_gain": report["context_gain"]}, indent=1))
     if args.json:
         args.json.write_text(json.dumps(report, indent=1))
 
