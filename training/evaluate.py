@@ -116,53 +116,60 @@ def summarize(scores: list[tuple[bool, float, bool, bool, bool]]) -> dict:
     }
 
 
-def evaluate(model, tokenizer, repos: dict[str, list[SourceFile]], holes_per_kind: int, seed: int, budget: int = 1024) -> dict:
-    prompt_tokenizer = PromptTokenizer(tokenizer)
-    # Newlines per token, for the stop rule.
-    model.newline_counts = [tokenizer.decode([i]).count("\n") for i in range(len(tokenizer))]
+# Hole kinds and the most tokens a completion of each may take.  New kinds go last: the
+# holes of the earlier ones stay those of older runs (one rng draws them all in order).
+KINDS = {"single-line": 32, "multi-line": 128, "cross-file name": 32, "unseen cross-file name": 32}
+
+
+def draw_holes(repos: dict[str, list[SourceFile]], holes_per_kind: int, seed: int):
+    """(kind, file, start, end) of the evaluation's holes, kind by kind; the same seed and
+    count give the same holes (a draw that finds no hole in its file is skipped)."""
     rng = random.Random(seed)
     files = [f for name in sorted(repos) for f in repos[name] if len(f.text) > 500]
-    results: dict[str, dict] = {}
-    per_hole: dict[str, dict] = {}  # summarize's five scores of every hole
-    examples = []
-    # New kinds go last: the holes of the earlier ones stay those of older runs (one rng).
-    kinds = (("single-line", 32), ("multi-line", 128), ("cross-file name", 32), ("unseen cross-file name", 32))
-    for kind, max_new in kinds:
-        scores = {"without context": [], "with context": []}
+    for kind in KINDS:
         for _ in range(holes_per_kind):
             f = rng.choice(files)
             if kind.endswith("cross-file name"):
                 hole = cross_file_hole(rng, f, repos[f.repo], unseen_in_file=kind.startswith("unseen"))
             else:
                 hole = cut_hole(rng, f.text, kind)
-            if hole is None:
-                continue
-            start, end = hole
-            prefix, middle, suffix = f.text[:start], f.text[start:end], f.text[end:]
-            n_lines = middle.count("\n") + 1
-            expected_name = first_name(middle)
-            name_in_file = expected_name is not None and mentions(prefix + "\n" + suffix, expected_name)
-            snippets = context_snippets(f, repos[f.repo], prefix, suffix)
-            room = budget - max_new
-            repo = RepoContext(repo_display_name(f.repo), f.path, snippets)
-            prompts = {
-                "without context": build_fim_prompt(prompt_tokenizer, TEMPLATES["starcoder2"], prefix, suffix, room),
-                "with context": build_fim_prompt(prompt_tokenizer, TEMPLATES["starcoder2"], prefix, suffix, room, repo),
-            }
-            for condition, prompt in prompts.items():
-                text = tokenizer.decode(complete(model, prompt.ids, max_new, n_lines))
-                text = truncate_lines(text, n_lines)
-                # Whether a snippet in the prompt holds the hole's first identifier: for
-                # cross-file holes, whether the context gave the model the name to copy.
-                in_context = expected_name is not None and any(mentions(snippet.text, expected_name)
-                                                               for snippet in prompt.snippets)
-                scores[condition].append((text.rstrip() == middle.rstrip(), edit_similarity(text.rstrip(), middle.rstrip()),
-                                          expected_name is not None and first_name(text) == expected_name, in_context,
-                                          name_in_file))
-                if len(examples) < 12:
-                    examples.append({"kind": kind, "condition": condition, "file": f.path, "expected": middle, "got": text})
-        results[kind] = {condition: summarize(s) for condition, s in scores.items()}
-        per_hole[kind] = scores
+            if hole is not None:
+                yield kind, f, *hole
+
+
+def evaluate(model, tokenizer, repos: dict[str, list[SourceFile]], holes_per_kind: int, seed: int, budget: int = 1024) -> dict:
+    prompt_tokenizer = PromptTokenizer(tokenizer)
+    # Newlines per token, for the stop rule.
+    model.newline_counts = [tokenizer.decode([i]).count("\n") for i in range(len(tokenizer))]
+    # summarize's five scores of every hole, per kind and condition
+    per_hole = {kind: {"without context": [], "with context": []} for kind in KINDS}
+    examples = []
+    for kind, f, start, end in draw_holes(repos, holes_per_kind, seed):
+        max_new, scores = KINDS[kind], per_hole[kind]
+        prefix, middle, suffix = f.text[:start], f.text[start:end], f.text[end:]
+        n_lines = middle.count("\n") + 1
+        expected_name = first_name(middle)
+        name_in_file = expected_name is not None and mentions(prefix + "\n" + suffix, expected_name)
+        snippets = context_snippets(f, repos[f.repo], prefix, suffix)
+        room = budget - max_new
+        repo = RepoContext(repo_display_name(f.repo), f.path, snippets)
+        prompts = {
+            "without context": build_fim_prompt(prompt_tokenizer, TEMPLATES["starcoder2"], prefix, suffix, room),
+            "with context": build_fim_prompt(prompt_tokenizer, TEMPLATES["starcoder2"], prefix, suffix, room, repo),
+        }
+        for condition, prompt in prompts.items():
+            text = tokenizer.decode(complete(model, prompt.ids, max_new, n_lines))
+            text = truncate_lines(text, n_lines)
+            # Whether a snippet in the prompt holds the hole's first identifier: for
+            # cross-file holes, whether the context gave the model the name to copy.
+            in_context = expected_name is not None and any(mentions(snippet.text, expected_name)
+                                                           for snippet in prompt.snippets)
+            scores[condition].append((text.rstrip() == middle.rstrip(), edit_similarity(text.rstrip(), middle.rstrip()),
+                                      expected_name is not None and first_name(text) == expected_name, in_context,
+                                      name_in_file))
+            if len(examples) < 12:
+                examples.append({"kind": kind, "condition": condition, "file": f.path, "expected": middle, "got": text})
+    results = {kind: {condition: summarize(s) for condition, s in scores.items()} for kind, scores in per_hole.items()}
     return {"results": results, "examples": examples, "seed": seed, "scores": per_hole}
 
 

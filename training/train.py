@@ -85,7 +85,7 @@ class Batches(torch.utils.data.IterableDataset):
     """Endless packed batches, made in DataLoader worker processes (sample making is Python)."""
 
     def __init__(self, repos, tokenizer, seed: int, preset: Preset, windows: dict, cross_file_share: float,
-                 cross_file_unseen: bool):
+                 cross_file_unseen: bool = False):
         self.repos, self.tokenizer, self.seed, self.preset, self.windows = repos, tokenizer, seed, preset, windows
         self.cross_file_share, self.cross_file_unseen = cross_file_share, cross_file_unseen
 
