@@ -11,6 +11,8 @@ file itself may hold it); "unseen cross-file name" = the same where the rest of 
 never mentions the name (only the repository context can supply it).
 "with context" puts snippets of other files of the same package before the file
 (the server's own prompt builder and snippet choice); "without" is a plain FIM prompt.
+``context_gain`` in the report: per kind, with minus without on the same holes, with a
+95% paired-bootstrap interval.
 """
 
 from __future__ import annotations
