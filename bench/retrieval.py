@@ -6,13 +6,13 @@ For the evaluation's holes (training/evaluate.py: the same kinds, seed and count
 same holes, from the held-out packages of training/work/data), the share of holes whose
 first identifier is, for each stage of the server's context:
 
-* ``in_candidates``: in some file the server would consider (the package's files, those of
-  the current folder first, at most NEIGHBOUR_FILES, as training/samples.py stands them in);
+* ``in_candidates``: in some file the server would consider (training.samples.neighbour_files:
+  the package's files, those of the current folder first, at most NEIGHBOUR_FILES);
 * ``in_ranked``: in the windows ContextProvider.rank picks (best first, at most 12);
 * ``in_prompt``: in the snippets build_fim_prompt keeps within the budget (what the model
   sees; training.evaluate's ``name_in_context`` for "with context").
 
-No model runs: this measures retrieval alone, in ~90 s on 2 cores.  A lower stage that
+No model runs: this measures retrieval alone, in ~40 s on 2 cores.  A lower stage that
 loses most holes is where ranking or budget work would pay.
 Writes bench/results/retrieval-*.json.
 """
@@ -27,12 +27,11 @@ from common import REPO, write_result
 
 sys.path[:0] = [str(REPO), str(REPO / "server")]
 
-from infill_ls.context import NEIGHBOUR_FILES  # noqa: E402
 from infill_ls.prompt import PromptTokenizer, RepoContext, build_fim_prompt  # noqa: E402
 from infill_ls.templates import TEMPLATES  # noqa: E402
 from training.data import load_split  # noqa: E402
 from training.evaluate import KINDS, draw_holes, first_name  # noqa: E402
-from training.samples import context_snippets, mentions, repo_display_name  # noqa: E402
+from training.samples import context_snippets, mentions, neighbour_files, repo_display_name  # noqa: E402
 
 BUNDLED = REPO / "server" / "infill_ls" / "models" / "infill-small"
 
@@ -56,9 +55,7 @@ def main() -> None:
         if name is None:
             continue
         prefix, suffix = f.text[:start], f.text[end:]
-        folder = f.path.rsplit("/", 1)[0]
-        others = sorted((g for g in repos[f.repo] if g.path != f.path),
-                        key=lambda g: (g.path.rsplit("/", 1)[0] != folder, g.path))[:NEIGHBOUR_FILES]
+        others = neighbour_files(f, repos[f.repo])
         ranked = context_snippets(f, repos[f.repo], prefix, suffix)
         prompt = build_fim_prompt(tokenizer, TEMPLATES["starcoder2"], prefix, suffix, args.budget - KINDS[kind],
                                   RepoContext(repo_display_name(f.repo), f.path, ranked))

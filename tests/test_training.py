@@ -196,7 +196,6 @@ def test_a_training_run_with_worker_processes_exports_a_loadable_model_and_a_sec
     assert any(not torch.equal(before[name], after[name]) for name in before)
 
 
-
 def test_evaluation_scores_every_hole_and_compares_two_models_on_the_same_holes(work, tmp_path):
     """training.evaluate keeps each hole's scores, and --compare gives paired differences:
     the bundled model against one trained for two steps is ahead on the same holes, a model

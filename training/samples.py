@@ -118,24 +118,28 @@ def cross_file_hole(rng: random.Random, f: SourceFile, siblings: list[SourceFile
 
 def mentions(text: str, name: str) -> bool:
     """Whether ``text`` holds the identifier ``name`` (whole, not part of a longer one)."""
-    return re.search(rf"(?<![\w]){re.escape(name)}(?![\w])", text) is not None
+    return re.search(rf"(?<!\w){re.escape(name)}(?!\w)", text) is not None
 
 
 # ---------------------------------------------------------------- repository context
 
-def context_snippets(current: SourceFile, siblings: list[SourceFile], prefix: str, suffix: str,
-                     windows_of=lambda f: cut_windows(f.text), max_files: int = NEIGHBOUR_FILES) -> list[ContextFile]:
-    """Ranked windows of other files of the package, chosen by the server's own ranking.
-
-    The package's files, those of the current file's folder first, stand in for the
-    workspace files the server would consider; ``ContextProvider.rank`` scores and picks
-    their windows exactly as it does for the server: the model trains on the snippets it
-    will be shown."""
+def neighbour_files(current: SourceFile, siblings: list[SourceFile], max_files: int = NEIGHBOUR_FILES) -> list[SourceFile]:
+    """The package's other files, those of the current file's folder first: they stand in
+    for the workspace files the server would consider."""
     current_dir = current.path.rsplit("/", 1)[0]
     others = [f for f in siblings if f.path != current.path]
     others.sort(key=lambda f: (f.path.rsplit("/", 1)[0] != current_dir, f.path))
+    return others[:max_files]
+
+
+def context_snippets(current: SourceFile, siblings: list[SourceFile], prefix: str, suffix: str,
+                     windows_of=lambda f: cut_windows(f.text), max_files: int = NEIGHBOUR_FILES) -> list[ContextFile]:
+    """Ranked windows of other files of the package (neighbour_files), chosen by the
+    server's own ranking: ``ContextProvider.rank`` scores and picks their windows exactly as
+    it does for the server, so the model trains on the snippets it will be shown."""
     context = CursorContext(prefix=prefix, suffix=suffix)
-    candidates = [Candidate(f.path, "workspace", windows_of(f), 1.0) for f in others[:max_files]]
+    candidates = [Candidate(f.path, "workspace", windows_of(f), 1.0)
+                  for f in neighbour_files(current, siblings, max_files)]
     return ContextProvider.rank(candidates, query_tokens(context), context, indexed=False)
 
 

@@ -273,7 +273,7 @@ def main(argv: list[str] | None = None) -> None:
         # are left out of the workers' garbage collections, which would copy their pages.
         gc.freeze()
         batches_made = Batches(train_repos, tokenizer, args.seed, preset, windows, args.cross_file_share,
-                                   args.cross_file_unseen)
+                               args.cross_file_unseen)
         loader = torch.utils.data.DataLoader(batches_made, batch_size=None,
                                              num_workers=args.workers, pin_memory=device.type == "cuda",
                                              prefetch_factor=4)
