@@ -6,7 +6,7 @@ import importlib.metadata
 import platform
 
 from . import __version__
-from .hardware import GPU_MEASURED_MS, bitsandbytes_available, choose_placement, gpu_figures, gpu_options, suggestion_ms
+from .hardware import bitsandbytes_available, choose_placement, gpu_options, suggestion_ms
 from .settings import BUNDLED_MODEL_DIR, Settings
 
 RECOMMENDATION = """\
@@ -67,9 +67,8 @@ def report(settings: Settings) -> str:
         for name, parameters in STARCODER2_SIZES.items():
             placement = choose_placement("cuda", "auto", parameters)
             lines.append(f"  {name}: {placement.precision} ({placement.reason})")
-        # The cost of a typing suggestion on the 15B shape (README "Performance"): measured, or marked estimated.
-        tried = [(f"{p} (~{suggestion_ms(p):.0f} ms{'' if p in GPU_MEASURED_MS else ', estimated'})"
-                  if gpu_figures(p) else p) for p in gpu_options(bitsandbytes_available())]
+        # The measured cost of a typing suggestion on the 15B shape (README "Performance").
+        tried = [f"{p} (~{suggestion_ms(p):.0f} ms)" for p in gpu_options(bitsandbytes_available())]
         lines.append(f"  precisions auto tries, fastest first (a typing suggestion of StarCoder2-15B): {', '.join(tried)}")
         lines.append(f"  fastDecode compiles all but: {', '.join(sorted(EAGER_ONLY))} (decoded eager)")
     return "\n".join(lines)

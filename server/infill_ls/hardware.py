@@ -27,40 +27,30 @@ SINGLE_THREAD_PARAMETERS = 100_000_000
 CPU_CHOICES = ("float32", "bf16", "8bit", "4bit", "int8wo", "int4wo", "int8dyn")
 # Measured on the StarCoder2-15B architecture per GPU precision, each on the path the
 # engine uses for it (bench/gpu.py): (prefill of 2,048 tokens ms, decode ms/token).
-# bf16 and int8wo: eager prefill (int8wo dequantizes for cuBLAS), compiled static-cache
-# decode, int8wo on gemv.py's Triton kernels — one run on an H200, 2026-11-26
-# (gpu-20261126-053058.json; bf16 also 12.3 and 10.4 ms in two earlier runs);
-# bitsandbytes 4-bit eager (H100) and 8-bit (decode only, the issue's H100 run); eager
-# steps are bound by kernel launches, so they move little between the cards.
+# bf16, int8wo and int4wo: eager prefill (the weight-only kinds dequantize for cuBLAS),
+# compiled static-cache decode, the weight-only kinds on gemv.py's Triton kernels.  bf16
+# and int8wo from one run on an H200, 2026-11-26 (gpu-20261126-053058.json; bf16 also
+# 12.3, 10.4 and 10.6 ms in three other runs); int4wo from another H200 run that day
+# (gpu-20261126-151003.json, all 240 linears on the kernel, one group per step: the
+# launch quantize.py now uses came from that session's sweep and is not yet timed whole),
+# where bf16 decoded at 10.6 ms.  bitsandbytes 4-bit eager (H100) and 8-bit (decode only,
+# the issue's H100 run); eager steps are bound by kernel launches, so they move little
+# between the cards.
 GPU_MEASURED_MS: dict[str, tuple[float | None, float]] = {
-    "bf16": (107, 12.0), "int8wo": (160, 12.8), "4bit": (131, 41.9), "8bit": (None, 144.0),
+    "bf16": (107, 12.0), "int8wo": (160, 12.8), "int4wo": (232, 10.1), "4bit": (131, 41.9), "8bit": (None, 144.0),
 }
-# Not measured as a whole model: int4wo on gemv.py's Triton kernels, compiled.  Decode from
-# its linears alone (bench/gpu_linear.py, H200, gpu-linear-20261126-053414.json: 13.2 ms
-# per token with the launches quantize.py now uses; int8wo's whole compiled model came
-# within 4 % of its linears' sum in the same session), prefill as int8wo's plus a quarter
-# for the heavier dequantization.  Replace with bench/gpu.py's figure when it is run.  Kept
-# although the kernel's codes have since been laid out for wide loads (bench/gemv_sass.py:
-# ~4x fewer instructions per byte, 4x the weights in flight), which should make it faster:
-# a guess would not be a figure.
-GPU_ESTIMATED_MS: dict[str, tuple[float | None, float]] = {"int4wo": (200, 13.5)}
 # What ``auto`` ranks by: a suggestion while typing prefills about a quarter of a 2,048-token
 # prompt (prompt-cache reuse keeps the rest; the suffix after the cursor is re-read) and
 # decodes a line of ~16 tokens.  An unmeasured prefill counts as nothing.
 SUGGESTION_PREFILL_SHARE, SUGGESTION_TOKENS = 0.25, 16
 
 
-def gpu_figures(precision: str) -> tuple[float | None, float] | None:
-    """(prefill ms, decode ms/token) of ``precision`` on the 15B shape: measured, else estimated."""
-    return GPU_MEASURED_MS.get(precision) or GPU_ESTIMATED_MS.get(precision)
-
-
 def suggestion_ms(precision: str) -> float:
-    prefill, decode = gpu_figures(precision)
+    """A typing suggestion of the 15B shape at ``precision`` (GPU_MEASURED_MS), in ms."""
+    prefill, decode = GPU_MEASURED_MS[precision]
     return (prefill or 0) * SUGGESTION_PREFILL_SHARE + SUGGESTION_TOKENS * decode
 
 
-GPU_ORDER = ("bf16", "8bit", "4bit")
 # Room kept free beside the weights for the KV cache, activations and the CUDA context.
 HEADROOM_BYTES = 2 * 1024**3
 HEADROOM_FRACTION = 0.10
@@ -134,14 +124,8 @@ def choose_placement(device: str, quantization: str, parameter_count: int | None
 
 
 def gpu_options(with_bitsandbytes: bool) -> list[str]:
-    """GPU precisions for ``auto``, fastest first: those with figures by the time of a
-    typical suggestion (``suggestion_ms``), then GPU_ORDER."""
-    known = [p for p in GPU_ORDER if with_bitsandbytes or p not in ("8bit", "4bit")]
-    measured = sorted(
-        (p for p in {**GPU_MEASURED_MS, **GPU_ESTIMATED_MS} if with_bitsandbytes or p not in ("8bit", "4bit")),
-        key=suggestion_ms,
-    )
-    return measured + [p for p in known if p not in measured]
+    """GPU precisions for ``auto``, fastest first by the time of a typical suggestion."""
+    return sorted((p for p in GPU_MEASURED_MS if with_bitsandbytes or p not in ("8bit", "4bit")), key=suggestion_ms)
 
 
 def cpu_flags() -> set[str]:
