@@ -40,10 +40,12 @@ log = logging.getLogger(__name__)
 
 INT4_GROUP_SIZE = 128
 # gemv.py's launches: inputs per loop step and output rows per program, the fastest the
-# sweep found on an H200 (bench/results/gpu-linear-20261126-053414.json; 2026-11-26).  int4
-# was swept with one group per step only (a step of several groups came after that run).
+# sweeps found on an H200 (bench/results/gpu-linear-20261126-053414.json for int8;
+# -151314.json for int4: 4 groups of 128 per step, 32 rows, took 0.069 / 0.069 / 0.026 ms
+# for c_fc / c_proj / q_proj against 0.080 / 0.084 / 0.030 with 1 group per step, both with
+# gemv.launch's split of the input dimension; k_proj, 0.019 ms, was not in its top five).
 INT8_BLOCK_K, INT8_BLOCK_N = 512, 16
-INT4_GROUPS_PER_STEP, INT4_BLOCK_N = 1, 32
+INT4_GROUPS_PER_STEP, INT4_BLOCK_N = 4, 32
 # tinygemm's int4 layout tiles the input dimension by 16 x this (largest that divides it).
 INNER_K_TILES = (8, 4, 2)
 
