@@ -47,8 +47,11 @@ def test_without_room_for_bf16_the_fastest_measured_precision_that_fits_wins(gpu
     # whichever it is.
     figures(monkeypatch, bf16=9, int8wo=10, int4wo=11, **{"4bit": 30, "8bit": 100})
     assert choose(24, gpu, monkeypatch, bitsandbytes=True).precision == "int8wo"
-    figures(monkeypatch, bf16=9, int8wo=10, int4wo=8, **{"4bit": 30, "8bit": 100})
+    figures(monkeypatch, bf16=9, int8wo=10, int4wo=8, **{"4bit": 30, "8bit": 100})  # 17 % faster
     assert choose(24, gpu, monkeypatch, bitsandbytes=True).precision == "int4wo"
+    # A 4-bit kind only a little faster (4 %) loses to the one with more bits.
+    figures(monkeypatch, bf16=9, int8wo=10, int4wo=9.5, **{"4bit": 30, "8bit": 100})
+    assert choose(24, gpu, monkeypatch, bitsandbytes=True).precision == "int8wo"
     # 14 GiB holds only the 4-bit kinds: never an 8-bit kind that does not fit, however fast.
     figures(monkeypatch, bf16=9, int8wo=1, int4wo=11, **{"4bit": 30, "8bit": 1})
     placement = choose(14, gpu, monkeypatch, bitsandbytes=True)
@@ -68,7 +71,8 @@ def test_without_bitsandbytes_auto_uses_the_weight_only_kinds(gpu, monkeypatch):
 
 def test_options_are_ordered_by_the_measured_time_of_a_suggestion():
     options = hardware.gpu_options(with_bitsandbytes=True)
-    times = [hardware.suggestion_ms(p) for p in options]
+    margin = 1 + hardware.FOUR_BIT_MARGIN
+    times = [hardware.suggestion_ms(p) * (margin if p in ("int4wo", "4bit") else 1) for p in options]
     assert times == sorted(times) and options[0] == "bf16" and set(options) == set(hardware.GPU_MEASURED_MS)
     assert set(hardware.gpu_options(with_bitsandbytes=False)) == {"bf16", "int8wo", "int4wo"}
 
@@ -106,5 +110,5 @@ def test_doctor_on_a_gpu_lists_the_precisions_with_their_measured_cost(gpu, monk
     tried = next(line for line in text.splitlines() if "precisions auto tries" in line)
     shown = re.findall(r"(\w+) \(~(\d+) ms\)", tried)  # each with its measured suggestion time
     assert [p for p, _ in shown] == hardware.gpu_options(False) and "4bit" not in tried
-    assert [int(ms) for _, ms in shown] == sorted(int(ms) for _, ms in shown)
+    assert {p: int(ms) for p, ms in shown} == {p: round(hardware.suggestion_ms(p)) for p in hardware.gpu_options(False)}
     assert "fastDecode compiles all but: 4bit, 8bit" in text

@@ -32,13 +32,18 @@ CPU_CHOICES = ("float32", "bf16", "8bit", "4bit", "int8wo", "int4wo", "int8dyn")
 # and int8wo from one run on an H200, 2026-11-26 (gpu-20261126-053058.json; bf16 also
 # 12.3, 10.4 and 10.6 ms in three other runs); int4wo from another H200 run that day
 # (gpu-20261126-151003.json, all 240 linears on the kernel, one group per step: the
-# launch quantize.py now uses came from that session's sweep and is not yet timed whole),
-# where bf16 decoded at 10.6 ms.  bitsandbytes 4-bit eager (H100) and 8-bit (decode only,
+# launch quantize.py now uses came from that session's sweep and is not yet timed whole):
+# 10.1 ms/token where bf16 decoded at 10.6, so 11.5 here, scaled to bf16's 12.0 as if
+# in one run.  bitsandbytes 4-bit eager (H100) and 8-bit (decode only,
 # the issue's H100 run); eager steps are bound by kernel launches, so they move little
 # between the cards.
 GPU_MEASURED_MS: dict[str, tuple[float | None, float]] = {
-    "bf16": (107, 12.0), "int8wo": (160, 12.8), "int4wo": (232, 10.1), "4bit": (131, 41.9), "8bit": (None, 144.0),
+    "bf16": (107, 12.0), "int8wo": (160, 12.8), "int4wo": (232, 11.5), "4bit": (131, 41.9), "8bit": (None, 144.0),
 }
+# Fewer bits cost quality (a 4-bit linear of the 15B shape is ~10 % off the bf16 one, an
+# 8-bit one ~1 %: bench/gpu_linear.py), so ``auto`` puts a 4-bit kind before one with more
+# bits only when its suggestion is more than this share faster: a tie goes to the bits.
+FOUR_BIT_MARGIN = 0.10
 # What ``auto`` ranks by: a suggestion while typing prefills about a quarter of a 2,048-token
 # prompt (prompt-cache reuse keeps the rest; the suffix after the cursor is re-read) and
 # decodes a line of ~16 tokens.  An unmeasured prefill counts as nothing.
@@ -124,8 +129,12 @@ def choose_placement(device: str, quantization: str, parameter_count: int | None
 
 
 def gpu_options(with_bitsandbytes: bool) -> list[str]:
-    """GPU precisions for ``auto``, fastest first by the time of a typical suggestion."""
-    return sorted((p for p in GPU_MEASURED_MS if with_bitsandbytes or p not in ("8bit", "4bit")), key=suggestion_ms)
+    """GPU precisions for ``auto``, fastest first by the time of a typical suggestion, the
+    4-bit kinds counted FOUR_BIT_MARGIN slower."""
+    def rank(precision: str) -> float:
+        return suggestion_ms(precision) * (1 + FOUR_BIT_MARGIN if precision in ("int4wo", "4bit") else 1)
+
+    return sorted((p for p in GPU_MEASURED_MS if with_bitsandbytes or p not in ("8bit", "4bit")), key=rank)
 
 
 def cpu_flags() -> set[str]:
