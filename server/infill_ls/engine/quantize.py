@@ -18,7 +18,9 @@ compiled, plain modules compiled 48-51; int8 plain modules compiled 25.0, with i
 coordinate-descent tuning 7.4 (fast.py's ``tune``) — and ``_weight_int8pack_mm`` 150 ms,
 20x slower than bf16, hence no longer used.  gemv.py's kernels (H200 again, -053414.json):
 int8 9.5 ms with the sweep's best launches, int4 13.2, and the whole int8 model compiled
-12.8 ms/token against bf16's 12.0.  Not on the CPU: there (2 cores, bundled model,
+12.8 ms/token against bf16's 12.0; with int4's codes repacked for wide loads
+(-151314.json) int4 10.6, 8.9 at its best launch, and the whole int4 model compiled 10.1
+against bf16's 10.6 (bench/results/gpu-20261126-151003.json).  Not on the CPU: there (2 cores, bundled model,
 float32; bench/results/cpu-20261126-003259.json) tinygemm's CPU port decoded no faster than
 the plain modules (8.8 vs 8.9 ms/token) and prefilled 1,024 tokens in 5.1 s against 0.12 s.
 
