@@ -179,7 +179,7 @@ class SampleMaker:
 
     def __init__(self, repos: dict[str, list[SourceFile]], tokenizer, seed: int, fim_rate: float = 0.9,
                  repo_rate: float = 0.85, windows: dict[tuple[str, str], list] | None = None,
-                 cross_file_share: float = CROSS_FILE_SHARE, cross_file_unseen: bool = False):
+                 cross_file_share: float = CROSS_FILE_SHARE, cross_file_unseen: float = 0.0):
         self.repos = repos
         self.names = sorted(repos)
         # Repos drawn in proportion to sqrt(size): big packages count, small ones still appear.
@@ -193,8 +193,10 @@ class SampleMaker:
         # process that cut them, instead of each cutting every file again.
         self._windows: dict[tuple[str, str], list] = {} if windows is None else windows
         self.cross_file_share = cross_file_share
-        # Cross-file holes only at names the rest of the file never mentions, and only
-        # when the prompt's snippets hold the name: the model must copy from the snippets.
+        # This share of the cross-file holes only at names the rest of the file never
+        # mentions, and only when the prompt's snippets hold the name: the model must copy
+        # from the snippets.  All of them (1.0) cost the other cross-file holes, where the
+        # name is in the file too (leg 5, training/MODEL_CARD.md).
         self.cross_file_unseen = cross_file_unseen
         self._names: dict[tuple[str, str], frozenset[str]] = {}
 
@@ -240,9 +242,12 @@ class SampleMaker:
         return (ids + [EOS])[:max_len]
 
     def _fim(self, repo: str, f: SourceFile, max_len: int) -> tuple[list[int], int]:
-        cut = None
+        cut, unseen = None, False
         if self.cross_file_share and self.rng.random() < self.cross_file_share:
-            cut = cross_file_hole(self.rng, f, self.repos[repo], self.names_of, self.cross_file_unseen)
+            # A draw only for a share strictly between 0 and 1: 0 and 1 give the samples of
+            # the runs that had only "none" or "all".
+            unseen = self.cross_file_unseen >= 1 or (self.cross_file_unseen > 0 and self.rng.random() < self.cross_file_unseen)
+            cut = cross_file_hole(self.rng, f, self.repos[repo], self.names_of, unseen)
         hole = Hole(*cut, "cross-file") if cut else choose_hole(self.rng, f.text)
         if hole is None:
             return [], 0
@@ -259,7 +264,7 @@ class SampleMaker:
                 snippets = context_snippets(f, self.repos[repo], prefix, suffix, self.windows_of)
             repo_context = RepoContext(repo_display_name(repo), f.path, snippets)
         prompt = build_fim_prompt(self.prompt_tokenizer, TEMPLATES["starcoder2"], prefix, suffix, budget, repo_context)
-        if hole.kind == "cross-file" and self.cross_file_unseen:
+        if hole.kind == "cross-file" and unseen:
             name = NAME.match(f.text, hole.start).group()
             if not any(mentions(s.text, name) for s in prompt.snippets):
                 return [], 0  # nowhere to copy the name from: no sample (the caller draws again)

@@ -85,7 +85,7 @@ class Batches(torch.utils.data.IterableDataset):
     """Endless packed batches, made in DataLoader worker processes (sample making is Python)."""
 
     def __init__(self, repos, tokenizer, seed: int, preset: Preset, windows: dict, cross_file_share: float,
-                 cross_file_unseen: bool = False):
+                 cross_file_unseen: float = 0.0):
         self.repos, self.tokenizer, self.seed, self.preset, self.windows = repos, tokenizer, seed, preset, windows
         self.cross_file_share, self.cross_file_unseen = cross_file_share, cross_file_unseen
 
@@ -175,9 +175,10 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--cross-file-share", type=float, default=CROSS_FILE_SHARE,
                     help="the share of FIM samples whose hole starts at a name only another file of the package "
                          "defines (with snippets); 0: the shipped model's samples")
-    ap.add_argument("--cross-file-unseen", action="store_true",
-                    help="cross-file holes only at names the rest of the file never mentions, with the name in "
-                         "the prompt's snippets (the model must copy it from them)")
+    ap.add_argument("--cross-file-unseen", type=float, nargs="?", const=1.0, default=0.0, metavar="SHARE",
+                    help="this share of the cross-file holes (all when no share is given) only at names the rest "
+                         "of the file never mentions, with the name in the prompt's snippets (the model must copy "
+                         "it from them)")
     ap.add_argument("--middle-loss-weight", type=float, default=1.0,
                     help="weight of the extra loss on FIM middles (0: plain next-token loss over everything)")
     args = ap.parse_args(argv)
