@@ -4,11 +4,12 @@ loads like any other and completes held-out-style code plausibly.
 Assertions are on properties (a parenthesis gets closed, an imported module exists in
 the context), not on exact strings a retrain would change.
 
-Two quality properties are marked xfail(strict=True): the shipped model (5M parameters,
-599M tokens on an H100, an H200 and a CPU, see training/MODEL_CARD.md) closes signatures but does not yet
-copy a module name from the repository context or use a function's parameters in its
-return.  Strict means a retrained model that does meet them makes the suite fail until
-the mark is removed, so the marks cannot outlive the weakness they record.
+One quality property is marked xfail(strict=True): the shipped model (5M parameters,
+1.13B tokens on an H100, two H200s and a CPU, see training/MODEL_CARD.md) closes signatures
+and uses a function's parameters in its return (since leg 6; the mark on that test went)
+but does not yet copy a module name from the repository context.  Strict means a retrained
+model that does meet it makes the suite fail until the mark is removed, so the mark cannot
+outlive the weakness it records.
 """
 
 from __future__ import annotations
@@ -82,7 +83,7 @@ def test_is_a_small_starcoder2_checkpoint(model, tokenizer):
 
 
 UNDERTRAINED = pytest.mark.xfail(
-    strict=True, reason="infill-small (5M parameters, 599M tokens) is too small for this yet"
+    strict=True, reason="infill-small (5M parameters, 1.13B tokens) is too small for this yet"
 )
 
 
@@ -110,7 +111,6 @@ def test_import_names_a_module_from_the_repository_context(model, tokenizer):
     assert words and words[0] in {"geometry", "palette"}, words
 
 
-@UNDERTRAINED
 def test_return_uses_the_parameters(model, tokenizer):
     prefix = "def scale(point, factor):\n    return "
     suffix = "\n\n\ndef main():\n    print(scale(2, 3))\n"
