@@ -17,7 +17,7 @@ BYTES_PER_PARAM = {"bf16": 2.0, "8bit": 1.04, "4bit": 0.56, "int8wo": 1.04, "int
 # A suggestion (a prefill and ~16 tokens) is fastest in bf16 where the CPU has bf16 matrix
 # instructions (AMX / AVX512-BF16), and in dynamic int8 elsewhere (bf16 is emulated there:
 # 5x slower prefill).  Quality against float32 (bench/quality.py, bundled model): bf16
-# argmax agreement 98.8 %, int8dyn 94.5 %, both the same greedy text on 4 of 4 prompts.
+# argmax agreement 99.3 %, int8dyn 92.3 %, the same greedy text on 4 / 3 of 4 prompts.
 # ``quantization: none`` keeps float32.
 BF16_CPU_FLAGS = {"amx_bf16", "avx512_bf16"}
 # Below this size a model runs fastest on one CPU thread: its matmuls are too small to
