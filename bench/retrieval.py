@@ -10,7 +10,7 @@ first identifier is, for each stage of the server's context:
   the package's files, those of the current folder first, at most NEIGHBOUR_FILES);
 * ``in_ranked``: in the windows ContextProvider.rank picks (best first, at most 12);
 * ``in_prompt``: in the snippets build_fim_prompt keeps within the budget (what the model
-  sees; training.evaluate's ``name_in_context`` for "with context").
+  sees: training.evaluate.context_prompt, its ``name_in_context`` for "with context").
 
 No model runs: this measures retrieval alone, in ~40 s on 2 cores.  A lower stage that
 loses most holes is where ranking or budget work would pay.
@@ -27,11 +27,10 @@ from common import REPO, write_result
 
 sys.path[:0] = [str(REPO), str(REPO / "server")]
 
-from infill_ls.prompt import PromptTokenizer, RepoContext, build_fim_prompt  # noqa: E402
-from infill_ls.templates import TEMPLATES  # noqa: E402
+from infill_ls.prompt import PromptTokenizer  # noqa: E402
 from training.data import load_split  # noqa: E402
-from training.evaluate import KINDS, draw_holes, first_name  # noqa: E402
-from training.samples import context_snippets, mentions, neighbour_files, repo_display_name  # noqa: E402
+from training.evaluate import KINDS, context_prompt, draw_holes, first_name  # noqa: E402
+from training.samples import mentions, neighbour_files  # noqa: E402
 
 BUNDLED = REPO / "server" / "infill_ls" / "models" / "infill-small"
 
@@ -56,9 +55,7 @@ def main() -> None:
             continue
         prefix, suffix = f.text[:start], f.text[end:]
         others = neighbour_files(f, repos[f.repo])
-        ranked = context_snippets(f, repos[f.repo], prefix, suffix)
-        prompt = build_fim_prompt(tokenizer, TEMPLATES["starcoder2"], prefix, suffix, args.budget - KINDS[kind],
-                                  RepoContext(repo_display_name(f.repo), f.path, ranked))
+        ranked, prompt = context_prompt(tokenizer, f, repos[f.repo], prefix, suffix, args.budget - KINDS[kind])
         row = counts[kind]
         row["holes"] += 1
         row["in_candidates"] += any(mentions(g.text, name) for g in others)

@@ -28,7 +28,7 @@ from infill_ls.evaluate import edit_similarity  # the project's harness scores t
 from infill_ls.engine.local import cache_keyword  # transformers 5.17 and 5.2x name it differently
 
 from .data import SourceFile, load_split
-from infill_ls.prompt import PromptTokenizer, RepoContext, build_fim_prompt
+from infill_ls.prompt import ContextFile, Prompt, PromptTokenizer, RepoContext, build_fim_prompt
 from infill_ls.templates import TEMPLATES
 
 from .samples import NAME, context_snippets, cross_file_hole, mentions, repo_display_name
@@ -139,6 +139,15 @@ def draw_holes(repos: dict[str, list[SourceFile]], holes_per_kind: int, seed: in
                 yield kind, f, *hole
 
 
+def context_prompt(prompt_tokenizer: PromptTokenizer, f: SourceFile, siblings: list[SourceFile], prefix: str,
+                   suffix: str, room: int) -> tuple[list[ContextFile], Prompt]:
+    """A hole's "with context" prompt: the server's ranked snippets of the package's other
+    files (returned too, best first) in its repository layout, within ``room`` tokens."""
+    snippets = context_snippets(f, siblings, prefix, suffix)
+    repo = RepoContext(repo_display_name(f.repo), f.path, snippets)
+    return snippets, build_fim_prompt(prompt_tokenizer, TEMPLATES["starcoder2"], prefix, suffix, room, repo)
+
+
 def evaluate(model, tokenizer, repos: dict[str, list[SourceFile]], holes_per_kind: int, seed: int, budget: int = 1024) -> dict:
     prompt_tokenizer = PromptTokenizer(tokenizer)
     # Newlines per token, for the stop rule.
@@ -152,12 +161,10 @@ def evaluate(model, tokenizer, repos: dict[str, list[SourceFile]], holes_per_kin
         n_lines = middle.count("\n") + 1
         expected_name = first_name(middle)
         name_in_file = expected_name is not None and mentions(prefix + "\n" + suffix, expected_name)
-        snippets = context_snippets(f, repos[f.repo], prefix, suffix)
         room = budget - max_new
-        repo = RepoContext(repo_display_name(f.repo), f.path, snippets)
         prompts = {
             "without context": build_fim_prompt(prompt_tokenizer, TEMPLATES["starcoder2"], prefix, suffix, room),
-            "with context": build_fim_prompt(prompt_tokenizer, TEMPLATES["starcoder2"], prefix, suffix, room, repo),
+            "with context": context_prompt(prompt_tokenizer, f, repos[f.repo], prefix, suffix, room)[1],
         }
         for condition, prompt in prompts.items():
             text = tokenizer.decode(complete(model, prompt.ids, max_new, n_lines))
