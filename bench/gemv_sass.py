@@ -41,18 +41,21 @@ def kernels(gemv, quantize) -> dict:
     int8_bytes = int8["BLOCK_N"] * int8["BLOCK_K"]
     int4_bytes = int4["BLOCK_N"] * g_step * group // 2
     return {
-        "int8 one row": (gemv._int8_gemv, {**int8, "DEFER_SUM": False}, int8_bytes),
-        "int8 one row, deferred sum": (gemv._int8_gemv, {**int8, "DEFER_SUM": True}, int8_bytes),
-        "int4 one row": (gemv._int4_gemv, {**int4, "DEFER_SUM": False}, int4_bytes),
-        "int4 one row, deferred sum": (gemv._int4_gemv, {**int4, "DEFER_SUM": True}, int4_bytes),
+        # EVEN: the 15B shapes' launches tile the weights exactly (no masks).
+        "int8 one row": (gemv._int8_gemv, {**int8, "DEFER_SUM": False, "EVEN": True}, int8_bytes),
+        "int8 one row, deferred sum": (gemv._int8_gemv, {**int8, "DEFER_SUM": True, "EVEN": True}, int8_bytes),
+        "int4 one row": (gemv._int4_gemv, {**int4, "DEFER_SUM": False, "EVEN": True}, int4_bytes),
+        "int4 one row, deferred sum": (gemv._int4_gemv, {**int4, "DEFER_SUM": True, "EVEN": True}, int4_bytes),
         "int8 rows": (gemv._int8_rows, {**int8, "PADDED_ROWS": gemv.MAX_ROWS}, int8_bytes),
         "int4 rows": (gemv._int4_rows, {**int4, "PADDED_ROWS": gemv.MAX_ROWS}, int4_bytes),
     }
 
 
 def signature(fn, constexprs: dict) -> dict:
-    types = {"x_ptr": "*bf16", "w_ptr": "*i8", "packed_ptr": "*u8", "scale_ptr": "*bf16", "min_ptr": "*bf16",
-             "out_ptr": "*fp32"}
+    # The one-row kernels take float32 inputs (gemv.int8_matvec converts them), the tensor-core
+    # ones the activations' bf16.
+    types = {"x_ptr": "*bf16" if "PADDED_ROWS" in constexprs else "*fp32", "w_ptr": "*i8", "word_ptr": "*i32",
+             "scale_ptr": "*bf16", "min_ptr": "*bf16", "out_ptr": "*fp32"}
     return {name: "constexpr" if name in constexprs else types.get(name, "i32") for name in fn.arg_names}
 
 

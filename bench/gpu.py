@@ -78,7 +78,12 @@ def build(variant: str, shape: dict | None, model_dir: str | None, device: str):
     if kind in ("int8wo", "int4wo"):
         quantize_weights(model, kind)
         if kernel != "plain":  # the server's kernels (Triton), or tinygemm
-            print(f"{variant}: {use_kernels(model, torch.bfloat16, kernel or 'triton')}", flush=True)
+            started = time.perf_counter()
+            counts = use_kernels(model, torch.bfloat16, kernel or 'triton')
+            # The launch quantize.tune_launch chose for each shape on this GPU.
+            launches = {f"{m.out_features}x{m.in_features}": str(m.plan) for m in model.modules()
+                        if getattr(m, "plan", None) is not None}
+            print(f"{variant}: {counts} in {time.perf_counter() - started:.0f} s; launches {launches}", flush=True)
     elif variant in ("8bit", "4bit"):
         swap_in_bitsandbytes(model, variant, device)
     gc.collect()

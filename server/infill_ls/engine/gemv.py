@@ -72,6 +72,9 @@ class Launch:
     # once per row, which reads the weights once per row (quantize.kernel_agrees turns the
     # tensor-core kernel off for a shape where it fails its check: it is new to GPUs).
     rows_kernel: bool = True
+    # The blocks tile the weight exactly and every split has whole steps: the one-row kernels
+    # then load without masks.
+    even: bool = False
 
 
 # Programs a launch aims for, per SM.  The sweep on an H200 (bench/gpu_linear.py --sweep,
@@ -91,74 +94,124 @@ def launch(n: int, k: int, block_k: int, device: torch.device, block_n: int = 16
     if split_k is None:
         sms = torch.cuda.get_device_properties(device).multi_processor_count if device.type == "cuda" else 1
         split_k = max(1, min(steps // 2, max(2, PROGRAMS_PER_SM * sms // n_blocks)))
-    return Launch(block_n, block_k, split_k, -(-steps // split_k), num_warps, defer_sum)
+        split_k = max(d for d in range(1, split_k + 1) if steps % d == 0)  # whole steps per split
+    even = n % block_n == 0 and k % block_k == 0 and steps % split_k == 0
+    return Launch(block_n, block_k, split_k, -(-steps // split_k), num_warps, defer_sum, even=even)
+
+
+
+def candidates(n: int, k: int, block_ks: tuple[int, ...], device: torch.device) -> list[Launch]:
+    """Launches worth timing for an [n, k] weight (quantize.tune_launch): each ``block_k``
+    (inputs per loop step), 16 or 32 rows per program, 2 or 4 warps, the sum per step or
+    deferred, ``launch``'s split of the input dimension or twice as many — the ranges inside
+    which the sweeps on an H200 found every shape's best (bench/gpu_linear.py --sweep)."""
+    found = []
+    for block_k in block_ks:
+        steps = -(-k // block_k)
+        for block_n in (16, 32):
+            split = launch(n, k, block_k, device, block_n).split_k
+            more = next((d for d in range(2 * split, steps // 2 + 1) if steps % d == 0), split)  # whole steps
+            for split_k in sorted({split, more}):
+                for num_warps in (2, 4):
+                    for defer_sum in (False, True):
+                        found.append(launch(n, k, block_k, device, block_n, split_k, num_warps, defer_sum))
+    return found
 
 
 if triton is not None:
 
+    # Integer to float without a conversion instruction: Hopper issues those at 1/8 the rate of
+    # an add, which left the int4 kernel bound by its conversions (bench/gemv_sass.py).  The
+    # inputs are float32 and loaded in the shape of the weight tile (every thread reads the
+    # inputs of its own columns, from L1): a [BLOCK_K] load was re-laid out through shared
+    # memory, with barriers, at every step.
+
+    @triton.jit
+    def _load(pointer, mask, EVEN: tl.constexpr):
+        """Without masks where the launch tiles the weight exactly (``Launch.even``): each
+        masked load also zeroes its registers first, ~15 % of the int4 loop's instructions."""
+        if EVEN:
+            return tl.load(pointer)
+        else:
+            return tl.load(pointer, mask=mask, other=0)
+
     @triton.jit
     def _int8_gemv(x_ptr, w_ptr, scale_ptr, out_ptr, N, K, steps_per_split,
-                   BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, DEFER_SUM: tl.constexpr):
-        row = tl.program_id(0)  # grid (input rows, n blocks, splits)
+                   BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, DEFER_SUM: tl.constexpr, EVEN: tl.constexpr):
+        row = tl.program_id(0)  # grid (input rows, n blocks, splits); out: [splits, rows, N]
         rows_n = tl.program_id(1) * BLOCK_N + tl.arange(0, BLOCK_N)
+        in_n = rows_n < N
         k_start = tl.program_id(2) * steps_per_split * BLOCK_K
         acc = tl.zeros((BLOCK_N, BLOCK_K) if DEFER_SUM else (BLOCK_N,), dtype=tl.float32)
         for step in range(steps_per_split):
             ks = k_start + step * BLOCK_K + tl.arange(0, BLOCK_K)
-            x = tl.load(x_ptr + row * K + ks, mask=ks < K, other=0.0).to(tl.float32)
-            w = tl.load(w_ptr + rows_n[:, None] * K + ks[None, :],
-                        mask=(rows_n[:, None] < N) & (ks[None, :] < K), other=0).to(tl.float32)
+            in_k = ks[None, :] < K
+            x = _load(x_ptr + row * K + rows_n[:, None] * 0 + ks[None, :], in_k, EVEN)
+            w = _load(w_ptr + rows_n[:, None] * K + ks[None, :], in_n[:, None] & in_k, EVEN)
+            # v + 2^23 + 128 (v a signed byte) has the bits of the float 2^23 + 128 + v.
+            w = (w.to(tl.int32) + 0x4B000080).to(tl.float32, bitcast=True) - 8388736.0
             if DEFER_SUM:
-                acc += w * x[None, :]
+                acc += w * x
             else:
-                acc += tl.sum(w * x[None, :], axis=1)
+                acc += tl.sum(w * x, axis=1)
         if DEFER_SUM:
             acc = tl.sum(acc, axis=1)
-        scale = tl.load(scale_ptr + rows_n, mask=rows_n < N, other=0.0).to(tl.float32)
-        tl.atomic_add(out_ptr + row * N + rows_n, acc * scale, mask=rows_n < N)
+        scale = tl.load(scale_ptr + rows_n, mask=in_n, other=0.0).to(tl.float32)
+        tl.store(out_ptr + (tl.program_id(2) * tl.num_programs(0) + row) * N + rows_n, acc * scale, mask=in_n)
 
     @triton.jit
-    def _int4_gemv(x_ptr, packed_ptr, scale_ptr, min_ptr, out_ptr, N, K, steps_per_split,
+    def _weight(bits, scale, offset):
+        """A 4-bit code sitting in mantissa bits 12-15 or 16-19 of ``bits`` (nothing else set):
+        under the exponent of 1.0 it reads 1 + code * 2^-11 (or 2^-7), so ``scale`` = s * 2^11
+        (2^7) and ``offset`` = min - s * 2^11 (2^7) give code * s + min in one multiply-add."""
+        return (bits | 0x3F800000).to(tl.float32, bitcast=True) * scale + offset
+
+    @triton.jit
+    def _int4_gemv(x_ptr, word_ptr, scale_ptr, min_ptr, out_ptr, N, K, steps_per_split,
                    BLOCK_N: tl.constexpr, GROUP: tl.constexpr, GROUPS_PER_STEP: tl.constexpr,
-                   DEFER_SUM: tl.constexpr):
-        # Tiles are [rows, groups of the step, bytes of a group]: each row's codes of a step
-        # are one contiguous read, and its scales and minimums of the step one short one.
-        row = tl.program_id(0)  # grid (input rows, n blocks, splits)
+                   DEFER_SUM: tl.constexpr, EVEN: tl.constexpr):
+        # quantize.py's layout: a group is GROUP/8 int32 words; nibble p of word w holds the
+        # code of input p * GROUP/8 + w, so the inputs of one nibble of all the words are one
+        # contiguous read.  Tiles are [rows, groups of the step, words of a group].
+        WORDS: tl.constexpr = GROUP // 8
+        row = tl.program_id(0)  # grid (input rows, n blocks, splits); out: [splits, rows, N]
         rows_n = tl.program_id(1) * BLOCK_N + tl.arange(0, BLOCK_N)
+        in_n = rows_n < N
         first_group = tl.program_id(2) * steps_per_split * GROUPS_PER_STEP
         groups = K // GROUP
         in_step = tl.arange(0, GROUPS_PER_STEP)
-        half = tl.arange(0, GROUP // 2)
-        in_n = rows_n < N
-        acc = tl.zeros((BLOCK_N, GROUPS_PER_STEP, GROUP // 2) if DEFER_SUM else (BLOCK_N,), dtype=tl.float32)
+        word_of_group = tl.arange(0, WORDS)
+        acc = tl.zeros((BLOCK_N, GROUPS_PER_STEP, WORDS) if DEFER_SUM else (BLOCK_N,), dtype=tl.float32)
         for step in range(steps_per_split):
             g = first_group + step * GROUPS_PER_STEP + in_step  # [G]
             in_k = g < groups  # the last split may run past the groups
-            # Byte j of a group holds code j in its low nibble and j + GROUP/2 in its high one,
-            # so the codes and both halves of the inputs are contiguous reads: Triton vectorizes
-            # those, while an index with a stride of 2 or a division it reads element by element.
-            first_half = g[:, None] * GROUP + half[None, :]  # [G, GROUP/2]
-            x_low = tl.load(x_ptr + row * K + first_half, mask=in_k[:, None], other=0.0).to(tl.float32)
-            x_high = tl.load(x_ptr + row * K + first_half + GROUP // 2, mask=in_k[:, None], other=0.0).to(tl.float32)
-            byte = tl.load(packed_ptr + rows_n[:, None, None] * (K // 2) + g[None, :, None] * (GROUP // 2)
-                           + half[None, None, :],
-                           mask=in_n[:, None, None] & in_k[None, :, None], other=0).to(tl.int32)
-            low = (byte & 15).to(tl.float32)
-            high = (byte >> 4).to(tl.float32)
-            where = in_n[:, None] & in_k[None, :]
-            scale = tl.load(scale_ptr + rows_n[:, None] * groups + g[None, :], mask=where, other=0.0).to(tl.float32)
-            low_value = tl.load(min_ptr + rows_n[:, None] * groups + g[None, :], mask=where, other=0.0).to(tl.float32)
-            if DEFER_SUM:  # each weight dequantized, products summed once after the loop
-                scale, low_value = scale[:, :, None], low_value[:, :, None]
-                acc += ((low * scale + low_value) * x_low[None, :, :]
-                        + (high * scale + low_value) * x_high[None, :, :])
-            else:  # per group: scale * (codes . x) + min * sum(x)
-                codes_dot = tl.sum(low * x_low[None, :, :] + high * x_high[None, :, :], axis=2)  # [N, G]
-                x_sum = tl.sum(x_low + x_high, axis=1)  # [G]
-                acc += tl.sum(scale * codes_dot + low_value * x_sum[None, :], axis=1)
+            where = in_n[:, None, None] & in_k[None, :, None] & (word_of_group[None, None, :] >= 0)
+            word = _load(word_ptr + rows_n[:, None, None] * (K // 8) + g[None, :, None] * WORDS
+                         + word_of_group[None, None, :], where, EVEN)
+            x = x_ptr + row * K + rows_n[:, None, None] * 0 + g[None, :, None] * GROUP + word_of_group[None, None, :]
+            in_x = in_k[None, :, None]
+            where2 = in_n[:, None] & in_k[None, :]
+            scale = _load(scale_ptr + rows_n[:, None] * groups + g[None, :], where2, EVEN).to(tl.float32)
+            low_value = _load(min_ptr + rows_n[:, None] * groups + g[None, :], where2, EVEN).to(tl.float32)
+            scale11, offset11 = (scale * 2048.0)[:, :, None], (low_value - scale * 2048.0)[:, :, None]
+            scale7, offset7 = (scale * 128.0)[:, :, None], (low_value - scale * 128.0)[:, :, None]
+            # Each nibble moved to bits 12-15 or 16-19 with at most one shift per word for two of them.
+            up, down = word << 12, word >> 8
+            products = _weight(up & 0xF000, scale11, offset11) * _load(x, in_x, EVEN)
+            products += _weight(up & 0xF0000, scale7, offset7) * _load(x + WORDS, in_x, EVEN)
+            products += _weight((word << 8) & 0xF0000, scale7, offset7) * _load(x + 2 * WORDS, in_x, EVEN)
+            products += _weight(word & 0xF000, scale11, offset11) * _load(x + 3 * WORDS, in_x, EVEN)
+            products += _weight(word & 0xF0000, scale7, offset7) * _load(x + 4 * WORDS, in_x, EVEN)
+            products += _weight(down & 0xF000, scale11, offset11) * _load(x + 5 * WORDS, in_x, EVEN)
+            products += _weight(down & 0xF0000, scale7, offset7) * _load(x + 6 * WORDS, in_x, EVEN)
+            products += _weight((word >> 16) & 0xF000, scale11, offset11) * _load(x + 7 * WORDS, in_x, EVEN)
+            if DEFER_SUM:
+                acc += products
+            else:
+                acc += tl.sum(tl.sum(products, axis=2), axis=1)
         if DEFER_SUM:
             acc = tl.sum(tl.sum(acc, axis=2), axis=1)
-        tl.atomic_add(out_ptr + row * N + rows_n, acc, mask=in_n)
+        tl.store(out_ptr + (tl.program_id(2) * tl.num_programs(0) + row) * N + rows_n, acc, mask=in_n)
 
     # Several input rows (a draft check, a few typed tokens): each tile of weights is read
     # once for all the rows and multiplied on the tensor cores (tl.dot wants 16 rows or
@@ -180,42 +233,71 @@ if triton is not None:
                         mask=(rows_n[:, None] < N) & (ks[None, :] < K), other=0)
             acc += tl.dot(x, tl.trans(w.to(x.dtype)))  # int8 values are exact in bf16
         scale = tl.load(scale_ptr + rows_n, mask=rows_n < N, other=0.0).to(tl.float32)
-        tl.atomic_add(out_ptr + rows[:, None] * N + rows_n[None, :], acc * scale[None, :],
-                      mask=(rows[:, None] < ROWS) & (rows_n[None, :] < N))
+        tl.store(out_ptr + (tl.program_id(2) * ROWS + rows[:, None]) * N + rows_n[None, :], acc * scale[None, :],
+                 mask=(rows[:, None] < ROWS) & (rows_n[None, :] < N))
 
     @triton.jit
-    def _int4_rows(x_ptr, packed_ptr, scale_ptr, min_ptr, out_ptr, ROWS, N, K, steps_per_split,
+    def _int4_rows(x_ptr, word_ptr, scale_ptr, min_ptr, out_ptr, ROWS, N, K, steps_per_split,
                    BLOCK_N: tl.constexpr, GROUP: tl.constexpr, GROUPS_PER_STEP: tl.constexpr,
                    PADDED_ROWS: tl.constexpr):
+        WORDS: tl.constexpr = GROUP // 8  # quantize.py's layout, as in _int4_gemv
         rows = tl.arange(0, PADDED_ROWS)
         in_rows = rows < ROWS
         rows_n = tl.program_id(1) * BLOCK_N + tl.arange(0, BLOCK_N)
         in_n = rows_n < N
         first_group = tl.program_id(2) * steps_per_split * GROUPS_PER_STEP
         groups = K // GROUP
-        half = tl.arange(0, GROUP // 2)
+        word_of_group = tl.arange(0, WORDS)
         acc = tl.zeros((PADDED_ROWS, BLOCK_N), dtype=tl.float32)
         for step in range(steps_per_split):
             for in_step in tl.static_range(GROUPS_PER_STEP):
                 g = first_group + step * GROUPS_PER_STEP + in_step
                 # Masks as blocks, not scalars (Triton's interpreter takes no scalar mask).
-                in_k = half * 0 + g < groups  # [GROUP/2]: the last split may run past the groups
+                in_k = word_of_group * 0 + g < groups  # [WORDS]: the last split may run past the groups
                 n_and_k = in_n & (rows_n * 0 + g < groups)  # [BLOCK_N]
-                first_half = g * GROUP + half  # low nibbles hold a group's first half, high ones its second
-                x_low = tl.load(x_ptr + rows[:, None] * K + first_half[None, :], mask=in_rows[:, None] & in_k[None, :],
-                                other=0.0)
-                x_high = tl.load(x_ptr + rows[:, None] * K + first_half[None, :] + GROUP // 2,
-                                 mask=in_rows[:, None] & in_k[None, :], other=0.0)
-                byte = tl.load(packed_ptr + rows_n[:, None] * (K // 2) + g * (GROUP // 2) + half[None, :],
-                               mask=n_and_k[:, None], other=0).to(tl.int32)
+                word = tl.load(word_ptr + rows_n[:, None] * (K // 8) + g * WORDS + word_of_group[None, :],
+                               mask=n_and_k[:, None], other=0)
                 scale = tl.load(scale_ptr + rows_n * groups + g, mask=n_and_k, other=0.0).to(tl.float32)
                 low_value = tl.load(min_ptr + rows_n * groups + g, mask=n_and_k, other=0.0).to(tl.float32)
-                # Dequantized to the activations' dtype, as the plain module does.
-                w_low = ((byte & 15).to(tl.float32) * scale[:, None] + low_value[:, None]).to(x_low.dtype)
-                w_high = ((byte >> 4).to(tl.float32) * scale[:, None] + low_value[:, None]).to(x_low.dtype)
-                acc += tl.dot(x_low, tl.trans(w_low)) + tl.dot(x_high, tl.trans(w_high))
-        tl.atomic_add(out_ptr + rows[:, None] * N + rows_n[None, :], acc,
-                      mask=in_rows[:, None] & in_n[None, :])
+                for nibble in tl.static_range(8):
+                    x = tl.load(x_ptr + rows[:, None] * K + g * GROUP + nibble * WORDS + word_of_group[None, :],
+                                mask=in_rows[:, None] & in_k[None, :], other=0.0)
+                    codes = ((word >> (4 * nibble)) & 15).to(tl.float32)
+                    # Dequantized to the activations' dtype, as the plain module does.
+                    w = (codes * scale[:, None] + low_value[:, None]).to(x.dtype)
+                    acc += tl.dot(x, tl.trans(w))
+        tl.store(out_ptr + (tl.program_id(2) * ROWS + rows[:, None]) * N + rows_n[None, :], acc,
+                 mask=in_rows[:, None] & in_n[None, :])
+
+    @triton.jit
+    def _int4_dequantize(word_ptr, scale_ptr, min_ptr, out_ptr, N, K, BLOCK_N: tl.constexpr, GROUP: tl.constexpr):
+        # grid (n blocks, groups): one group of BLOCK_N rows of the weight, in out's dtype.
+        WORDS: tl.constexpr = GROUP // 8
+        rows_n = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
+        in_n = rows_n < N
+        g = tl.program_id(1)
+        word_of_group = tl.arange(0, WORDS)
+        word = tl.load(word_ptr + rows_n[:, None] * (K // 8) + g * WORDS + word_of_group[None, :],
+                       mask=in_n[:, None], other=0)
+        scale = tl.load(scale_ptr + rows_n * (K // GROUP) + g, mask=in_n, other=0.0).to(tl.float32)
+        low_value = tl.load(min_ptr + rows_n * (K // GROUP) + g, mask=in_n, other=0.0).to(tl.float32)
+        for nibble in tl.static_range(8):
+            codes = ((word >> (4 * nibble)) & 15).to(tl.float32)
+            tl.store(out_ptr + rows_n[:, None] * K + g * GROUP + nibble * WORDS + word_of_group[None, :],
+                     (codes * scale[:, None] + low_value[:, None]).to(out_ptr.dtype.element_ty), mask=in_n[:, None])
+
+
+def int4_dequantize(packed: torch.Tensor, scales: torch.Tensor, mins: torch.Tensor, group: int,
+                    dtype: torch.dtype) -> torch.Tensor:
+    """quantize.py's int4 weight as a [N, K] tensor of ``dtype``, for a prompt's cuBLAS matmul:
+    one kernel that reads half a byte and writes one value per weight, where the tensor ops
+    (unpack, convert, scale, shift) wrote and read ~15 bytes of intermediates per weight."""
+    n, k = packed.shape[0], packed.shape[1] * 2
+    out = torch.empty(n, k, dtype=dtype, device=packed.device)
+    block_n = 32
+    _int4_dequantize[(-(-n // block_n), k // group)](packed.view(torch.int32), scales, mins, out, n, k,
+                                                     BLOCK_N=block_n, GROUP=group)
+    return out
 
 
 def int8_matvec(x: torch.Tensor, weight: torch.Tensor, scales: torch.Tensor, plan: Launch) -> torch.Tensor:
@@ -223,35 +305,45 @@ def int8_matvec(x: torch.Tensor, weight: torch.Tensor, scales: torch.Tensor, pla
     one row on _int8_gemv, more on _int8_rows (or on _int8_gemv once per row)."""
     rows, k = x.shape
     n = weight.shape[0]
-    out = torch.zeros(rows, n, dtype=torch.float32, device=x.device)
+    partial = torch.empty(plan.split_k, rows, n, dtype=torch.float32, device=x.device)
     blocks = -(-n // plan.block_n)
     if rows == 1 or not plan.rows_kernel:
-        _int8_gemv[(rows, blocks, plan.split_k)](x.contiguous(), weight, scales, out, n, k, plan.steps_per_split,
-                                                 BLOCK_N=plan.block_n, BLOCK_K=plan.block_k, DEFER_SUM=plan.defer_sum,
-                                                 num_warps=plan.num_warps)
+        _int8_gemv[(rows, blocks, plan.split_k)](x.float().contiguous(), weight, scales, partial, n, k,
+                                                 plan.steps_per_split, BLOCK_N=plan.block_n, BLOCK_K=plan.block_k,
+                                                 DEFER_SUM=plan.defer_sum, EVEN=plan.even, num_warps=plan.num_warps)
     else:
-        _int8_rows[(1, blocks, plan.split_k)](x.contiguous(), weight, scales, out, rows, n, k, plan.steps_per_split,
+        _int8_rows[(1, blocks, plan.split_k)](x.contiguous(), weight, scales, partial, rows, n, k, plan.steps_per_split,
                                               BLOCK_N=plan.block_n, BLOCK_K=plan.block_k, PADDED_ROWS=MAX_ROWS,
                                               num_warps=plan.num_warps)
-    return out.to(x.dtype)
+    return sum_of_splits(partial, x.dtype)
 
 
 def int4_matvec(x: torch.Tensor, packed: torch.Tensor, scales: torch.Tensor, mins: torch.Tensor, group: int,
                 plan: Launch) -> torch.Tensor:
-    """``x @ W.T`` for ``x`` [rows, K] and quantize.py's int4 ``W``: codes two per byte, a
-    group's first half in the low nibbles (``packed`` [N, K/2]), weight = code * scale + min
-    per ``group`` inputs; ``plan.block_k`` is a whole number of groups (a power of two of them)."""
+    """``x @ W.T`` for ``x`` [rows, K] and quantize.py's int4 ``W``: ``packed`` [N, K/2] bytes,
+    read as int32 words (nibble p of word w of a group: input p * group/8 + w), weight =
+    code * scale + min per ``group`` inputs; ``plan.block_k`` is a whole number of groups (a
+    power of two of them)."""
     rows, k = x.shape
     n = packed.shape[0]
-    out = torch.zeros(rows, n, dtype=torch.float32, device=x.device)
+    words = packed.view(torch.int32)
+    partial = torch.empty(plan.split_k, rows, n, dtype=torch.float32, device=x.device)
     blocks, groups_per_step = -(-n // plan.block_n), plan.block_k // group
     if rows == 1 or not plan.rows_kernel:
-        _int4_gemv[(rows, blocks, plan.split_k)](x.contiguous(), packed, scales, mins, out, n, k, plan.steps_per_split,
-                                                 BLOCK_N=plan.block_n, GROUP=group, GROUPS_PER_STEP=groups_per_step,
-                                                 DEFER_SUM=plan.defer_sum, num_warps=plan.num_warps)
+        _int4_gemv[(rows, blocks, plan.split_k)](x.float().contiguous(), words, scales, mins, partial, n, k,
+                                                 plan.steps_per_split, BLOCK_N=plan.block_n, GROUP=group,
+                                                 GROUPS_PER_STEP=groups_per_step, DEFER_SUM=plan.defer_sum,
+                                                 EVEN=plan.even, num_warps=plan.num_warps)
     else:
-        _int4_rows[(1, blocks, plan.split_k)](x.contiguous(), packed, scales, mins, out, rows, n, k,
+        _int4_rows[(1, blocks, plan.split_k)](x.contiguous(), words, scales, mins, partial, rows, n, k,
                                               plan.steps_per_split, BLOCK_N=plan.block_n, GROUP=group,
                                               GROUPS_PER_STEP=groups_per_step, PADDED_ROWS=MAX_ROWS,
                                               num_warps=plan.num_warps)
-    return out.to(x.dtype)
+    return sum_of_splits(partial, x.dtype)
+
+
+def sum_of_splits(partial: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """Each split of the input dimension wrote its own partial sums ([splits, rows, N]): adding
+    them here instead of atomically in the kernels saves zeroing the output first, one kernel
+    per linear (under torch.compile the sum fuses with what follows)."""
+    return partial.sum(0).to(dtype)

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import time
 
 import torch
 import torch.nn.functional as F
@@ -41,13 +42,13 @@ from . import gemv
 log = logging.getLogger(__name__)
 
 INT4_GROUP_SIZE = 128
-# gemv.py's launches: inputs per loop step and output rows per program, the fastest the
-# sweeps found on an H200 (bench/results/gpu-linear-20261126-053414.json for int8;
-# -151314.json for int4: 4 groups of 128 per step, 32 rows, took 0.069 / 0.069 / 0.026 ms
-# for c_fc / c_proj / q_proj against 0.080 / 0.084 / 0.030 with 1 group per step, both with
-# gemv.launch's split of the input dimension; k_proj, 0.019 ms, was not in its top five).
+# gemv.py's launches before tune_launch times the candidates on the GPU at hand (and where
+# it cannot): int8 the fastest of the H200 sweep (bench/results/gpu-linear-20261126-053414.json);
+# int4's kernel changed after its sweep (codes as words, turned into floats by bit operations),
+# so 2 groups of 128 per step and 16 rows per program: the fewest registers (64, 8 programs
+# per SM) among launches that compile to the same instructions per weight byte (bench/gemv_sass.py).
 INT8_BLOCK_K, INT8_BLOCK_N = 512, 16
-INT4_GROUPS_PER_STEP, INT4_BLOCK_N = 4, 32
+INT4_GROUPS_PER_STEP, INT4_BLOCK_N = 2, 16
 # tinygemm's int4 layout tiles the input dimension by 16 x this (largest that divides it).
 INNER_K_TILES = (8, 4, 2)
 
@@ -92,17 +93,19 @@ class Int4WeightOnlyLinear(nn.Module):
         weight = linear.weight.detach().float()
         out_features, in_features = weight.shape
         group_size = min(group_size, in_features)
-        if in_features % group_size or group_size % 2:
-            raise ValueError(f"in_features {in_features} is not a multiple of the group size {group_size}")
+        if in_features % group_size or group_size % 8:
+            raise ValueError(f"in_features {in_features} is not a multiple of a group size {group_size} "
+                             "that is a multiple of 8")
         self.in_features, self.out_features, self.group_size = in_features, out_features, group_size
         groups = weight.reshape(out_features, in_features // group_size, group_size)
         low = groups.amin(dim=2, keepdim=True)
         scales = ((groups.amax(dim=2, keepdim=True) - low) / 15).clamp(min=1e-8)
-        codes = torch.round((groups - low) / scales).clamp(0, 15).to(torch.uint8).reshape(out_features, in_features)
-        # Byte j of a group holds code j in its low nibble and code j + group/2 in its high
-        # one: gemv.py's kernel then reads codes and both halves of the inputs contiguously.
-        halves = codes.reshape(out_features, in_features // group_size, 2, group_size // 2)
-        self.register_buffer("packed", (halves[:, :, 0] | (halves[:, :, 1] << 4)).reshape(out_features, -1))
+        codes = torch.round((groups - low) / scales).clamp(0, 15).to(torch.uint8)
+        # A group is group/8 little-endian int32 words; nibble p of word w holds the code of
+        # input p * group/8 + w: gemv.py's kernel then reads the inputs of one nibble of all
+        # the words contiguously, and turns each code into a float with bit operations.
+        nibbles = codes.reshape(out_features, -1, 8, group_size // 8).transpose(2, 3)  # [out, groups, word, p]
+        self.register_buffer("packed", (nibbles[..., 0::2] | (nibbles[..., 1::2] << 4)).reshape(out_features, -1))
         self.register_buffer("scales", scales.squeeze(2).to(linear.weight.dtype))
         self.register_buffer("mins", low.squeeze(2).to(linear.weight.dtype))
         self.register_buffer("bias", None if linear.bias is None else linear.bias.detach().clone())
@@ -111,10 +114,16 @@ class Int4WeightOnlyLinear(nn.Module):
 
     def codes(self) -> torch.Tensor:
         """The 4-bit codes, one per weight ([out, in], uint8)."""
-        halves = self.packed.reshape(self.out_features, -1, self.group_size // 2)
-        return torch.cat([halves & 0x0F, halves >> 4], dim=2).reshape(self.out_features, -1)
+        pairs = self.packed.reshape(self.out_features, -1, self.group_size // 8, 4)  # [out, groups, word, byte]
+        nibbles = torch.stack([pairs & 0x0F, pairs >> 4], dim=4).reshape(*pairs.shape[:3], 8)  # [.., word, p]
+        return nibbles.transpose(2, 3).reshape(self.out_features, -1)
 
     def dequantized(self, dtype: torch.dtype) -> torch.Tensor:
+        if self.packed.is_cuda and gemv.available():  # one kernel (a prompt's prefill)
+            return gemv.int4_dequantize(self.packed, self.scales, self.mins, self.group_size, dtype)
+        return self.dequantized_by_tensor_ops(dtype)
+
+    def dequantized_by_tensor_ops(self, dtype: torch.dtype) -> torch.Tensor:
         groups = self.codes().reshape(self.out_features, -1, self.group_size).to(dtype)
         weight = groups * self.scales[:, :, None].to(dtype) + self.mins[:, :, None].to(dtype)
         return weight.reshape(self.out_features, self.in_features)
@@ -235,6 +244,8 @@ def kernel_agrees(module: nn.Module, dtype: torch.dtype, name: str, kind: str) -
 
     try:
         module.switch_to_kernel(kind)
+        if kind == "triton" and device.type == "cuda":
+            tune_launch(module, inputs[0], expected[0], name)
         one_row = error_on(0)
         try:
             several = error_on(1)
@@ -258,6 +269,39 @@ def kernel_agrees(module: nn.Module, dtype: torch.dtype, name: str, kind: str) -
         log.warning("%s: the weight-only kernel disagrees with the plain module (relative error %.3g); not used", name, error)
         return False
     return True
+
+
+def tune_launch(module: nn.Module, x: torch.Tensor, expected: torch.Tensor, name: str) -> None:
+    """Time gemv.py's one-row kernel for ``module``'s shape with each of ``gemv.candidates`` on
+    this GPU and keep the fastest launch that computes ``expected`` (the plain module's output
+    for the row ``x``).  The best launch differs by shape and GPU (the H200 sweeps' best were
+    up to 25 % faster than a fixed one), so it is measured where it runs, once per shape at load.
+
+    Each launch runs in a CUDA graph, as decoding runs it, after a write of more memory than
+    the L2 cache holds, as a decode step finds it (the other layers' weights went through)."""
+    from triton.testing import do_bench_cudagraph
+
+    group = getattr(module, "group_size", None)
+    block_ks = (2 * group, 4 * group) if group else (256, 512)
+    checked = module.plan
+    flush = torch.empty(128 * 2**20, dtype=torch.int8, device=x.device)
+    best_ms, best = float("inf"), checked
+    started = time.perf_counter()
+    for plan in [checked] + gemv.candidates(module.out_features, module.in_features, block_ks, x.device):
+        module.plan = plan
+        try:
+            got = module(x).float()
+            if (got - expected).abs().max().item() > KERNEL_TOLERANCE * max(expected.abs().max().item(), 1e-6):
+                continue
+            ms = do_bench_cudagraph(lambda: (flush.zero_(), module(x)), rep=20)
+        except Exception as error:  # e.g. a block too large for this GPU's registers or shared memory
+            log.debug("%s: launch %s failed: %s", name, plan, error)
+            continue
+        if ms < best_ms:
+            best_ms, best = ms, plan
+    module.plan = best
+    log.info("%s: launch %s (%.4f ms with an L2 flush; tuned in %.1f s)", name, best, best_ms,
+             time.perf_counter() - started)
 
 
 def dynamic_int8(model: nn.Module) -> nn.Module:
