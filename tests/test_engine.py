@@ -257,7 +257,7 @@ def test_short_steps_padded_to_a_compiled_size_give_the_unpadded_logits(tiny_mod
 @pytest.mark.parametrize("quantization", ["none", "int8wo", "int4wo"])  # the weight-only kinds on gemv.py's kernels
 def test_compiled_fast_decoding_on_cuda_matches_eager(tiny_model, quantization):
     eager = load_engine(tiny_model, device="cuda", quantization=quantization, fastDecode=False)
-    fast = load_engine(tiny_model, device="cuda", quantization=quantization)
+    fast = load_engine(tiny_model, device="cuda", quantization=quantization, fastDecode=True)
     assert fast.fast is not None and fast.fast.settled.wait(600)
     assert fast.fast.ready.is_set(), "the compile failed (see the log)"
     ids = prompt_ids(eager, SOURCE, "")
@@ -274,7 +274,7 @@ def test_requests_served_while_the_decoder_compiles_on_cuda(tiny_model):
     capture) runs on another thread; neither side may break the other."""
     import time
 
-    engine = load_engine(tiny_model, device="cuda", quantization="none")  # compiles in the background
+    engine = load_engine(tiny_model, device="cuda", quantization="none", fastDecode=True)  # compiles in the background
     ids = prompt_ids(engine, SOURCE, "")
     first = generate(engine, ids, prompt_lookup=True)
     served, deadline = 1, time.monotonic() + 300
