@@ -14,6 +14,7 @@ The same code runs uncompiled on the CPU, which is how the tests check it.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
@@ -133,7 +134,7 @@ class StaticDecoder:
         return self.forward(tokens, torch.arange(start, start + n, device=self.device), keep=keep, end=start + n)
 
     def compile(self, mode: str | None = "reduce-overhead", warmup_runs: int = 3, backend: str = "inductor",
-                tune: bool = False) -> None:
+                tune: bool = False, exclusive=contextlib.nullcontext()) -> None:
         """Compile the decode step for each of ``step_sizes`` and warm it up; then set ``ready``.
 
         The warm-up writes into the cache, so callers must treat its contents as lost.
@@ -142,6 +143,12 @@ class StaticDecoder:
         turns on inductor's coordinate-descent tuning of the kernels it generates (as
         gpt-fast does): slower to compile; the one-row int8 linears it made were 3.4x
         faster on an H200 (bench/gpu_linear.py), the whole model is not measured yet.
+
+        ``exclusive`` (the engine's lock) is held while CUDA graphs are recorded, i.e. for
+        every call after each size's first (which compiles, and which CUDA-graph trees run
+        without recording): a capture fails when another thread works on the GPU meanwhile
+        (a suggestion served on the eager path: on an H200 the whole compile then failed
+        and the engine stayed eager).  Suggestions wait for the recording, not the compile.
         """
         started = time.perf_counter()
         compiled = torch.compile(self.forward, mode=mode, fullgraph=True, backend=backend)
@@ -150,17 +157,21 @@ class StaticDecoder:
             for size in self.step_sizes:
                 tokens = torch.zeros((1, size), dtype=torch.long, device=self.device)
                 positions = torch.arange(size, device=self.device)
-                for _ in range(warmup_runs):
-                    compiled(tokens, positions)
+                compiled(tokens, positions)
+                with exclusive:
+                    for _ in range(warmup_runs - 1):
+                        compiled(tokens, positions)
+                    if self.device.type == "cuda":
+                        torch.cuda.synchronize(self.device)
         self.compiled = compiled
         self.compile_seconds = time.perf_counter() - started
         log.info("fast decoding compiled in %.1f s", self.compile_seconds)
         self.ready.set()
 
-    def compile_in_background(self, on_done=lambda ok: None) -> threading.Thread:
+    def compile_in_background(self, on_done=lambda ok: None, exclusive=contextlib.nullcontext()) -> threading.Thread:
         def run() -> None:
             try:
-                self.compile()
+                self.compile(exclusive=exclusive)
                 on_done(True)
             except Exception:  # the eager path keeps serving; say why in the log
                 log.exception("compiling fast decoding failed; staying on the eager path")

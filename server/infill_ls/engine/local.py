@@ -381,7 +381,7 @@ class LocalEngine:
         decoder = fast.StaticDecoder(self.model, max_tokens, step_sizes=FAST_STEP_SIZES)
         self.fast = decoder
         if compile:
-            decoder.compile_in_background()
+            decoder.compile_in_background(exclusive=self._lock)
         else:
             decoder.ready.set()
 
