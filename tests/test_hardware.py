@@ -33,14 +33,15 @@ def choose(free_gib: float, gpu, monkeypatch, bitsandbytes: bool) -> hardware.Pl
     return hardware.choose_placement("auto", "auto", STARCODER2_15B)
 
 
-@pytest.mark.parametrize("bitsandbytes", [True, False])
-def test_a_gpu_that_holds_bf16_gets_bf16(gpu, monkeypatch, bitsandbytes):
-    assert choose(78, gpu, monkeypatch, bitsandbytes).precision == "bf16"
-
-
 def figures(monkeypatch, **decode_ms):
     """Measured figures set by the test: prefill 100 ms each, these decode ms/token."""
     monkeypatch.setattr(hardware, "GPU_MEASURED_MS", {p: (100, ms) for p, ms in decode_ms.items()})
+
+
+@pytest.mark.parametrize("bitsandbytes", [True, False])
+def test_a_gpu_that_holds_bf16_gets_bf16_where_it_is_fastest(gpu, monkeypatch, bitsandbytes):
+    figures(monkeypatch, bf16=9, int8wo=10, int4wo=11, **{"4bit": 30, "8bit": 100})
+    assert choose(78, gpu, monkeypatch, bitsandbytes).precision == "bf16"
 
 
 def test_without_room_for_bf16_the_fastest_measured_precision_that_fits_wins(gpu, monkeypatch):
@@ -72,7 +73,7 @@ def test_without_bitsandbytes_auto_uses_the_weight_only_kinds(gpu, monkeypatch):
 
 def test_options_are_ordered_by_the_measured_time_of_a_suggestion():
     options = hardware.gpu_options(with_bitsandbytes=True)
-    assert options[0] == "bf16" and set(options) == set(hardware.GPU_MEASURED_MS)
+    assert set(options) == set(hardware.GPU_MEASURED_MS)
     for same_bits in (("bf16", "int8wo", "8bit"), ("int4wo", "4bit")):  # the margin sits between these
         times = [hardware.suggestion_ms(p) for p in options if p in same_bits]
         assert times == sorted(times), (same_bits, options)
@@ -103,6 +104,7 @@ def test_doctor_on_a_gpu_lists_the_precisions_with_their_measured_cost(gpu, monk
     monkeypatch.setattr(torch.cuda, "mem_get_info", lambda index: (30 * GIB, 80 * GIB))
     monkeypatch.setattr(torch.cuda, "get_device_name", lambda index: "a test GPU")
     monkeypatch.setattr(hardware, "bitsandbytes_available", lambda: False)
+    figures(monkeypatch, bf16=9, int8wo=10, int4wo=11, **{"4bit": 30, "8bit": 100})
     gpu["bytes"] = 30 * GIB
     text = doctor.report(Settings())
     assert "GPU cuda:0: a test GPU, 30.0 GiB free of 80.0 GiB" in text

@@ -27,18 +27,17 @@ SINGLE_THREAD_PARAMETERS = 100_000_000
 CPU_CHOICES = ("float32", "bf16", "8bit", "4bit", "int8wo", "int4wo", "int8dyn")
 # Measured on the StarCoder2-15B architecture per GPU precision, each on the path the
 # engine uses for it (bench/gpu.py): (prefill of 2,048 tokens ms, decode ms/token).
-# bf16, int8wo and int4wo: eager prefill (the weight-only kinds dequantize for cuBLAS),
-# compiled static-cache decode, the weight-only kinds on gemv.py's Triton kernels.  bf16
-# and int8wo from one run on an H200, 2026-11-26 (gpu-20261126-053058.json; bf16 also
-# 12.3, 10.4 and 10.6 ms in three other runs); int4wo from another H200 run that day
-# (gpu-20261126-151003.json, all 240 linears on the kernel, one group per step: the
-# launch quantize.py now uses came from that session's sweep and is not yet timed whole):
-# 10.1 ms/token where bf16 decoded at 10.6, so 11.5 here, scaled to bf16's 12.0 as if
-# in one run.  bitsandbytes 4-bit eager (H100) and 8-bit (decode only,
-# the issue's H100 run); eager steps are bound by kernel launches, so they move little
-# between the cards.
+# bf16, int8wo and int4wo: eager prefill (int8wo casts its weights for cuBLAS, int4wo
+# dequantizes them with one Triton kernel), compiled static-cache decode, the weight-only
+# kinds on gemv.py's Triton kernels with the launches tune_launch chose.  One H200,
+# 2026-11-26 (bench/results/gpu-20261126-190332.json: bf16 and int4wo; int8wo in the call
+# right after on the same machine, gpu-20261126-190919.json).  bf16 decoded at 12.3, 10.4,
+# 12.0, 10.6 and here 11.2 ms/token in five runs: differences under ~10 % between kinds
+# are within what separate runs give.  bitsandbytes 4-bit eager (H100) and 8-bit (decode
+# only, the issue's H100 run); eager steps are bound by kernel launches, so they move
+# little between the cards.
 GPU_MEASURED_MS: dict[str, tuple[float | None, float]] = {
-    "bf16": (107, 12.0), "int8wo": (160, 12.8), "int4wo": (232, 11.5), "4bit": (131, 41.9), "8bit": (None, 144.0),
+    "bf16": (106, 11.2), "int8wo": (159, 9.1), "int4wo": (115, 8.6), "4bit": (131, 41.9), "8bit": (None, 144.0),
 }
 # Fewer bits cost quality (a 4-bit linear of the 15B shape is ~10 % off the bf16 one, an
 # 8-bit one ~1 %: bench/gpu_linear.py), so ``auto`` puts a 4-bit kind before one with more

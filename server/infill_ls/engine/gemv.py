@@ -2,35 +2,31 @@
 
 Decoding one token multiplies a row of activations by every weight matrix: the time is
 the time to read the weights once.  PyTorch's own kernels did not get there on an H200
-(bench/gpu_linear.py; per token for the 15B shape's linears, bf16 cuBLAS 10.1 ms):
-``_weight_int8pack_mm`` took 150 ms, inductor's fused dequantize-and-reduce 25 ms (7.4
-with coordinate-descent tuning, but the whole compiled model lost that elsewhere),
-tinygemm int4 6.7 ms — and tinygemm needs its own tiled copy of the weights, which
+(bench/gpu_linear.py): ``_weight_int8pack_mm`` took 150 ms per token for the 15B shape's
+linears, inductor's fused dequantize-and-reduce 25 (7.4-14.8 with coordinate-descent
+tuning), and tinygemm's int4 (6.7 eager) needs its own tiled copy of the weights, which
 prefills 2,048 tokens in 2.1 s.  These kernels read quantize.py's own layouts directly
-(int8 rows with a scale per row; int4 codes two per byte with a scale and a minimum per
-group of 128), so a prompt's prefill keeps the plain dequantize-then-cuBLAS path, and one
-copy of the weights serves both.
+(int8 rows with a scale per row; int4 codes in int32 words with a scale and a minimum per
+group of 128), so one copy of the weights serves decoding and a prompt's prefill (cuBLAS
+on the weight dequantized by ``int4_dequantize``, or cast for int8).
 
 Each program reduces ``BLOCK_N`` output rows over a ``1/split_k`` share of the input
-dimension in float32 and adds its partial sums atomically: split-K gives narrow matrices
-(the 512-row key/value projections) enough programs to keep every SM reading.  One input
-row (a decode step) runs on the matrix-vector kernels; 2-16 rows (a draft check, a few
-typed tokens) on ``_int8_rows``/``_int4_rows``, which read each tile of weights once for
-all the rows and multiply on the tensor cores (where one fails its check at load, those
-rows take the one-row kernel once per row, ``Launch.rows_kernel``): 9 rows cost the 15B
-shape's int4 linears 11.2 ms against 10.6 for one row, int8 12.5 against 9.6 (H200,
-bench/results/gpu-linear-20261126-151314.json).
-Measured on an H200 (2026-11-26, gpu-20261126-053058.json): the whole 15B-shape model in int8,
-compiled, decodes at 12.8 ms/token (bf16 12.0 in the same run); per token its linears
-take 13.2 ms with the first launches and 9.5 with the sweep's best (``launch`` now
-follows the sweep), int4's 18.0 and 13.2 — int4 lost to tinygemm's 6.8 there.  Those int4
-figures predate quantize.py's present layout: the kernel then read every code and input
-with its own load (bench/gemv_sass.py: 38 instructions per weight byte in its loop, now 16;
-int8's 4.8), which left it issuing instructions rather than reading memory.  With the
-present layout int4's linears take 10.6 ms, 8.9 at the best launch (quantize.py's), and
-the whole int4 model compiled decodes at 10.1 ms/token against bf16's 10.6.  The same
-kernels run on the CPU under ``TRITON_INTERPRET=1``, which is how the tests check them
-without a GPU.
+dimension in float32 and writes its partial sums; ``sum_of_splits`` adds them.  Split-K
+gives narrow matrices (the 512-row key/value projections) enough programs to keep every
+SM reading.  The launch of each shape is timed on the GPU at load (quantize.tune_launch
+over ``candidates``).  One input row (a decode step) runs on the matrix-vector kernels,
+which turn codes into floats with bit operations, not conversion instructions (Hopper
+issues those at 1/8 the rate of an add: the int4 kernel was bound by them, 128 per 64
+bytes of codes, bench/gemv_sass.py); 2-16 rows (a draft check, a few typed tokens) on
+``_int8_rows``/``_int4_rows``, which read each tile of weights once for all the rows and
+multiply on the tensor cores (where one fails its check at load, those rows take the
+one-row kernel once per row, ``Launch.rows_kernel``).
+
+Measured on an H200 (2026-11-26, bench/results/gpu-20261126-190332.json and -190919.json),
+the whole 15B-shape model compiled decodes at 8.6 ms/token in int4 and 9.1 in int8,
+against bf16's 11.2 in the same session (the kernels before these changes: 10.1 in int4
+where bf16 took 10.6, 12.8 in int8 where bf16 took 12.0).  The same kernels run on the
+CPU under ``TRITON_INTERPRET=1``, which is how the tests check them without a GPU.
 """
 
 from __future__ import annotations

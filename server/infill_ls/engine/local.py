@@ -97,8 +97,8 @@ def quantization_config(precision: str):
 
 # Precisions that decode on the eager path even with fastDecode: bitsandbytes' layers are
 # opaque to the compiler's fusion (never measured compiled).  int8wo and int4wo compile
-# since they decode on gemv.py's Triton kernels: int8wo 12.8 ms/token compiled against
-# 36.2 eager (H200, bench/gpu.py, 2026-11-26; on their earlier kernels compiling lost).
+# since they decode on gemv.py's Triton kernels: int8wo 9.1 and int4wo 8.6 ms/token
+# compiled against 36.9 and 43.5 eager (H200, bench/gpu.py, 2026-11-26).
 EAGER_ONLY = frozenset({"8bit", "4bit"})
 
 

@@ -7,20 +7,18 @@ dequantization fuses into the matmul (no bf16 copy of the weight is written), wh
 in eager mode they still work, just without the speed.  bitsandbytes stays available
 for users who ask for ``8bit``/``4bit``; these are ``int8wo``/``int4wo``.
 
-On a GPU, ``use_kernels`` switches both to gemv.py's Triton matrix-vector kernels for
-decode-sized inputs (a prompt's prefill keeps the plain path and cuBLAS); int4 can also
-use tinygemm's ``_weight_int4pack_mm`` (gpt-fast's int4 path), which needs its own tiled
-copy of the weights.  Each shape is checked once against the plain module's output; a
-kernel that is missing or disagrees is not used.  One-row linears of the 15B shapes on an
-H200 (bench/gpu_linear.py, bench/results/gpu-linear-20261126-035516.json), per token for all
-40 layers plus the bf16 output projection: bf16 10.1 ms; int4 tinygemm 6.7 eager, 10.0
-compiled, plain modules compiled 48-51; int8 plain modules compiled 25.0, with inductor's
-coordinate-descent tuning 7.4 (fast.py's ``tune``) — and ``_weight_int8pack_mm`` 150 ms,
-20x slower than bf16, hence no longer used.  gemv.py's kernels (H200 again, -053414.json):
-int8 9.5 ms with the sweep's best launches, int4 13.2, and the whole int8 model compiled
-12.8 ms/token against bf16's 12.0; with int4's codes repacked for wide loads
-(-151314.json) int4 10.6, 8.9 at its best launch, and the whole int4 model compiled 10.1
-against bf16's 10.6 (bench/results/gpu-20261126-151003.json).  Not on the CPU: there (2 cores, bundled model,
+On a GPU, ``use_kernels`` switches both to gemv.py's Triton kernels for decode-sized
+inputs, each shape checked once against the plain module's output and its launch timed
+on the GPU at hand (``tune_launch``); a prompt's prefill multiplies on cuBLAS (int4: the
+weight dequantized by one Triton kernel).  int4 can also use tinygemm's
+``_weight_int4pack_mm`` (gpt-fast's int4 path), which needs its own tiled copy of the
+weights.  A kernel that is missing or disagrees is not used.  Measured on an H200
+(bench/gpu.py, 2026-11-26): the whole 15B-shape model compiled decodes at 8.6 ms/token in
+int4 and 9.1 in int8 against bf16's 11.2 (bench/results/gpu-20261126-190332.json,
+-190919.json); per linear, tinygemm int4 took 6.7 ms per token eager and 10.0 compiled,
+the plain modules compiled 48-51 (int4) and 25 (int8; 7.4 with inductor's
+coordinate-descent tuning, fast.py's ``tune``), ``_weight_int8pack_mm`` 150 ms, hence no
+longer used (bench/gpu_linear.py).  Not on the CPU: there (2 cores, bundled model,
 float32; bench/results/cpu-20261126-003259.json) tinygemm's CPU port decoded no faster than
 the plain modules (8.8 vs 8.9 ms/token) and prefilled 1,024 tokens in 5.1 s against 0.12 s.
 
