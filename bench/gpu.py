@@ -80,14 +80,18 @@ def build(variant: str, shape: dict | None, model_dir: str | None, device: str):
         if kernel != "plain":  # the server's kernels (Triton), or tinygemm
             started = time.perf_counter()
             counts = use_kernels(model, torch.bfloat16, kernel or 'triton')
-            # The launch quantize.tune_launch chose for each shape on this GPU.
-            launches = {f"{m.out_features}x{m.in_features}": str(m.plan) for m in model.modules()
-                        if getattr(m, "plan", None) is not None}
-            print(f"{variant}: {counts} in {time.perf_counter() - started:.0f} s; launches {launches}", flush=True)
+            print(f"{variant}: {counts} in {time.perf_counter() - started:.0f} s; launches {launches(model)}", flush=True)
     elif variant in ("8bit", "4bit"):
         swap_in_bitsandbytes(model, variant, device)
     gc.collect()
     return model
+
+
+def launches(model) -> dict[str, str]:
+    """The launch of gemv.py's kernels for each weight shape ([out]x[in]), as
+    quantize.tune_launch chose it on this GPU."""
+    return {f"{m.out_features}x{m.in_features}": str(m.plan) for m in model.modules()
+            if getattr(m, "plan", None) is not None}
 
 
 def footprint_mb(model, device: str) -> float:
@@ -211,6 +215,8 @@ def measure(variant: str, args, shape, device: str, baseline: dict) -> dict:
     started = time.perf_counter()
     model = build(variant, shape, args.model, device)
     result: dict = {"build_s": round(time.perf_counter() - started, 1), "footprint_mb": round(footprint_mb(model, device))}
+    if launches(model):
+        result["launches"] = launches(model)
     if variant in MODEL_CARD_MB:
         result["model_card_mb"] = MODEL_CARD_MB[variant]
     bytes_per_token = weight_bytes(model) - model.model.embed_tokens.weight.numel() * model.model.embed_tokens.weight.element_size()
