@@ -39,7 +39,7 @@ class Encoder:
 class Hole:
     start: int  # character offsets of the middle in the file text
     end: int
-    kind: str  # "line" | "lines" | "span" | "cross-file"
+    kind: str  # "line" | "lines" | "span" | "cross-file" | "import"
 
 
 def repo_display_name(repo: str) -> str:
@@ -116,6 +116,27 @@ def cross_file_hole(rng: random.Random, f: SourceFile, siblings: list[SourceFile
     return rng.choice(uses) if uses else None
 
 
+# An import's module path: `from a.b import ...`, `from .b import ...`, `import a.b`.
+IMPORT_LINE = re.compile(r"^[ \t]*(?:from[ \t]+([\w.]+)[ \t]+import\b|import[ \t]+([\w.]+))", re.M)
+
+
+def import_hole(rng: random.Random, f: SourceFile, siblings: list[SourceFile]) -> tuple[int, int] | None:
+    """A hole at the module name that ends an import of another file of the package
+    (``from .geometry import``, ``from shapes.geometry import``, ``import shapes.geometry``):
+    the prompt names the package's modules only in its snippets' headers (``<file_sep>path``),
+    so the model learns to read them there — the property the bundled model's tests ask
+    for (an import line names a module that exists in the context)."""
+    modules = {g.path.rsplit("/", 1)[-1].removesuffix(".py") for g in siblings
+               if g.path != f.path and g.path.endswith(".py")} - {"__init__"}
+    spans = []
+    for line in IMPORT_LINE.finditer(f.text):
+        group = 1 if line.group(1) else 2
+        module = line.group(group).rsplit(".", 1)[-1]
+        if module in modules:
+            spans.append((line.end(group) - len(module), line.end(group)))
+    return rng.choice(spans) if spans else None
+
+
 def mentions(text: str, name: str) -> bool:
     """Whether ``text`` holds the identifier ``name`` (whole, not part of a longer one)."""
     return re.search(rf"(?<!\w){re.escape(name)}(?!\w)", text) is not None
@@ -179,7 +200,8 @@ class SampleMaker:
 
     def __init__(self, repos: dict[str, list[SourceFile]], tokenizer, seed: int, fim_rate: float = 0.9,
                  repo_rate: float = 0.85, windows: dict[tuple[str, str], list] | None = None,
-                 cross_file_share: float = CROSS_FILE_SHARE, cross_file_unseen: float = 0.0):
+                 cross_file_share: float = CROSS_FILE_SHARE, cross_file_unseen: float = 0.0,
+                 import_share: float = 0.0):
         self.repos = repos
         self.names = sorted(repos)
         # Repos drawn in proportion to sqrt(size): big packages count, small ones still appear.
@@ -198,6 +220,10 @@ class SampleMaker:
         # from the snippets.  All of them (1.0) cost the other cross-file holes, where the
         # name is in the file too (leg 5, training/MODEL_CARD.md).
         self.cross_file_unseen = cross_file_unseen
+        # This share of the FIM samples first tries an import_hole (with snippets; only when
+        # a snippet comes from the imported module's file).  0 draws nothing extra: the
+        # samples of the runs before it.
+        self.import_share = import_share
         self._names: dict[tuple[str, str], frozenset[str]] = {}
 
     def windows_of(self, f: SourceFile) -> list:
@@ -242,13 +268,16 @@ class SampleMaker:
         return (ids + [EOS])[:max_len]
 
     def _fim(self, repo: str, f: SourceFile, max_len: int) -> tuple[list[int], int]:
-        cut, unseen = None, False
-        if self.cross_file_share and self.rng.random() < self.cross_file_share:
+        cut, unseen, kind = None, False, "cross-file"
+        if self.import_share and self.rng.random() < self.import_share:
+            cut, kind = import_hole(self.rng, f, self.repos[repo]), "import"
+        if cut is None and self.cross_file_share and self.rng.random() < self.cross_file_share:
+            kind = "cross-file"
             # A draw only for a share strictly between 0 and 1: 0 and 1 give the samples of
             # the runs that had only "none" or "all".
             unseen = self.cross_file_unseen >= 1 or (self.cross_file_unseen > 0 and self.rng.random() < self.cross_file_unseen)
             cut = cross_file_hole(self.rng, f, self.repos[repo], self.names_of, unseen)
-        hole = Hole(*cut, "cross-file") if cut else choose_hole(self.rng, f.text)
+        hole = Hole(*cut, kind) if cut else choose_hole(self.rng, f.text)
         if hole is None:
             return [], 0
         middle = self.encode(f.text[hole.start:hole.end])[:MAX_MIDDLE_TOKENS]
@@ -258,9 +287,10 @@ class SampleMaker:
         budget = self.rng.randint(min(most, 256), most)
         prefix, suffix = f.text[:hole.start], f.text[hole.end:]
         repo_context = None
-        if hole.kind == "cross-file" or self.rng.random() < self.repo_rate:
+        with_context = hole.kind in ("cross-file", "import")
+        if with_context or self.rng.random() < self.repo_rate:
             snippets = []
-            if hole.kind == "cross-file" or self.rng.random() < 0.85:
+            if with_context or self.rng.random() < 0.85:
                 snippets = context_snippets(f, self.repos[repo], prefix, suffix, self.windows_of)
             repo_context = RepoContext(repo_display_name(repo), f.path, snippets)
         prompt = build_fim_prompt(self.prompt_tokenizer, TEMPLATES["starcoder2"], prefix, suffix, budget, repo_context)
@@ -268,6 +298,10 @@ class SampleMaker:
             name = NAME.match(f.text, hole.start).group()
             if not any(mentions(s.text, name) for s in prompt.snippets):
                 return [], 0  # nowhere to copy the name from: no sample (the caller draws again)
+        if hole.kind == "import":
+            module_file = f.text[hole.start:hole.end] + ".py"
+            if not any(s.path.rsplit("/", 1)[-1] == module_file for s in prompt.snippets):
+                return [], 0  # the module's file is not in the context: nothing to read it from
         return prompt.ids + middle + [EOS], len(prompt.ids)
 
     def rows(self, batch: int, seq_len: int, pad_id: int) -> tuple[list[list[int]], list[list[int]], list[list[bool]]]:

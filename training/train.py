@@ -85,15 +85,17 @@ class Batches(torch.utils.data.IterableDataset):
     """Endless packed batches, made in DataLoader worker processes (sample making is Python)."""
 
     def __init__(self, repos, tokenizer, seed: int, preset: Preset, windows: dict, cross_file_share: float,
-                 cross_file_unseen: float = 0.0):
+                 cross_file_unseen: float = 0.0, import_share: float = 0.0):
         self.repos, self.tokenizer, self.seed, self.preset, self.windows = repos, tokenizer, seed, preset, windows
         self.cross_file_share, self.cross_file_unseen = cross_file_share, cross_file_unseen
+        self.import_share = import_share
 
     def __iter__(self):
         info = torch.utils.data.get_worker_info()
         worker = info.id if info else 0
         sampler = SampleMaker(self.repos, self.tokenizer, self.seed * 1000 + worker, windows=self.windows,
-                              cross_file_share=self.cross_file_share, cross_file_unseen=self.cross_file_unseen)
+                              cross_file_share=self.cross_file_share, cross_file_unseen=self.cross_file_unseen,
+                              import_share=self.import_share)
         while True:
             yield tuple(torch.tensor(x) for x in sampler.rows(self.preset.batch_size, self.preset.seq_len, FIM_PAD))
 
@@ -179,6 +181,9 @@ def main(argv: list[str] | None = None) -> None:
                     help="this share of the cross-file holes (all when no share is given) only at names the rest "
                          "of the file never mentions, with the name in the prompt's snippets (the model must copy "
                          "it from them)")
+    ap.add_argument("--import-share", type=float, default=0.0, metavar="SHARE",
+                    help="this share of FIM samples holes the module name of an import of another file of the "
+                         "package, with that file among the snippets (0: none, the shipped model's samples)")
     ap.add_argument("--middle-loss-weight", type=float, default=1.0,
                     help="weight of the extra loss on FIM middles (0: plain next-token loss over everything)")
     args = ap.parse_args(argv)
@@ -222,7 +227,7 @@ def main(argv: list[str] | None = None) -> None:
     )
     windows = all_windows(train_repos)
     sampler = SampleMaker(train_repos, tokenizer, args.seed, windows=windows, cross_file_share=args.cross_file_share,
-                          cross_file_unseen=args.cross_file_unseen)
+                          cross_file_unseen=args.cross_file_unseen, import_share=args.import_share)
     # The held-out batches are drawn as every leg's were (no cross-file holes): comparable losses.
     heldout_sampler = SampleMaker(heldout_repos, tokenizer, args.seed + 1, cross_file_share=0.0)
     heldout_batches = [
@@ -251,7 +256,7 @@ def main(argv: list[str] | None = None) -> None:
             "tokens": tokens_seen, "train_minutes": round(elapsed / 60, 1), "device": str(device),
             "threads": args.threads, "parameters": n_params, "final": final,
             "middle_loss_weight": args.middle_loss_weight, "cross_file_share": args.cross_file_share,
-            "cross_file_unseen": args.cross_file_unseen,
+            "cross_file_unseen": args.cross_file_unseen, "import_share": args.import_share,
             "earlier_legs": earlier_legs,
         }
         meta["heldout_loss"], meta["heldout_middle_loss"] = heldout_loss(model, heldout_batches, device)
@@ -274,7 +279,7 @@ def main(argv: list[str] | None = None) -> None:
         # are left out of the workers' garbage collections, which would copy their pages.
         gc.freeze()
         batches_made = Batches(train_repos, tokenizer, args.seed, preset, windows, args.cross_file_share,
-                               args.cross_file_unseen)
+                               args.cross_file_unseen, args.import_share)
         loader = torch.utils.data.DataLoader(batches_made, batch_size=None,
                                              num_workers=args.workers, pin_memory=device.type == "cuda",
                                              prefetch_factor=4)
