@@ -95,7 +95,6 @@ def launch(n: int, k: int, block_k: int, device: torch.device, block_n: int = 16
     return Launch(block_n, block_k, split_k, -(-steps // split_k), num_warps, defer_sum, even=even)
 
 
-
 def candidates(n: int, k: int, block_ks: tuple[int, ...], device: torch.device) -> list[Launch]:
     """Launches worth timing for an [n, k] weight (quantize.tune_launch): each ``block_k``
     (inputs per loop step), 16 or 32 rows per program, 2 or 4 warps, the sum per step or
@@ -191,7 +190,7 @@ if triton is not None:
             low_value = _load(min_ptr + rows_n[:, None] * groups + g[None, :], where2, EVEN).to(tl.float32)
             scale11, offset11 = (scale * 2048.0)[:, :, None], (low_value - scale * 2048.0)[:, :, None]
             scale7, offset7 = (scale * 128.0)[:, :, None], (low_value - scale * 128.0)[:, :, None]
-            # Each nibble moved to bits 12-15 or 16-19 with at most one shift per word for two of them.
+            # Nibbles 3 and 4 already sit in bits 12-19; four shifts of the word bring the other six there.
             up, down = word << 12, word >> 8
             products = _weight(up & 0xF000, scale11, offset11) * _load(x, in_x, EVEN)
             products += _weight(up & 0xF0000, scale7, offset7) * _load(x + WORDS, in_x, EVEN)
