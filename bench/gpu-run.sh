@@ -2,6 +2,7 @@
 # What a device-tool session runs on one H100 (see bench/README.md):
 #   run(command="bash bench/gpu-run.sh", carry=[".whl"], timeout_s=600)           # the benchmark
 #   run(command="bash bench/gpu-run.sh --tests", carry=[".whl"], timeout_s=600)   # engine tests on CUDA
+#   run(command="bash bench/gpu-run.sh --script bench/gpu_prefill.py", carry=[".whl"], timeout_s=300)
 # .whl holds wheels the device lacks (its image has torch, transformers 5.17, pytest; the
 # working tree plus .whl must stay under the tool's 64 MiB); fetch them here with: bash bench/gpu-run.sh --download
 set -euo pipefail
@@ -19,8 +20,14 @@ fi
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl 2>&1 \
   | grep -v "WARNING: Running pip as" || true
 export PYTHONPATH=/tmp/site:$PWD/server
-python3 -c "import torch, transformers, bitsandbytes; print(torch.__version__, transformers.__version__, bitsandbytes.__version__, torch.cuda.get_device_name(0))"
+# bitsandbytes (43 MB) is left out of .whl when the working tree would pass the tool's limit:
+# only the bnb-8bit/bnb-4bit variants need it.
+python3 -c "import torch, transformers; print(torch.__version__, transformers.__version__, torch.cuda.get_device_name(0))"
+python3 -c "import bitsandbytes; print('bitsandbytes', bitsandbytes.__version__)" 2>/dev/null || echo "no bitsandbytes"
 export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1
+if [[ "${1:-}" == "--script" ]]; then  # another benchmark, e.g. --script bench/gpu_prefill.py
+  exec python3 "${@:2}"
+fi
 if [[ "${1:-}" == "--tests" ]]; then
   exec python3 -m pytest tests/test_engine.py -q -p no:cacheprovider "${@:2}"
 fi

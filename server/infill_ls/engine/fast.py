@@ -2,14 +2,20 @@
 
 gpt-fast's recipe in a few lines: every tensor has a fixed shape (the KV cache is
 allocated once for ``max_tokens`` positions and written at the positions being
-decoded), so ``torch.compile(mode="reduce-overhead", fullgraph=True)`` can turn one
-decode step into a CUDA graph with fused kernels, including the dequantization of
-weight-only quantized linears (quantize.py).  The weights are the transformers
-model's own modules; only the loop around them is rewritten.
+decoded), so ``torch.compile(fullgraph=True)`` fuses one decode step's kernels
+(including the dequantization of weight-only quantized linears, quantize.py) and one
+CUDA graph per step size replays them with a single launch.  The weights are the
+transformers model's own modules; only the loop around them is rewritten.
 
 Compiling takes minutes on a 15B model, so ``compile_in_background`` does it on a
 thread after loading; the engine keeps using the eager path until ``ready`` is set.
 The same code runs uncompiled on the CPU, which is how the tests check it.
+
+The CUDA graphs are captured here (``CapturedStep``), not by ``mode="reduce-overhead"``:
+its CUDA-graph trees keep their state per thread, and the server compiles on one thread
+and decodes on another (pytorch/pytorch#123177; on an H200 the test that decodes after a
+background compile died with a segmentation fault).  A captured graph replays from any
+thread.
 """
 
 from __future__ import annotations
@@ -65,11 +71,14 @@ class StaticDecoder:
         # H100 ("skipping cudagraphs due to mutated inputs (80 instances)", bench/gpu.py,
         # 2026-11-25), leaving one kernel launch per op: 17.6 ms/token.  With it, no skips
         # and 10.4-12.3 ms/token on an H200 (2026-11-26; an H100 not measured since).
+        # (Measured with reduce-overhead's graphs; CapturedStep's graphs need no mark, and
+        # it is kept: inductor then reads the cache as a fixed buffer, not an input.)
         for tensor in (*self.keys, *self.values, self.cos, self.sin, self.slots):
             torch._dynamo.mark_static_address(tensor)
         self.ready = threading.Event()  # set once the compiled steps are usable
         self.settled = threading.Event()  # set once a background compile has ended, either way
-        self.compiled = None
+        self.compiled = None  # the torch.compile'd forward
+        self.runs: dict = {}  # step size -> its CapturedStep (CUDA) or the compiled forward
         self.compile_seconds: float | None = None
 
     def forward(self, ids: torch.Tensor, positions: torch.Tensor, keep: int | None = None,
@@ -126,16 +135,18 @@ class StaticDecoder:
         """
         n = len(ids)
         size = next((size for size in self.step_sizes if size >= n), None)
-        if self.compiled is not None and size is not None and start + size <= self.max_tokens:
+        run = self.runs.get(size)
+        if run is not None and start + size <= self.max_tokens:
             tokens = torch.tensor([ids + [ids[-1]] * (size - n)], device=self.device)
             positions = torch.arange(start, start + size, device=self.device)
-            return self.compiled(tokens, positions)[:n].clone()  # CUDA graph outputs are reused by the next call
+            return run(tokens, positions)[:n].clone()  # a CUDA graph's output is overwritten by its next replay
         tokens = torch.tensor([ids], device=self.device)
         return self.forward(tokens, torch.arange(start, start + n, device=self.device), keep=keep, end=start + n)
 
-    def compile(self, mode: str | None = "reduce-overhead", warmup_runs: int = 3, backend: str = "inductor",
+    def compile(self, mode: str | None = None, warmup_runs: int = 3, backend: str = "inductor",
                 tune: bool = False, exclusive=contextlib.nullcontext()) -> None:
-        """Compile the decode step for each of ``step_sizes`` and warm it up; then set ``ready``.
+        """Compile the decode step for each of ``step_sizes``, warm it up and, on CUDA, capture
+        it in a CUDA graph; then set ``ready``.
 
         The warm-up writes into the cache, so callers must treat its contents as lost.
         ``backend="eager"`` only captures the graph (fullgraph: any graph break raises),
@@ -144,14 +155,17 @@ class StaticDecoder:
         gpt-fast does): slower to compile; the one-row int8 linears it made were 3.4x
         faster on an H200 (bench/gpu_linear.py), the whole model is not measured yet.
 
-        ``exclusive`` (the engine's lock) is held while CUDA graphs are recorded, i.e. for
-        every call after each size's first (which compiles, and which CUDA-graph trees run
-        without recording): a capture fails when another thread works on the GPU meanwhile
-        (a suggestion served on the eager path: on an H200 the whole compile then failed
-        and the engine stayed eager).  Suggestions wait for the recording, not the compile.
+        ``exclusive`` (the engine's lock) is held after each size's first call (the compile,
+        minutes, beside the eager path's requests) for the warm-up and the capture (about a
+        second): a capture fails when another thread works on the GPU meanwhile (on an H200
+        a suggestion served on the eager path did that, and the engine stayed eager).
         """
         started = time.perf_counter()
-        compiled = torch.compile(self.forward, mode=mode, fullgraph=True, backend=backend)
+        # dynamic=False: each step size gets kernels specialised to it (a second size would
+        # otherwise be compiled with a symbolic length).
+        compiled = torch.compile(self.forward, mode=mode, fullgraph=True, backend=backend, dynamic=False)
+        capture = self.device.type == "cuda"
+        runs = {}
         # Inductor reads its settings when it compiles, i.e. at the first calls below.
         with torch._inductor.config.patch(coordinate_descent_tuning=tune), torch.inference_mode():
             for size in self.step_sizes:
@@ -159,11 +173,9 @@ class StaticDecoder:
                 positions = torch.arange(size, device=self.device)
                 compiled(tokens, positions)
                 with exclusive:
-                    for _ in range(warmup_runs - 1):
-                        compiled(tokens, positions)
-                    if self.device.type == "cuda":
-                        torch.cuda.synchronize(self.device)
-        self.compiled = compiled
+                    runs[size] = (CapturedStep.capture(compiled, tokens, positions, warmup_runs - 1)
+                                  if capture else compiled)
+        self.compiled, self.runs = compiled, runs
         self.compile_seconds = time.perf_counter() - started
         log.info("fast decoding compiled in %.1f s", self.compile_seconds)
         self.ready.set()
@@ -182,6 +194,35 @@ class StaticDecoder:
         thread = threading.Thread(target=run, name="infill-compile", daemon=True)
         thread.start()
         return thread
+
+
+class CapturedStep:
+    """One compiled step size as a CUDA graph: fixed input and output tensors, one replay."""
+
+    def __init__(self, graph, tokens: torch.Tensor, positions: torch.Tensor, logits: torch.Tensor):
+        self.graph, self.tokens, self.positions, self.logits = graph, tokens, positions, logits
+
+    @classmethod
+    def capture(cls, run, tokens: torch.Tensor, positions: torch.Tensor, warmup_runs: int) -> "CapturedStep":
+        # Warm up on a side stream (lazy initialisations must not land in the graph), as
+        # torch.cuda.graph's documentation asks.
+        side = torch.cuda.Stream()
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side):
+            for _ in range(max(1, warmup_runs)):
+                run(tokens, positions)
+        torch.cuda.current_stream().wait_stream(side)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            logits = run(tokens, positions)
+        torch.cuda.synchronize()
+        return cls(graph, tokens, positions, logits)
+
+    def __call__(self, tokens: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+        self.tokens.copy_(tokens)
+        self.positions.copy_(positions)
+        self.graph.replay()
+        return self.logits
 
 
 class StaticSession:
