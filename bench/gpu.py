@@ -206,8 +206,9 @@ def measure(variant: str, args, shape, device: str, baseline: dict) -> dict:
     started = time.perf_counter()
     model = build(variant, shape, args.model, device)
     result: dict = {"build_s": round(time.perf_counter() - started, 1), "footprint_mb": round(footprint_mb(model, device))}
-    if launches(model):
-        result["launches"] = launches(model)
+    chosen = launches(model)
+    if chosen:
+        result["launches"] = chosen
     if variant in MODEL_CARD_MB:
         result["model_card_mb"] = MODEL_CARD_MB[variant]
     bytes_per_token = weight_bytes(model) - model.model.embed_tokens.weight.numel() * model.model.embed_tokens.weight.element_size()
