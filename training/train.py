@@ -170,8 +170,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--warmup-steps", type=int, help="override the preset")
     ap.add_argument("--max-minutes", type=float, help="wall-clock budget: the LR schedule ends on time")
     ap.add_argument("--save-every", type=int, default=100)
-    # A CPU without bf16 instructions (no AVX512-BF16/AMX) emulates them: a training step of
-    # the gpu-small preset ran ~2.4x slower in bf16 than in float32 on such a 2-core VM.
+    # A CPU without bf16 instructions (no AVX512-BF16/AMX) emulates them: on such a 2-core VM
+    # training ran at 934 tokens/s in bf16 and 1,475 in float32 (training/README.md).
     # The held-out loss stays in bf16 either way, so legs remain comparable.
     ap.add_argument("--float32", action="store_true", help="train without bf16 autocast")
     ap.add_argument("--resume", action="store_true")
