@@ -34,7 +34,8 @@ fi
 
 # code-server goes into its own prefix in the cache, installed by the system npm
 # running on Node 24 (it builds native modules against it).
-installed_version="$(sed -n 's/^ *"version": "\(.*\)",$/\1/p' "$cache/code-server/node_modules/code-server/package.json" 2>/dev/null | head -1)"
+# Empty when code-server is not installed yet (a fresh machine): sed's error must not end the script.
+installed_version="$(sed -n 's/^ *"version": "\(.*\)",$/\1/p' "$cache/code-server/node_modules/code-server/package.json" 2>/dev/null | head -1 || true)"
 if [ "$installed_version" != "$code_server_version" ]; then
     log "installing code-server $code_server_version (takes a few minutes)"
     mkdir -p "$cache/code-server"
