@@ -75,6 +75,15 @@ def synchronize() -> None:
         torch.cuda.synchronize()
 
 
+def synchronized_ms(call) -> float:
+    """Milliseconds of one ``call``, the GPU's queued work included."""
+    synchronize()
+    started = time.perf_counter()
+    call()
+    synchronize()
+    return (time.perf_counter() - started) * 1000
+
+
 def time_engine(engine, prompt_tokens: int, new_tokens: int, runs: int = 3, prompt_lookup: bool = False,
                 repetitive: bool = False) -> dict:
     """Prefill ms for ``prompt_tokens`` and decode ms/token over ``new_tokens``, through the engine's own loop.

@@ -7,7 +7,7 @@ which the fused kernels do not take.  This times the chunk with that mask and wi
 lower-right causal attention (fast.StaticDecoder.lower_right_chunks), in one process on
 the StarCoder2-15B shape with random weights, plus the prompt from an empty cache, and
 lists the top kernels of each way from torch's profiler.  Then the typing replay's case:
-chunks of a new length each time (720-759 tokens after 900-881), once each, where a kernel
+chunks of a new length each time (720-739 tokens after 900-881), once each, where a kernel
 that prepares itself per shape pays for it every time.
 
 First run (H200, bench/results/gpu-prefill-20261126-220612.json, before the changing
@@ -22,10 +22,9 @@ lengths were added): at one repeated shape both ways took 43-44 ms for 700 token
 from __future__ import annotations
 
 import argparse
-import time
 
 from common import summary, write_result
-from engines import SMALL, STARCODER2_15B, random_model, synchronize
+from engines import SMALL, STARCODER2_15B, random_model, synchronize, synchronized_ms
 
 # (cached tokens, new tokens): the typing replay's median case, a paste-sized and a
 # draft-sized chunk.
@@ -35,14 +34,7 @@ CHUNKS = [(920, 700), (1400, 128), (1600, 16)]
 def timed(call, runs: int) -> dict:
     for _ in range(2):
         call()
-    samples = []
-    for _ in range(runs):
-        synchronize()
-        started = time.perf_counter()
-        call()
-        synchronize()
-        samples.append((time.perf_counter() - started) * 1000)
-    return summary(samples)
+    return summary([synchronized_ms(call) for _ in range(runs)])
 
 
 def top_kernels(call, device: str, count: int = 6) -> list[str]:
@@ -98,14 +90,9 @@ def main() -> None:
         changing = {}
         for lower_right in (False, True):
             decoder.lower_right_chunks = lower_right
-            samples = []
-            for i in range(10):  # lengths this process has not run yet
-                offset = 10 * (2 + lower_right) + i
-                synchronize()
-                started = time.perf_counter()
-                decoder.step(ids[cached - offset:cached + new], cached - offset, keep=1)
-                synchronize()
-                samples.append((time.perf_counter() - started) * 1000)
+            offsets = [10 * (2 + lower_right) + i for i in range(10)]  # lengths this process has not run yet
+            samples = [synchronized_ms(lambda: decoder.step(ids[cached - offset:cached + new], cached - offset, keep=1))
+                       for offset in offsets]
             changing["lower-right causal" if lower_right else "boolean mask"] = summary(samples)
         results[f"{new + 20}-{new + 39} tokens after {cached - 39}-{cached - 20}, a new length each"] = changing
     payload = {"model": {"random weights": shape}, "device": device,

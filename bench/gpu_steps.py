@@ -15,10 +15,9 @@ step after it, and the draft lookup itself; then profiles one draft check and on
 from __future__ import annotations
 
 import argparse
-import time
 
 from common import summary, write_result
-from engines import SMALL, STARCODER2_15B, random_model, synchronize
+from engines import SMALL, STARCODER2_15B, random_model, synchronize, synchronized_ms
 
 DRAFT = 8
 
@@ -42,26 +41,19 @@ def main() -> None:
     prompt = torch.randint(1, vocab, (args.prompt,), generator=generator).tolist()
     session = DynamicSession(model, device)
 
-    def timed(fn) -> float:
-        synchronize()
-        started = time.perf_counter()
-        fn()
-        synchronize()
-        return (time.perf_counter() - started) * 1000
-
     times: dict[str, list[float]] = {name: [] for name in ("step_1", "step_9", "crop_8", "step_1_after_crop", "lookup")}
     with torch.inference_mode():
         session.forward(prompt, keep=1)
         tokens = list(prompt)
         for _ in range(args.runs):
-            times["step_1"].append(timed(lambda: session.forward([tokens[-1]], keep=1)))
+            times["step_1"].append(synchronized_ms(lambda: session.forward([tokens[-1]], keep=1)))
             tokens.append(tokens[-1])
             draft = tokens[-DRAFT - 1:]
-            times["step_9"].append(timed(lambda: session.forward(draft, keep=len(draft))))
-            times["crop_8"].append(timed(lambda: session.truncate(session.length - DRAFT)))
-            times["step_1_after_crop"].append(timed(lambda: session.forward([tokens[-1]], keep=1)))
+            times["step_9"].append(synchronized_ms(lambda: session.forward(draft, keep=len(draft))))
+            times["crop_8"].append(synchronized_ms(lambda: session.truncate(session.length - DRAFT)))
+            times["step_1_after_crop"].append(synchronized_ms(lambda: session.forward([tokens[-1]], keep=1)))
             tokens.append(tokens[-1])
-            times["lookup"].append(timed(lambda: lookup_draft(tokens, DRAFT)))
+            times["lookup"].append(synchronized_ms(lambda: lookup_draft(tokens, DRAFT)))
             session.truncate(len(tokens))  # forget the draft's one surviving token
         activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.startswith("cuda") else [])
         sort = "cuda_time_total" if device.startswith("cuda") else "cpu_time_total"
