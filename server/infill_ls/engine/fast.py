@@ -27,6 +27,7 @@ import time
 
 import torch
 import torch.nn.functional as F
+from torch.nn.attention.bias import causal_lower_right
 
 log = logging.getLogger(__name__)
 
@@ -100,13 +101,16 @@ class StaticDecoder:
         x = self.inner.embed_tokens(ids)
         cos, sin = self.cos[positions], self.sin[positions]
         # A query sees every slot up to its own position; later slots hold stale tokens.
-        if end is None:
-            mask = positions[:, None] >= self.slots[None, :]
-        elif from_start:
+        slots = self.slots if end is None else self.slots[:end]
+        # n tokens after end - n cached ones: that mask is causal, aligned to the last slot.
+        lower_right = end is not None and not from_start and self.lower_right_chunks
+        if from_start:
             mask = None
-        else:  # n tokens after end - n cached ones: causal, aligned to the last slot
-            mask = self.chunk_mask(n, end)
-        expand = 1 if mask is None or isinstance(mask, torch.Tensor) else self.groups
+        elif lower_right:
+            mask = causal_lower_right(n, end)
+        else:
+            mask = positions[:, None] >= slots[None, :]
+        expand = self.groups if lower_right else 1
         for i, layer in enumerate(self.inner.layers):
             attention = layer.self_attn
             h = layer.input_layernorm(x)
@@ -140,13 +144,6 @@ class StaticDecoder:
     # takes it, prepared for no shape; at one shape both ways took 43-44 ms.  Whether it
     # closes the gap in the replay is not measured yet.  The bench turns it off to compare.
     lower_right_chunks = True
-
-    def chunk_mask(self, n: int, end: int):
-        if self.lower_right_chunks:
-            from torch.nn.attention.bias import causal_lower_right
-
-            return causal_lower_right(n, end)
-        return self.slots[end - n:end, None] >= self.slots[None, :end]
 
     def step(self, ids: list[int], start: int, keep: int | None = None) -> torch.Tensor:
         """Logits for ``ids`` written at positions ``start``... (at least the last ``keep`` rows).
