@@ -1,9 +1,10 @@
 """Which precision decodes fastest on this CPU: float32, bf16, dynamic int8, weight-only int8/int4.
 
-    python bench/cpu.py [--model DIR] [--prompt 1024] [--new 32] [--threads N]
+    python bench/cpu.py [--model DIR | --shape 3b-4-layers] [--prompt 1024] [--new 32] [--threads N]
+                        [--precisions P ...]
 
-Runs the engine's real greedy loop on the bundled model's shape with random weights
-(or a real checkpoint with --model), each precision on transformers' dynamic cache and on
+Runs the engine's real greedy loop on the bundled model's shape with random weights (or
+4 layers of StarCoder2-3B's shape, or a real checkpoint with --model), each precision on transformers' dynamic cache and on
 the static cache the server uses on a CPU ("-static"), and writes bench/results/cpu-*.json;
 the choice in server/infill_ls/hardware.py (CPU_PRECISION) comes from these figures.
 """
@@ -13,16 +14,18 @@ from __future__ import annotations
 import argparse
 
 from common import write_result
-from engines import BUNDLED, engine_for, random_model, time_engine
+from engines import BUNDLED, STARCODER2_3B_4_LAYERS, engine_for, pytorch_dynamic_int8, random_model, time_engine
 from infill_ls.engine.local import DRAFT_TOKENS, static_cache_tokens
 from infill_ls.settings import Settings
 
 # int8wo/int4wo are the plain modules, as the server runs them on a CPU; "int4wo-kernels":
-# on tinygemm (what the server uses on a GPU), for comparison.
-PRECISIONS = ("float32", "bf16", "int8dyn", "int8wo", "int4wo", "int4wo-kernels")
+# on tinygemm (what the server uses on a GPU), for comparison; "int8dyn-ao": the server's
+# int8dyn until 2026-11-27 (engines.pytorch_dynamic_int8), the baseline of its replacement.
+PRECISIONS = ("float32", "bf16", "int8dyn", "int8dyn-ao", "int8wo", "int4wo", "int4wo-kernels")
+SHAPES = {"bundled": BUNDLED, "3b-4-layers": STARCODER2_3B_4_LAYERS}
 
 
-def build(precision: str, model_dir: str | None):
+def build(precision: str, model_dir: str | None, shape: dict):
     import torch
     from transformers import AutoModelForCausalLM
 
@@ -32,21 +35,25 @@ def build(precision: str, model_dir: str | None):
     if model_dir:
         model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=dtype).eval()
     else:
-        model = random_model(BUNDLED, dtype, "cpu")
+        model = random_model(shape, dtype, "cpu")
     kind = precision.removesuffix("-kernels")
-    if kind not in ("float32", "bf16"):
+    if kind == "int8dyn-ao":
+        pytorch_dynamic_int8(model)
+    elif kind not in ("float32", "bf16"):
         quantize_weights(model, kind)
         if precision.endswith("-kernels"):
             use_kernels(model, dtype)
-    return engine_for(model, model_dir or "bundled shape, random weights", kind)
+    return engine_for(model, model_dir or "random weights", kind)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", help="a model directory (default: the bundled model's shape, random weights)")
+    parser.add_argument("--shape", choices=SHAPES, default="bundled", help="random weights of this shape")
     parser.add_argument("--prompt", type=int, default=1024, help="prompt tokens")
     parser.add_argument("--new", type=int, default=32, help="generated tokens")
     parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--precisions", nargs="+", choices=PRECISIONS, default=PRECISIONS)
     parser.add_argument("--threads", type=int, help="torch threads (default: what the engine picks for this size)")
     args = parser.parse_args()
     import torch
@@ -55,8 +62,8 @@ def main() -> None:
         torch.set_num_threads(args.threads)
 
     results = {}
-    for precision in PRECISIONS:
-        engine = build(precision, args.model)
+    for precision in args.precisions:
+        engine = build(precision, args.model, SHAPES[args.shape])
         # Each precision on transformers' dynamic cache, then on the static cache uncompiled
         # ("-static"), sized as the server sizes it on a CPU (fastDecode, contextTokens).
         for name in (precision, f"{precision}-static"):
@@ -68,7 +75,7 @@ def main() -> None:
                   results[name]["decode_ms_per_token"]["p50"], "ms/token", flush=True)
     fastest = min(results, key=lambda p: results[p]["decode_ms_per_token"]["p50"])
     path = write_result("cpu", {
-        "model": args.model or {"random weights": BUNDLED},
+        "model": args.model or {"random weights": SHAPES[args.shape], "shape": args.shape},
         "prompt_tokens": args.prompt, "new_tokens": args.new, "torch_threads": torch.get_num_threads(),
         "results": results, "fastest_decode": fastest,
     })

@@ -11,6 +11,9 @@ BUNDLED = dict(hidden_size=256, num_hidden_layers=4, num_attention_heads=4, num_
                intermediate_size=1024, vocab_size=8192, sliding_window=4096)
 STARCODER2_15B = dict(hidden_size=6144, num_hidden_layers=40, num_attention_heads=48, num_key_value_heads=4,
                       intermediate_size=24576, vocab_size=49152, sliding_window=4096)
+# 4 of StarCoder2-3B's 30 layers, its vocabulary: where a CPU's time goes to reading weights.
+STARCODER2_3B_4_LAYERS = dict(hidden_size=3072, num_hidden_layers=4, num_attention_heads=24, num_key_value_heads=2,
+                              intermediate_size=12288, vocab_size=49152, sliding_window=4096)
 # A laptop-sized stand-in for StarCoder2-15B, to run the GPU script's code on a CPU.
 SMALL = dict(hidden_size=128, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
              intermediate_size=512, vocab_size=2048, sliding_window=4096)
@@ -40,6 +43,19 @@ def random_model(shape: dict, dtype, device: str):
     # Its buffers were left empty on the meta device: build it again for real.
     model.model.rotary_emb = type(model.model.rotary_emb)(config).to(device)
     return model.eval()
+
+
+def pytorch_dynamic_int8(model):
+    """PyTorch's quantize_dynamic, the server's int8dyn until 2026-11-27 (one activation scale
+    per call): the baseline of its replacement, quantize.DynamicInt8Linear."""
+    import warnings
+
+    import torch
+    from torch.ao.quantization import quantize_dynamic
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # torch.ao.quantization announces its move to torchao
+        return quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8, inplace=True)
 
 
 class NumberTokenizer:

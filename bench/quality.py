@@ -2,7 +2,7 @@
 
     python bench/quality.py [--model DIR]      (default: the tiny test model)
 
-For each precision (bf16, int8wo, int4wo, int8dyn): max and mean |logit difference|
+For each precision (bf16, int8wo, int4wo, int8dyn, and int8dyn-ao: the old int8dyn): max and mean |logit difference|
 over every position of a few real-code prompts, the share of positions whose argmax
 agrees, and whether a 32-token greedy suggestion is exactly the float32 one.
 """
@@ -14,8 +14,9 @@ import sysconfig
 from pathlib import Path
 
 from common import summary, write_result
+from engines import pytorch_dynamic_int8
 
-KINDS = ("bf16", "int8wo", "int4wo", "int8dyn")
+KINDS = ("bf16", "int8wo", "int4wo", "int8dyn", "int8dyn-ao")
 
 
 def load(model_dir: str, kind: str):
@@ -26,6 +27,8 @@ def load(model_dir: str, kind: str):
 
     dtype = torch.bfloat16 if kind == "bf16" else torch.float32
     model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=dtype).eval()
+    if kind == "int8dyn-ao":
+        return pytorch_dynamic_int8(model)
     return model if kind in ("float32", "bf16") else quantize_weights(model, kind)
 
 

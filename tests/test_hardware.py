@@ -80,16 +80,17 @@ def test_options_are_ordered_by_the_measured_time_of_a_suggestion():
     assert set(hardware.gpu_options(with_bitsandbytes=False)) == {"bf16", "int8wo", "int4wo"}
 
 
-@pytest.mark.parametrize("flags, expected", [
-    ({"avx2", "fma", "amx_bf16", "amx_tile"}, "bf16"),  # Sapphire Rapids and later
-    ({"avx2", "avx512f", "avx512_bf16"}, "bf16"),  # Cooper Lake, Zen 4
-    ({"avx2", "fma"}, "int8dyn"),  # a laptop: bf16 would be emulated
-    (set(), "int8dyn"),  # no /proc/cpuinfo (macOS) or an ARM CPU
+@pytest.mark.parametrize("flags, parameters, expected", [
+    ({"avx2", "fma", "amx_bf16", "amx_tile"}, 5_000_000, "bf16"),  # Sapphire Rapids and later
+    ({"avx2", "avx512f", "avx512_bf16"}, 3_000_000_000, "bf16"),  # Cooper Lake, Zen 4
+    ({"avx2", "fma"}, 5_000_000, "float32"),  # a laptop (bf16 would be emulated), the bundled model
+    ({"avx2", "fma"}, 3_000_000_000, "int8dyn"),  # the same laptop, StarCoder2-3B
+    (set(), None, "int8dyn"),  # no /proc/cpuinfo (macOS) or an ARM CPU, a model of unknown size
 ])
-def test_a_cpu_gets_the_precision_measured_fastest_for_its_instructions(monkeypatch, flags, expected):
+def test_a_cpu_gets_the_precision_measured_fastest_for_its_instructions(monkeypatch, flags, parameters, expected):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     monkeypatch.setattr(hardware, "cpu_flags", lambda: flags)
-    placement = hardware.choose_placement("auto", "auto", 5_000_000)
+    placement = hardware.choose_placement("auto", "auto", parameters)
     assert (placement.device, placement.precision) == ("cpu", expected)
     # "none" means no quantization: float32, whatever the CPU.
     assert hardware.choose_placement("cpu", "none", 5_000_000).precision == "float32"

@@ -15,10 +15,19 @@ BYTES_PER_PARAM = {"bf16": 2.0, "8bit": 1.04, "4bit": 0.56, "int8wo": 1.04, "int
 #   ONEDNN_MAX_CPU_ISA=AVX2 ATEN_CPU_CAPABILITY=avx2):
 #                                  float32 149 / 10.3, bf16 520 / 6.6, int8dyn 105 / 3.3
 # A suggestion (a prefill and ~16 tokens) is fastest in bf16 where the CPU has bf16 matrix
-# instructions (AMX / AVX512-BF16), and in dynamic int8 elsewhere (bf16 is emulated there:
-# 5x slower prefill).  Quality against float32 (bench/quality.py, bundled model): bf16
-# argmax agreement 99.3 %, int8dyn 92.3 %, the same greedy text on 4 / 3 of 4 prompts.
-# ``quantization: none`` keeps float32.
+# instructions (AMX / AVX512-BF16: elsewhere bf16 is emulated, 5x slower prefill).  Those
+# int8dyn figures are PyTorch's quantize_dynamic, whose one activation scale per call made
+# a reused prompt's output differ from a fresh one's; int8dyn is now DynamicInt8Linear (a
+# scale per token, exact reuse), which on a Xeon without AMX or bf16 (2026-11-27,
+# cpu-20261127-011444.json, -011519.json with the AVX2 caps) ran the bundled model no faster
+# than float32: 131 / 7.5 against 142 / 7.3 (AVX2: 204 / 8.6 against 204 / 7.0; the old
+# kind 109 / 6.9 and 137 / 6.5).  On 4 layers of StarCoder2-3B's shape (2 threads, 256-token
+# prompt) it decoded at 56 ms/token against float32's 112.  So without bf16 instructions
+# `auto` keeps small models in float32 (the reference; int8dyn agrees with it on 97.6 % of
+# next tokens, the old kind on 92.3 %, quality-20261127-012310.json) and quantizes from
+# INT8_CPU_PARAMETERS up, where reading the weights outweighs the per-op overhead of
+# quantizing each token.
+INT8_CPU_PARAMETERS = 100_000_000
 BF16_CPU_FLAGS = {"amx_bf16", "avx512_bf16"}
 # Below this size a model runs fastest on one CPU thread: its matmuls are too small to
 # split, and OpenMP threads spinning on a busy machine made decoding 8-20x slower
@@ -97,8 +106,9 @@ def choose_placement(device: str, quantization: str, parameter_count: int | None
             return Placement(device, quantization, f"{quantization} requested on {device}")
         if quantization == "none" or device == "mps":
             return Placement(device, "float32", f"{device}: float32")
-        precision = cpu_precision()
-        why = "bf16 matrix instructions" if precision == "bf16" else "no bf16 matrix instructions"
+        precision = cpu_precision(parameter_count)
+        why = {"bf16": "bf16 matrix instructions", "int8dyn": "no bf16 matrix instructions, a large model",
+               "float32": "no bf16 matrix instructions, a small model"}[precision]
         return Placement(device, precision, f"{why}: the fastest measured, bench/cpu.py; none = float32")
     if not device.startswith("cuda") or not torch.cuda.is_available():
         raise ValueError(f"device {device} is not available (torch.cuda.is_available() is False)")
@@ -147,9 +157,12 @@ def cpu_flags() -> set[str]:
     return set()
 
 
-def cpu_precision() -> str:
-    """The fastest precision measured on a CPU like this one (see the figures above)."""
-    return "bf16" if cpu_flags() & BF16_CPU_FLAGS else "int8dyn"
+def cpu_precision(parameter_count: int | None) -> str:
+    """The fastest precision measured on a CPU like this one for a model of this size (see
+    the figures above; a model of unknown size counts as large)."""
+    if cpu_flags() & BF16_CPU_FLAGS:
+        return "bf16"
+    return "float32" if parameter_count is not None and parameter_count < INT8_CPU_PARAMETERS else "int8dyn"
 
 
 def cpu_threads(parameter_count: int) -> int | None:

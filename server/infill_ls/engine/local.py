@@ -242,8 +242,9 @@ class LocalEngine:
         elif settings.fastDecode and placement.device == "cpu":
             # The static cache, uncompiled: a quarter less time per decoded token than
             # transformers' dynamic cache on a CPU (the bundled model, 1 thread: bf16 3.3-3.6
-            # against 4.6-4.8 ms, int8dyn 2.7 against 3.8), the same prefill.  Compiling it
-            # gained ~10 % more after a 25 s compile: not done.
+            # against 4.6-4.8 ms, the old int8dyn 2.7 against 3.8), the same prefill.  Compiling
+            # it gained ~10 % more after a 25 s compile: not done.  (A Xeon without AMX,
+            # 2026-11-27: no gain, float32 8.7 against 7.3; cpu-20261127-011444.json.)
             engine.start_fast_decoding(static_cache_tokens(model, settings), compile=False)
         return engine
 

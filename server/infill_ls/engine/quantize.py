@@ -22,7 +22,8 @@ longer used (bench/gpu_linear.py).  Not on the CPU: there (2 cores, bundled mode
 float32; bench/results/cpu-20261126-003259.json) tinygemm's CPU port decoded no faster than
 the plain modules (8.8 vs 8.9 ms/token) and prefilled 1,024 tokens in 5.1 s against 0.12 s.
 
-``int8dyn`` is PyTorch's dynamic int8 quantization, a CPU-only option.
+``int8dyn`` quantizes the activations too, one scale per token, and multiplies in integers
+(``torch._int_mm``): a CPU option (``DynamicInt8Linear``).
 """
 
 from __future__ import annotations
@@ -51,16 +52,21 @@ INT4_GROUPS_PER_STEP, INT4_BLOCK_N = 2, 16
 INNER_K_TILES = (8, 4, 2)
 
 
+def symmetric_int8(values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``values`` as int8 codes with one float32 scale per row (the last dimension shares it)."""
+    scales = values.abs().amax(dim=-1, keepdim=True).clamp_(min=1e-8).div_(127)
+    return torch.div(values, scales).round_().clamp_(-127, 127).to(torch.int8), scales
+
+
 class Int8WeightOnlyLinear(nn.Module):
     """int8 weights with one float scale per output channel (symmetric)."""
 
     def __init__(self, linear: nn.Linear):
         super().__init__()
-        weight = linear.weight.detach().float()
-        scales = weight.abs().amax(dim=1).clamp(min=1e-8) / 127
+        codes, scales = symmetric_int8(linear.weight.detach().float())
         self.in_features, self.out_features = linear.in_features, linear.out_features
-        self.register_buffer("weight", torch.round(weight / scales[:, None]).clamp(-127, 127).to(torch.int8))
-        self.register_buffer("scales", scales.to(linear.weight.dtype))
+        self.register_buffer("weight", codes)
+        self.register_buffer("scales", scales.squeeze(1).to(linear.weight.dtype))
         self.register_buffer("bias", None if linear.bias is None else linear.bias.detach().clone())
         self.plan: gemv.Launch | None = None  # set by switch_to_kernel: decode-sized inputs take gemv.py
 
@@ -170,18 +176,47 @@ class Int4WeightOnlyLinear(nn.Module):
         del self.packed, self.scales, self.mins  # the kernel's copy replaces them
 
 
-WEIGHT_ONLY = {"int8wo": Int8WeightOnlyLinear, "int4wo": Int4WeightOnlyLinear}
+class DynamicInt8Linear(nn.Module):
+    """int8 weights (a scale per output channel) times int8 activations (a scale per token),
+    multiplied in integers: a CPU option for machines without bf16 instructions.
+
+    Each token is scaled on its own and integer sums are exact, so a token's output does not
+    depend on the other tokens of the call: a prompt prefilled whole, a prompt-cache reuse
+    that prefills only the edited tail, and a speculative step checking 9 tokens at once
+    give the tokens one at a time would.  PyTorch's ``quantize_dynamic`` (used before
+    2026-11-27) scaled each call as a whole, so they did not."""
+
+    def __init__(self, linear: nn.Linear):
+        super().__init__()
+        codes, scales = symmetric_int8(linear.weight.detach().float())
+        self.in_features, self.out_features = linear.in_features, linear.out_features
+        self.register_buffer("weight", codes)  # [out, in]; _int_mm reads its transpose as is
+        self.register_buffer("scales", scales.squeeze(1))
+        self.register_buffer("bias", None if linear.bias is None else linear.bias.detach().float().clone())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        rows, row_scales = symmetric_int8(x.reshape(-1, self.in_features).float())
+        # In place: a decoded token's linears are small enough that each op's overhead counts.
+        out = torch._int_mm(rows, self.weight.t()).float().mul_(row_scales).mul_(self.scales)
+        if self.bias is not None:
+            out.add_(self.bias)
+        return out.reshape(*x.shape[:-1], self.out_features).to(x.dtype)
 
 
-def quantize_weights(model: nn.Module, kind: str, skip: tuple[str, ...] = ("lm_head",)) -> nn.Module:
+QUANTIZED_LINEARS = {"int8wo": Int8WeightOnlyLinear, "int4wo": Int4WeightOnlyLinear, "int8dyn": DynamicInt8Linear}
+
+
+def quantize_weights(model: nn.Module, kind: str, skip: tuple[str, ...] | None = None) -> nn.Module:
     """Replace every ``nn.Linear`` of ``model`` (except those named in ``skip``) in place.
 
-    The output projection stays in full precision by default, as bitsandbytes does:
-    it is the layer most sensitive to rounding and a small share of the weights.
+    The weight-only kinds keep the output projection in full precision, as bitsandbytes
+    does: it is the layer most sensitive to rounding and a small share of a large model's
+    weights.  int8dyn quantizes it too: it is the bundled model's largest linear (8192 x
+    256), and a CPU reads it whole for every decoded token.
     """
-    if kind == "int8dyn":
-        return dynamic_int8(model)
-    make = WEIGHT_ONLY[kind]
+    if skip is None:
+        skip = () if kind == "int8dyn" else ("lm_head",)
+    make = QUANTIZED_LINEARS[kind]
     for name, module in list(model.named_modules()):
         for child_name, child in list(module.named_children()):
             full = f"{name}.{child_name}" if name else child_name
@@ -300,18 +335,6 @@ def tune_launch(module: nn.Module, x: torch.Tensor, expected: torch.Tensor, name
     module.plan = best
     log.info("%s: launch %s (%.4f ms with an L2 flush; tuned in %.1f s)", name, best, best_ms,
              time.perf_counter() - started)
-
-
-def dynamic_int8(model: nn.Module) -> nn.Module:
-    """PyTorch's dynamic int8 quantization of the linears (CPU kernels only)."""
-    import warnings
-
-    from torch.ao.quantization import quantize_dynamic
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # torch.ao.quantization announces its move to torchao
-        quantized = quantize_dynamic(model, {nn.Linear}, dtype=torch.qint8, inplace=True)
-    return quantized
 
 
 def weight_bytes(model: nn.Module) -> int:
