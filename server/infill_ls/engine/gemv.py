@@ -180,6 +180,7 @@ if triton is not None:
         for step in range(steps_per_split):
             g = first_group + step * GROUPS_PER_STEP + in_step  # [G]
             in_k = g < groups  # the last split may run past the groups
+            # The last term is all true: it widens the mask to the tile's whole shape (N, G, WORDS).
             where = in_n[:, None, None] & in_k[None, :, None] & (word_of_group[None, None, :] >= 0)
             word = _load(word_ptr + rows_n[:, None, None] * (K // 8) + g[None, :, None] * WORDS
                          + word_of_group[None, None, :], where, EVEN)
