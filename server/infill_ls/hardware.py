@@ -22,7 +22,8 @@ BYTES_PER_PARAM = {"bf16": 2.0, "8bit": 1.04, "4bit": 0.56, "int8wo": 1.04, "int
 # cpu-20261127-011444.json, -011519.json with the AVX2 caps) ran the bundled model no faster
 # than float32: 131 / 7.5 against 142 / 7.3 (AVX2: 204 / 8.6 against 204 / 7.0; the old
 # kind 109 / 6.9 and 137 / 6.5).  On 4 layers of StarCoder2-3B's shape (2 threads, 256-token
-# prompt) it decoded at 56 ms/token against float32's 112.  So without bf16 instructions
+# prompt; bench/cpu.py --shape 3b-4-layers, cpu-20261127-021301.json) it decoded at 37.8
+# ms/token against float32's 114 and the old kind's 36.8.  So without bf16 instructions
 # `auto` keeps small models in float32 (the reference; int8dyn agrees with it on 97.6 % of
 # next tokens, the old kind on 92.3 %, quality-20261127-012310.json) and quantizes from
 # INT8_CPU_PARAMETERS up, where reading the weights outweighs the per-op overhead of
