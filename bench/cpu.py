@@ -4,16 +4,17 @@
                         [--precisions P ...]
 
 Runs the engine's real greedy loop on the bundled model's shape with random weights (or
-4 layers of StarCoder2-3B's shape, or a real checkpoint with --model), each precision on transformers' dynamic cache and on
-the static cache the server uses on a CPU ("-static"), and writes bench/results/cpu-*.json;
-the choice in server/infill_ls/hardware.py (CPU_PRECISION) comes from these figures.
+4 layers of StarCoder2-3B's shape, or a real checkpoint with --model), each precision on
+transformers' dynamic cache and on the static cache the server uses on a CPU ("-static")
+by turns, and writes bench/results/cpu-*.json; the choice in server/infill_ls/hardware.py
+(cpu_precision) comes from these figures.
 """
 
 from __future__ import annotations
 
 import argparse
 
-from common import write_result
+from common import summary, write_result
 from engines import BUNDLED, STARCODER2_3B_4_LAYERS, engine_for, pytorch_dynamic_int8, random_model, time_engine
 from infill_ls.engine.local import DRAFT_TOKENS, static_cache_tokens
 from infill_ls.settings import Settings
@@ -63,14 +64,25 @@ def main() -> None:
 
     results = {}
     for precision in args.precisions:
-        engine = build(precision, args.model, SHAPES[args.shape])
-        # Each precision on transformers' dynamic cache, then on the static cache uncompiled
-        # ("-static"), sized as the server sizes it on a CPU (fastDecode, contextTokens).
-        for name in (precision, f"{precision}-static"):
-            if name.endswith("-static"):
-                slots = max(static_cache_tokens(engine.model, Settings()), args.prompt + args.new + DRAFT_TOKENS + 1)
-                engine.start_fast_decoding(slots, compile=False)
-            results[name] = time_engine(engine, args.prompt, args.new, runs=args.runs)
+        dynamic = build(precision, args.model, SHAPES[args.shape])
+        # Each precision on transformers' dynamic cache and on the static cache uncompiled
+        # ("-static"), sized as the server sizes it on a CPU (fastDecode, contextTokens): two
+        # engines on the same weights, run by turns, so a drift of the machine's speed hits
+        # both alike (one after the other, the static cache once looked 8 % slower here).
+        static = engine_for(dynamic.model, dynamic.info.name, dynamic.info.precision)
+        slots = max(static_cache_tokens(static.model, Settings()), args.prompt + args.new + DRAFT_TOKENS + 1)
+        static.start_fast_decoding(slots, compile=False)
+        runs: dict[str, list[dict]] = {precision: [], f"{precision}-static": []}
+        for turn in range(args.runs):
+            order = [(precision, dynamic), (f"{precision}-static", static)]
+            for name, engine in order if turn % 2 == 0 else order[::-1]:
+                runs[name].append(time_engine(engine, args.prompt, args.new, runs=1))
+        for name, timings in runs.items():
+            results[name] = {
+                "prefill_ms": summary([t["prefill_ms"]["p50"] for t in timings]),
+                "decode_ms_per_token": summary([t["decode_ms_per_token"]["p50"] for t in timings]),
+                "path": timings[-1]["path"],
+            }
             print(name, results[name]["prefill_ms"]["p50"], "ms prefill,",
                   results[name]["decode_ms_per_token"]["p50"], "ms/token", flush=True)
     fastest = min(results, key=lambda p: results[p]["decode_ms_per_token"]["p50"])
