@@ -5,8 +5,8 @@
 
 Runs the engine's real greedy loop on the bundled model's shape with random weights (or
 4 layers of StarCoder2-3B's shape, or a real checkpoint with --model), each precision on
-transformers' dynamic cache and on the static cache the server uses on a CPU ("-static")
-by turns, and writes bench/results/cpu-*.json; the choice in server/infill_ls/hardware.py
+transformers' dynamic cache and on the static cache the server uses on a CPU ("-static"),
+all by turns, and writes bench/results/cpu-*.json; the choice in server/infill_ls/hardware.py
 (cpu_precision) comes from these figures.
 """
 
@@ -62,29 +62,32 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
 
-    results = {}
+    # Each precision on transformers' dynamic cache and on the static cache uncompiled
+    # ("-static"), sized as the server sizes it on a CPU (fastDecode, contextTokens); the
+    # static engine shares the dynamic one's weights.  All of them run by turns, so a drift
+    # of the machine's speed hits each alike: one after the other, the same float32 engine
+    # took 7.3 and 10.1 ms/token an hour apart, and the static cache once looked 8 % slower.
+    engines = {}
     for precision in args.precisions:
         dynamic = build(precision, args.model, SHAPES[args.shape])
-        # Each precision on transformers' dynamic cache and on the static cache uncompiled
-        # ("-static"), sized as the server sizes it on a CPU (fastDecode, contextTokens): two
-        # engines on the same weights, run by turns, so a drift of the machine's speed hits
-        # both alike (one after the other, the static cache once looked 8 % slower here).
         static = engine_for(dynamic.model, dynamic.info.name, dynamic.info.precision)
         slots = max(static_cache_tokens(static.model, Settings()), args.prompt + args.new + DRAFT_TOKENS + 1)
         static.start_fast_decoding(slots, compile=False)
-        runs: dict[str, list[dict]] = {precision: [], f"{precision}-static": []}
-        for turn in range(args.runs):
-            order = [(precision, dynamic), (f"{precision}-static", static)]
-            for name, engine in order if turn % 2 == 0 else order[::-1]:
-                runs[name].append(time_engine(engine, args.prompt, args.new, runs=1))
-        for name, timings in runs.items():
-            results[name] = {
-                "prefill_ms": summary([t["prefill_ms"]["p50"] for t in timings]),
-                "decode_ms_per_token": summary([t["decode_ms_per_token"]["p50"] for t in timings]),
-                "path": timings[-1]["path"],
-            }
-            print(name, results[name]["prefill_ms"]["p50"], "ms prefill,",
-                  results[name]["decode_ms_per_token"]["p50"], "ms/token", flush=True)
+        engines[precision], engines[f"{precision}-static"] = dynamic, static
+    timings: dict[str, list[dict]] = {name: [] for name in engines}
+    names = list(engines)
+    for turn in range(args.runs):
+        for name in names[turn % len(names):] + names[:turn % len(names)]:
+            timings[name].append(time_engine(engines[name], args.prompt, args.new, runs=1))
+    results = {}
+    for name, runs in timings.items():
+        results[name] = {
+            "prefill_ms": summary([t["prefill_ms"]["p50"] for t in runs]),
+            "decode_ms_per_token": summary([t["decode_ms_per_token"]["p50"] for t in runs]),
+            "path": runs[-1]["path"],
+        }
+        print(name, results[name]["prefill_ms"]["p50"], "ms prefill,",
+              results[name]["decode_ms_per_token"]["p50"], "ms/token", flush=True)
     fastest = min(results, key=lambda p: results[p]["decode_ms_per_token"]["p50"])
     path = write_result("cpu", {
         "model": args.model or {"random weights": SHAPES[args.shape], "shape": args.shape},
