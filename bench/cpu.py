@@ -76,9 +76,11 @@ def main() -> None:
         engines[precision], engines[f"{precision}-static"] = dynamic, static
     timings: dict[str, list[dict]] = {name: [] for name in engines}
     names = list(engines)
-    for turn in range(args.runs):
+    for turn in range(args.runs + 1):  # turn 0 warms each engine up, untimed
         for name in names[turn % len(names):] + names[:turn % len(names)]:
-            timings[name].append(time_engine(engines[name], args.prompt, args.new, runs=1))
+            timing = time_engine(engines[name], args.prompt, args.new, runs=1, warmup=False)
+            if turn:
+                timings[name].append(timing)
     results = {}
     for name, runs in timings.items():
         results[name] = {

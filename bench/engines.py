@@ -101,10 +101,11 @@ def synchronized_ms(call) -> float:
 
 
 def time_engine(engine, prompt_tokens: int, new_tokens: int, runs: int = 3, prompt_lookup: bool = False,
-                repetitive: bool = False) -> dict:
+                repetitive: bool = False, warmup: bool = True) -> dict:
     """Prefill ms for ``prompt_tokens`` and decode ms/token over ``new_tokens``, through the engine's own loop.
 
     ``repetitive`` builds the prompt from one 64-token piece repeated, the case prompt lookup is for.
+    ``warmup=False`` skips the untimed first run, for a caller that warmed the engine up itself.
     """
     import random
 
@@ -115,7 +116,7 @@ def time_engine(engine, prompt_tokens: int, new_tokens: int, runs: int = 3, prom
     prefill, per_token = [], []
     # One untimed run first: a path's first prompt of a size picks its kernels (the 15B
     # shape's first static-cache prefill took 205 ms, the next 99, H200 2026-11-26).
-    for run in range(runs + 1):
+    for run in range(0 if warmup else 1, runs + 1):
         ids = [rng.randrange(1, vocab) for _ in range(64 if repetitive else prompt_tokens)]
         ids = (ids * (prompt_tokens // len(ids) + 1))[:prompt_tokens]
         engine.clear_prompt_cache()

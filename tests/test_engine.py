@@ -77,6 +77,8 @@ def exact_engine(request, tiny_model) -> LocalEngine:
     """Each precision whose greedy output must not depend on how the prompt was split into
     forward calls: float32, and int8dyn (auto's pick for large models on CPUs without bf16
     instructions, where PyTorch's quantize_dynamic failed this: one activation scale per call)."""
+    if request.param == "none":
+        return request.getfixturevalue("engine")  # the module's float32 engine, not a second one
     return load_engine(tiny_model, quantization=request.param)
 
 
