@@ -4,12 +4,9 @@ loads like any other and completes held-out-style code plausibly.
 Assertions are on properties (a parenthesis gets closed, an imported module exists in
 the context), not on exact strings a retrain would change.
 
-One quality property is marked xfail(strict=True): the shipped model (5M parameters,
-1.13B tokens on an H100, two H200s and a CPU, see training/MODEL_CARD.md) closes signatures
-and uses a function's parameters in its return (since leg 6; the mark on that test went)
-but does not yet copy a module name from the repository context.  Strict means a retrained
-model that does meet it makes the suite fail until the mark is removed, so the mark cannot
-outlive the weakness it records.
+Leg 9 (2026-11-27, training/MODEL_CARD.md) is the first to pass the import test: after
+`from shapes.` it names a module of the repository context; earlier legs wrote `typing`
+or `__all__` there, and the test carried a strict xfail mark until the weights met it.
 """
 
 from __future__ import annotations
@@ -82,11 +79,6 @@ def test_is_a_small_starcoder2_checkpoint(model, tokenizer):
     assert f"{sum(p.numel() for p in model.parameters()):,}" in card, "model card states another parameter count"
 
 
-UNDERTRAINED = pytest.mark.xfail(
-    strict=True, reason="infill-small (5M parameters, 1.13B tokens) is too small for this yet"
-)
-
-
 def test_closes_the_parenthesis_of_a_signature(model, tokenizer):
     prefix = (
         "class Session:\n"
@@ -98,7 +90,6 @@ def test_closes_the_parenthesis_of_a_signature(model, tokenizer):
     assert ")" in line and line.rstrip().endswith(":"), line
 
 
-@UNDERTRAINED
 def test_import_names_a_module_from_the_repository_context(model, tokenizer):
     context = {
         "shapes/geometry.py": "class Point:\n    def __init__(self, x, y):\n        self.x = x\n        self.y = y\n",

@@ -243,7 +243,8 @@ def test_evaluation_scores_every_hole_and_compares_two_models_on_the_same_holes(
 def test_import_holes_leave_a_module_name_to_the_snippet_headers(work):
     """--import-share: the hole is the module name that ends an import of another file of
     the package, and the prompt shows that file (its path in a snippet's header) — the
-    bundled model's failing property (an import line names a module from the context)."""
+    property the bundled model learnt from it in leg 9 (an import line names a module from
+    the context)."""
     from training.samples import import_hole
 
     repos = load_split(work / "data" / "train.jsonl")
