@@ -22,8 +22,9 @@ from common import summary, write_result
 from engines import SMALL, STARCODER2_15B, synchronize, synchronized_ms
 from gpu import build
 
-# Kernel names by kind (device-side names: Triton kernels keep their Python function's
-# name, cuBLAS/cuDNN/flash kernels carry their library's).
+# Kernel names by kind, a heuristic on device-side names (Triton kernels keep their Python
+# function's name, cuBLAS/cuDNN/flash kernels carry their library's): check the printed top
+# kernels that no linear landed in "other".
 KINDS = (
     ("linear: project kernels (gemv.py)", ("int4", "int8", "gemv_kernel", "matvec", "sum_of_splits", "dequant")),
     ("linear: cuBLAS", ("gemv", "gemm", "nvjet", "xmma", "cutlass", "splitk")),
