@@ -244,7 +244,8 @@ class LocalEngine:
             # transformers' dynamic cache on a CPU (the bundled model, 1 thread: bf16 3.3-3.6
             # against 4.6-4.8 ms, the old int8dyn 2.7 against 3.8), the same prefill.  Compiling
             # it gained ~10 % more after a 25 s compile: not done.  (A Xeon without AMX,
-            # 2026-11-27, the two interleaved: about even, float32 6.95 against 7.07 ms.)
+            # 2026-11-27: about even, float32 6.95 against 7.07 ms, until one-token steps lost
+            # a needless mask in fast.py: 5.31 against 7.22, bench/results/cpu-20261127-045323.json.)
             engine.start_fast_decoding(static_cache_tokens(model, settings), compile=False)
         return engine
 
