@@ -47,7 +47,8 @@ def device_time_by_kind(trace, steps: int) -> tuple[dict, list]:
             per_kernel[event.name] = per_kernel.get(event.name, 0.0) + event.device_time_total / 1000 / steps
     by_kind: dict[str, float] = {}
     for name, ms in per_kernel.items():
-        by_kind[kind_of(name)] = by_kind.get(kind_of(name), 0.0) + ms
+        kind = kind_of(name)
+        by_kind[kind] = by_kind.get(kind, 0.0) + ms
     top = sorted(per_kernel.items(), key=lambda item: -item[1])[:12]
     return {kind: round(ms, 3) for kind, ms in sorted(by_kind.items())}, [[name[:90], round(ms, 3)] for name, ms in top]
 
@@ -85,7 +86,6 @@ def main() -> None:
             for _ in range(2):  # kernels picked, caches warm
                 decoder.step([7], args.prompt)
             step_ms = [synchronized_ms(lambda: decoder.step([7], args.prompt)) for _ in range(args.steps)]
-            synchronize()
             with profile(activities=activities) as trace:
                 for _ in range(args.steps):
                     decoder.step([7], args.prompt)
