@@ -16,7 +16,8 @@ import argparse
 
 from common import summary, write_result
 from engines import BUNDLED, STARCODER2_3B_4_LAYERS, engine_for, pytorch_dynamic_int8, random_model, time_engine
-from infill_ls.engine.local import DRAFT_TOKENS, static_cache_tokens
+from infill_ls.engine import fast
+from infill_ls.engine.local import DRAFT_TOKENS, FAST_STEP_SIZES, static_cache_tokens
 from infill_ls.settings import Settings
 
 # int8wo/int4wo are the plain modules, as the server runs them on a CPU; "int4wo-kernels":
@@ -56,6 +57,9 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--precisions", nargs="+", choices=PRECISIONS, default=PRECISIONS)
     parser.add_argument("--threads", type=int, help="torch threads (default: what the engine picks for this size)")
+    parser.add_argument("--apart", action="store_true",
+                        help="also the static cache with the attention's projections apart (\"-static-apart\"), "
+                             "as before fast.py joined them")
     args = parser.parse_args()
     import torch
 
@@ -74,6 +78,11 @@ def main() -> None:
         slots = max(static_cache_tokens(static.model, Settings()), args.prompt + args.new + DRAFT_TOKENS + 1)
         static.start_fast_decoding(slots, compile=False)
         engines[precision], engines[f"{precision}-static"] = dynamic, static
+        if args.apart:
+            apart = engine_for(dynamic.model, dynamic.info.name, dynamic.info.precision)
+            apart.fast = fast.StaticDecoder(apart.model, slots, step_sizes=FAST_STEP_SIZES, join_qkv=False)
+            apart.fast.ready.set()
+            engines[f"{precision}-static-apart"] = apart
     timings: dict[str, list[dict]] = {name: [] for name in engines}
     names = list(engines)
     for turn in range(args.runs + 1):  # turn 0 warms each engine up, untimed

@@ -11,7 +11,8 @@ and without gpt-fast's coordinate-descent tuning of the generated kernels), gemv
 Triton kernels, or tinygemm for int4, eager and compiled.  (PyTorch's int8 matrix-vector kernel, measured here on
 2026-11-26 at 150 ms per token, 20x slower than bf16, is no longer offered.)  Each is
 checked against the bf16 linear's output.  The estimate per token adds 40 layers of
-each shape and the bf16 output projection; attention and the rest are not counted.
+each shape and the bf16 output projection, with the attention's projections apart and
+joined (as fast.py runs them); attention and the rest are not counted.
 """
 
 from __future__ import annotations
@@ -25,9 +26,13 @@ from common import summary, write_result
 LAYERS = 40
 # (in, out, linears per layer) of StarCoder2-15B; the output projection (6144 x 49152) stays bf16.
 # The largest first: a run cut short still has the shapes that hold most of the weights.
-SHAPES = {"c_fc": (6144, 24576, 1), "c_proj": (24576, 6144, 1), "q_proj+o_proj": (6144, 6144, 2),
-          "k_proj+v_proj": (6144, 512, 2)}
-SMALL_SHAPES = {"q_proj+o_proj": (256, 256, 2), "c_fc": (256, 1024, 1)}
+SHAPES = {"c_fc": (6144, 24576, 1), "c_proj": (24576, 6144, 1), "qkv_proj (joined)": (6144, 7168, 1),
+          "q_proj+o_proj": (6144, 6144, 2), "k_proj+v_proj": (6144, 512, 2)}
+SMALL_SHAPES = {"q_proj+o_proj": (256, 256, 2), "c_fc": (256, 1024, 1), "qkv_proj (joined)": (256, 384, 1),
+                "k_proj+v_proj": (256, 64, 2)}
+# fast.py's decoder runs the query, key and value projections as one linear: per layer it
+# replaces these (the key and value projections, and the query's half of "q_proj+o_proj").
+JOINED, REPLACED = "qkv_proj (joined)", {"q_proj+o_proj": 1, "k_proj+v_proj": 2}
 LM_HEAD = (6144, 49152)
 
 
@@ -191,19 +196,27 @@ def main() -> None:
             payload["lm_head_bf16_ms"] = timer(lambda: head(x), device)[0]
     # Per token: every layer's linears in one implementation, plus the bf16 output projection.
     names = {name for row in results.values() for name in row if isinstance(row.get(name), dict) and "ms" in row[name]}
-    estimate = {}
-    for name in sorted(names):
-        if all(name in row and "ms" in row[name] for row in results.values()):
-            ms = sum(row[name]["ms"] * row["per_layer"] for row in results.values()) * LAYERS
-            estimate[name] = round(ms + payload.get("lm_head_bf16_ms", 0.0), 2)
-    payload["linears_ms_per_token"] = estimate
+    per_shape = {name: {shape: row[name]["ms"] for shape, row in results.items() if "ms" in row.get(name, {})}
+                 for name in names}
     if args.sweep and all("triton_sweep" in row for row in results.values()):
         for kind in ("int8wo", "int4wo"):
-            best = sum(row["triton_sweep"][kind][0]["ms"] * row["per_layer"] for row in results.values()) * LAYERS
-            estimate[f"{kind}-triton-best-launch"] = round(best + payload.get("lm_head_bf16_ms", 0.0), 2)
+            per_shape[f"{kind}-triton-best-launch"] = {shape: row["triton_sweep"][kind][0]["ms"]
+                                                       for shape, row in results.items()}
+    head_ms = payload.get("lm_head_bf16_ms", 0.0)
+    apart, joined = {}, {}
+    for name, ms in sorted(per_shape.items()):
+        if len(ms) < len(results):
+            continue  # a shape failed or was skipped
+        layer = sum(ms[shape] * results[shape]["per_layer"] for shape in ms if shape != JOINED)
+        apart[name] = round(layer * LAYERS + head_ms, 2)
+        if JOINED in ms:
+            layer += ms[JOINED] - sum(ms[shape] * count for shape, count in REPLACED.items())
+            joined[name] = round(layer * LAYERS + head_ms, 2)
+    payload["linears_ms_per_token"], payload["linears_ms_per_token_qkv_joined"] = apart, joined
     payload["elapsed_s"] = round(time.perf_counter() - began, 1)
     path = write_result("gpu-linear-small" if args.small else "gpu-linear", payload)
-    print(estimate)
+    print("apart:", apart)
+    print("qkv joined:", joined)
     print(path)
 
 

@@ -265,6 +265,40 @@ def test_short_steps_padded_to_a_compiled_size_give_the_unpadded_logits(tiny_mod
         assert torch.allclose(masked, padded.step(ids[:300], 0), atol=1e-4)
 
 
+@pytest.mark.parametrize("kind", ["float32", "int8wo", "int4wo", "int8dyn"])
+def test_the_decoder_joins_query_key_and_value_without_adding_memory(tiny_model, engine, kind):
+    """The static decoder runs each layer's three attention projections as one linear: it
+    computes what the three compute, they keep views of its tensors (the footprint does not
+    grow), and the eager path on the same model gives the logits it gave before."""
+    from infill_ls.engine import fast
+    from infill_ls.engine.quantize import weight_bytes
+
+    model = quantized_model(tiny_model, kind)
+    ids = prompt_ids(engine, SOURCE[:900], "", context_tokens=400)
+    with torch.inference_mode():
+        eager_before = model(input_ids=torch.tensor([ids])).logits
+        footprint = weight_bytes(model)
+        apart = fast.StaticDecoder(model, 512, join_qkv=False)
+        joined = fast.StaticDecoder(model, 512)
+        assert apart.qkv == [None, None] and None not in joined.qkv
+        assert weight_bytes(model) == footprint
+        for layer, qkv in zip(model.model.layers, joined.qkv):
+            attention = layer.self_attn
+            parts = (attention.q_proj, attention.k_proj, attention.v_proj)
+            assert qkv.out_features == sum(part.out_features for part in parts)
+            for name, tensor in qkv.named_buffers() if kind != "float32" else qkv.named_parameters():
+                storage = tensor.untyped_storage().data_ptr()
+                assert all(getattr(part, name).untyped_storage().data_ptr() == storage for part in parts), name
+            h = torch.randn(1, 5, qkv.in_features)
+            want = torch.cat([part(h) for part in parts], dim=-1)
+            assert torch.allclose(qkv(h), want, rtol=1e-5, atol=1e-5)
+        assert torch.equal(model(input_ids=torch.tensor([ids])).logits, eager_before)
+        # A prompt and decode steps: the same logits as the projections apart.
+        for start, end in ((0, 300), (300, 301), (301, 302)):
+            assert torch.allclose(joined.step(ids[start:end], start), apart.step(ids[start:end], start),
+                                  rtol=1e-4, atol=1e-4), (start, end)
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="compiled fast decoding needs CUDA (CPU checks it uncompiled)")
 @pytest.mark.parametrize("quantization", ["none", "int8wo", "int4wo"])  # the weight-only kinds on gemv.py's kernels
 def test_compiled_fast_decoding_on_cuda_matches_eager(tiny_model, quantization):

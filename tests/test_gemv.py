@@ -72,6 +72,17 @@ for kind in ("int8wo", "int4wo"):
         errors = [((switched(input_ids=i).logits - plain(input_ids=i).logits).abs().max().item())
                   for i in (ids[:, :1], ids[:, :9], ids)]
     report["models"][kind] = {"counts": counts, "errors": errors}
+    # The static decoder joins each layer's query, key and value projections: the joined
+    # linear must decode on a kernel too, with the plain model's logits.
+    from infill_ls.engine import fast
+    decoder = fast.StaticDecoder(switched, 64)
+    with torch.inference_mode():
+        steps = [decoder.step(ids[0, :30].tolist(), 0, keep=1)] + [decoder.step([t], p) for p, t in
+                                                                     ((30, ids[0, 30].item()), (31, ids[0, 31].item()))]
+        want = plain(input_ids=ids[:, :32]).logits[0, 29:32]
+    report["models"][kind + " joined"] = {"kernels": sum(j.plan is not None for j in decoder.qkv),
+                                          "layers": len(decoder.qkv),
+                                          "errors": [(torch.cat(steps) - want).abs().max().item()]}
 
 
 class FailsToCompile:  # a tensor-core kernel that does not build on this GPU
@@ -113,7 +124,10 @@ def test_the_triton_kernels_compute_what_the_plain_modules_compute(tiny_model):
         worst = max(cases, key=lambda case: case["error"])
         assert worst["error"] < bound, worst
     for kind, result in report["models"].items():
-        assert result["counts"]["plain"] == 0 and result["counts"]["kernel"] > 0, (kind, result)
+        if kind.endswith("joined"):
+            assert result["kernels"] == result["layers"] > 0, (kind, result)
+        else:
+            assert result["counts"]["plain"] == 0 and result["counts"]["kernel"] > 0, (kind, result)
         assert max(result["errors"]) < 1e-3, (kind, result)
     # A tensor-core kernel that fails its check at load leaves the linears on the one-row
     # kernels (not plain), each row at a time, with the same logits.

@@ -27,7 +27,10 @@ import time
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 from torch.nn.attention.bias import causal_lower_right
+
+from . import quantize
 
 log = logging.getLogger(__name__)
 
@@ -42,13 +45,65 @@ def supports(model) -> bool:
     )
 
 
+def row_layout(module: nn.Module) -> tuple | None:
+    """``module``'s tensors by name, and which are None, if each has one row per output feature."""
+    tensors = {**module._parameters, **module._buffers}
+    if any(t is not None and t.shape[0] != module.out_features for t in tensors.values()):
+        return None
+    return tuple((name, t is None) for name, t in tensors.items())
+
+
+def joined_linear(linears: list[nn.Module]) -> nn.Module | None:
+    """One linear computing ``linears`` side by side (their outputs concatenated), or None
+    where they cannot be joined: different kinds or inputs, or a layout whose rows are not
+    output features (tinygemm's tiles, bitsandbytes).
+
+    Each tensor of the kinds joined here (``nn.Linear`` and quantize.py's) has a row per
+    output feature, so joining is concatenating rows, and the parts keep views of the joined
+    tensors: no memory is added, and transformers' own forward (the eager path) still runs
+    them.  Why: a narrow linear costs a decode step about as much time as a wide one.  On an
+    H200 the 15B shape's key and value projections (512 rows) took 17-19 µs each in int8
+    and int4 against 30 for the query's 6,144 (bench/results/gpu-linear-20261126-151314.json):
+    ~1.4 ms per token over 40 layers for 1/14 of the attention's weights."""
+    first = linears[0]
+    kind = type(first)
+    layouts = {row_layout(m) for m in linears}
+    if (kind not in (nn.Linear, *quantize.QUANTIZED_LINEARS.values()) or any(type(m) is not kind for m in linears)
+            or len(layouts) > 1 or None in layouts or len({m.in_features for m in linears}) > 1
+            or getattr(first, "kernel", False)):
+        return None
+    joined = kind.__new__(kind)
+    nn.Module.__init__(joined)
+    for key, value in vars(first).items():  # in_features, group_size, ...: the same for all
+        if not key.startswith("_"):
+            setattr(joined, key, value)
+    sizes = [m.out_features for m in linears]
+    joined.out_features = sum(sizes)
+    if hasattr(joined, "plan"):
+        joined.plan = None  # a kernel's launch is chosen per shape (quantize.use_kernels)
+    for name, _ in layouts.pop():
+        parameter = name in first._parameters
+        register = joined.register_parameter if parameter else joined.register_buffer
+        if getattr(first, name) is None:
+            register(name, None)
+            continue
+        whole = torch.cat([getattr(m, name).detach() for m in linears])
+        register(name, nn.Parameter(whole, requires_grad=False) if parameter else whole)
+        for module, part in zip(linears, whole.split(sizes)):
+            if parameter:
+                module._parameters[name] = nn.Parameter(part, requires_grad=False)
+            else:
+                module._buffers[name] = part
+    return joined
+
+
 def rotate_half(x: torch.Tensor) -> torch.Tensor:
     half = x.shape[-1] // 2
     return torch.cat((-x[..., half:], x[..., :half]), dim=-1)
 
 
 class StaticDecoder:
-    def __init__(self, model, max_tokens: int, step_sizes: tuple[int, ...] = (1,)):
+    def __init__(self, model, max_tokens: int, step_sizes: tuple[int, ...] = (1,), join_qkv: bool = True):
         config = model.config
         inner = model.model
         self.model, self.inner = model, inner
@@ -68,6 +123,9 @@ class StaticDecoder:
         cos, sin = inner.rotary_emb(torch.zeros(1, dtype=dtype, device=self.device), positions[None])
         self.cos, self.sin = cos[0].to(dtype), sin[0].to(dtype)
         self.slots = positions
+        self.qkv_sizes = [config.num_attention_heads * self.head_dim] + 2 * [config.num_key_value_heads * self.head_dim]
+        # join_qkv=False: the bench's comparison (bench/gpu_linear.py times the linears both ways).
+        self.qkv = self.join_projections(dtype) if join_qkv else [None] * len(inner.layers)
         # Fixed addresses: CUDA graphs may then write the cache in place.  Without this the
         # cache tensors are ordinary graph inputs, and inductor skipped CUDA graphs on the
         # H100 ("skipping cudagraphs due to mutated inputs (80 instances)", bench/gpu.py,
@@ -82,6 +140,28 @@ class StaticDecoder:
         self.compiled = None  # the torch.compile'd forward
         self.runs: dict = {}  # step size -> its CapturedStep (CUDA) or the compiled forward
         self.compile_seconds: float | None = None
+
+    def join_projections(self, dtype: torch.dtype) -> list[nn.Module | None]:
+        """Each layer's query, key and value projections as one linear (``joined_linear``), on
+        the kernels the three use; or None for every layer (all are joined or none)."""
+        apart = [None] * len(self.inner.layers)
+        joined = []
+        for layer in self.inner.layers:
+            attention = layer.self_attn
+            parts = [attention.q_proj, attention.k_proj, attention.v_proj]
+            if [part.out_features for part in parts] != self.qkv_sizes:
+                return apart
+            joined.append(joined_linear(parts))
+            if joined[-1] is None:
+                return apart
+        if quantize.on_triton_kernels(self.model):
+            # The three run on gemv.py's kernels: so must the joined one, or it would decode
+            # slower than they do (compiled, the plain modules lost even to eager).
+            counts = quantize.use_kernels(nn.ModuleList(joined), dtype)
+            if counts["plain"]:
+                log.warning("joined query/key/value projections: no kernel (%s); kept apart", counts)
+                return apart
+        return joined
 
     def forward(self, ids: torch.Tensor, positions: torch.Tensor, keep: int | None = None,
                 end: int | None = None) -> torch.Tensor:
@@ -118,9 +198,13 @@ class StaticDecoder:
         for i, layer in enumerate(self.inner.layers):
             attention = layer.self_attn
             h = layer.input_layernorm(x)
-            q = attention.q_proj(h).view(1, n, -1, self.head_dim).transpose(1, 2)
-            k = attention.k_proj(h).view(1, n, -1, self.head_dim).transpose(1, 2)
-            v = attention.v_proj(h).view(1, n, -1, self.head_dim).transpose(1, 2)
+            if self.qkv[i] is None:
+                q, k, v = attention.q_proj(h), attention.k_proj(h), attention.v_proj(h)
+            else:
+                q, k, v = self.qkv[i](h).split(self.qkv_sizes, dim=-1)
+            q = q.view(1, n, -1, self.head_dim).transpose(1, 2)
+            k = k.view(1, n, -1, self.head_dim).transpose(1, 2)
+            v = v.view(1, n, -1, self.head_dim).transpose(1, 2)
             q = q * cos + rotate_half(q) * sin
             k = k * cos + rotate_half(k) * sin
             self.keys[i].index_copy_(2, positions, k)
