@@ -190,7 +190,7 @@ def measure_fast(engine, variant: str, args, result: dict) -> None:
     engine.fast = decoder
     result["engine_fast"] = {**time_engine(engine, args.prompt, args.new, runs=args.runs),
                              "compiled": compile_now, "compile_s": round(decoder.compile_seconds or 0, 1),
-                             "step_sizes": list(step_sizes), "tuned": tune,
+                             "step_sizes": list(step_sizes), "tuned": tune, "qkv_joined": decoder.qkv[0] is not None,
                              "cuda_graphs": sum(isinstance(run, fast.CapturedStep) for run in decoder.runs.values())}
     if len(step_sizes) > 1:  # drafts are checked in the compiled graph: prompt lookup as the server runs it
         result["fast_repetitive_lookup_off"] = time_engine(engine, args.prompt, args.new, runs=args.runs, repetitive=True)

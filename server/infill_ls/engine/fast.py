@@ -157,7 +157,8 @@ class StaticDecoder:
         if quantize.on_triton_kernels(self.model):
             # The three run on gemv.py's kernels: so must the joined one, or it would decode
             # slower than they do (compiled, the plain modules lost even to eager).
-            counts = quantize.use_kernels(nn.ModuleList(joined), dtype)
+            named = nn.ModuleDict({f"layers_{i}_qkv_proj": linear for i, linear in enumerate(joined)})  # for the log
+            counts = quantize.use_kernels(named, dtype)
             if counts["plain"]:
                 log.warning("joined query/key/value projections: no kernel (%s); kept apart", counts)
                 return apart
