@@ -44,8 +44,11 @@ def kernels(gemv, quantize) -> dict:
         # EVEN: the 15B shapes' launches tile the weights exactly (no masks).
         "int8 one row": (gemv._int8_gemv, {**int8, "DEFER_SUM": False, "EVEN": True}, int8_bytes),
         "int8 one row, deferred sum": (gemv._int8_gemv, {**int8, "DEFER_SUM": True, "EVEN": True}, int8_bytes),
-        "int4 one row": (gemv._int4_gemv, {**int4, "DEFER_SUM": False, "EVEN": True}, int4_bytes),
-        "int4 one row, deferred sum": (gemv._int4_gemv, {**int4, "DEFER_SUM": True, "EVEN": True}, int4_bytes),
+        "int4 one row": (gemv._int4_gemv, {**int4, "DEFER_SUM": False, "EVEN": True, "PREFETCH": False}, int4_bytes),
+        "int4 one row, deferred sum": (gemv._int4_gemv, {**int4, "DEFER_SUM": True, "EVEN": True, "PREFETCH": False},
+                                       int4_bytes),
+        "int4 one row, prefetch": (gemv._int4_gemv, {**int4, "DEFER_SUM": False, "EVEN": True, "PREFETCH": True},
+                                   int4_bytes),
         "int8 rows": (gemv._int8_rows, {**int8, "PADDED_ROWS": gemv.MAX_ROWS}, int8_bytes),
         "int4 rows": (gemv._int4_rows, {**int4, "PADDED_ROWS": gemv.MAX_ROWS}, int4_bytes),
     }
@@ -109,7 +112,7 @@ def programs_per_sm(registers: int, threads: int) -> int:
     return min(65536 // (per_warp * threads // 32), 2048 // threads, 32)
 
 
-def describe(opcodes: list[str], registers: int, weight_bytes: int, threads: int) -> dict:
+def describe(opcodes: list[str], registers: int, weight_bytes: int, threads: int, steps_ahead: int = 1) -> dict:
     # Global loads, direct (LDG) or into shared memory (LDGSTS); LDGDEPBAR only waits for them.
     loads = [op for op in opcodes if op.startswith("LDG") and not op.startswith("LDGDEPBAR")]
     widths = Counter(loads)
@@ -118,9 +121,10 @@ def describe(opcodes: list[str], registers: int, weight_bytes: int, threads: int
     return {
         "registers_per_thread": registers,
         "programs_per_sm": programs,
-        # A warp waits for its step's loads before the next step's are issued: what an SM
-        # can have in flight bounds the bandwidth (Little's law).
-        "weight_bytes_in_flight_per_sm": programs * weight_bytes,
+        # A warp waits for its step's loads before the next step's are issued (unless it
+        # prefetches: then two steps' codes): what an SM can have in flight bounds the
+        # bandwidth (Little's law).
+        "weight_bytes_in_flight_per_sm": programs * weight_bytes * steps_ahead,
         "loop_instructions": len(opcodes),
         "loop_global_loads": dict(widths),
         "bytes_loaded_per_thread_per_step": loaded,
@@ -151,7 +155,8 @@ def main() -> None:
     for name, (fn, constexprs, weight_bytes) in kernels(gemv, quantize).items():
         sass, registers = sass_of(triton, fn, constexprs, args.arch, args.num_warps)
         report["kernels"][name] = {"constexprs": constexprs,
-                                   **describe(loop_of(sass), registers, weight_bytes, threads)}
+                                   **describe(loop_of(sass), registers, weight_bytes, threads,
+                                              2 if constexprs.get("PREFETCH") else 1)}
     if args.json:
         args.json.write_text(json.dumps(report, indent=1) + "\n")
     out = args.json or write_result("gemv-sass", report)

@@ -71,6 +71,9 @@ class Launch:
     # The blocks tile the weight exactly and every split has whole steps: the one-row kernels
     # then load without masks.
     even: bool = False
+    # One row, int4: request the next step's codes before this step's arithmetic (a few more
+    # registers; more bytes in flight per SM).  A candidate tune_launch times, unmeasured yet.
+    prefetch: bool = False
 
 
 # Programs a launch aims for, per SM.  The sweep on an H200 (bench/gpu_linear.py --sweep,
@@ -82,7 +85,7 @@ PROGRAMS_PER_SM = 6
 
 
 def launch(n: int, k: int, block_k: int, device: torch.device, block_n: int = 16, split_k: int | None = None,
-           num_warps: int = 4, defer_sum: bool = False) -> Launch:
+           num_warps: int = 4, defer_sum: bool = False, prefetch: bool = False) -> Launch:
     """A launch for an [n, k] weight: ``split_k`` (by default as many splits as bring the
     programs to ``PROGRAMS_PER_SM`` per SM, at least 2, each program keeping 2 steps)."""
     n_blocks = -(-n // block_n)
@@ -92,14 +95,16 @@ def launch(n: int, k: int, block_k: int, device: torch.device, block_n: int = 16
         split_k = max(1, min(steps // 2, max(2, PROGRAMS_PER_SM * sms // n_blocks)))
         split_k = max(d for d in range(1, split_k + 1) if steps % d == 0)  # whole steps per split
     even = n % block_n == 0 and k % block_k == 0 and steps % split_k == 0
-    return Launch(block_n, block_k, split_k, -(-steps // split_k), num_warps, defer_sum, even=even)
+    return Launch(block_n, block_k, split_k, -(-steps // split_k), num_warps, defer_sum, even=even, prefetch=prefetch)
 
 
-def candidates(n: int, k: int, block_ks: tuple[int, ...], device: torch.device) -> list[Launch]:
+def candidates(n: int, k: int, block_ks: tuple[int, ...], device: torch.device, prefetch: bool = False) -> list[Launch]:
     """Launches worth timing for an [n, k] weight (quantize.tune_launch): each ``block_k``
     (inputs per loop step), 16 or 32 rows per program, 2 or 4 warps, the sum per step or
     deferred, ``launch``'s split of the input dimension or twice as many — the ranges inside
-    which the sweeps on an H200 found every shape's best (bench/gpu_linear.py --sweep)."""
+    which the sweeps on an H200 found every shape's best (bench/gpu_linear.py --sweep) — and
+    with ``prefetch`` (int4) each of those that sums per step again with the next step's codes
+    requested early (not swept yet: the deferred sum's registers left out)."""
     found = []
     for block_k in block_ks:
         steps = -(-k // block_k)
@@ -110,6 +115,8 @@ def candidates(n: int, k: int, block_ks: tuple[int, ...], device: torch.device) 
                 for num_warps in (2, 4):
                     for defer_sum in (False, True):
                         found.append(launch(n, k, block_k, device, block_n, split_k, num_warps, defer_sum))
+                    if prefetch:
+                        found.append(launch(n, k, block_k, device, block_n, split_k, num_warps, prefetch=True))
     return found
 
 
@@ -162,9 +169,26 @@ if triton is not None:
         return (bits | 0x3F800000).to(tl.float32, bitcast=True) * scale + offset
 
     @triton.jit
+    def _int4_group_loads(word_ptr, scale_ptr, min_ptr, rows_n, in_n, g, K, BLOCK_N: tl.constexpr,
+                          GROUP: tl.constexpr, EVEN: tl.constexpr):
+        """The codes ([rows, groups, words]), scales and minimums ([rows, groups]) of groups ``g``."""
+        WORDS: tl.constexpr = GROUP // 8
+        groups = K // GROUP
+        word_of_group = tl.arange(0, WORDS)
+        in_k = g < groups  # the last split may run past the groups
+        # The last term is all true: it widens the mask to the tile's whole shape (N, G, WORDS).
+        where = in_n[:, None, None] & in_k[None, :, None] & (word_of_group[None, None, :] >= 0)
+        word = _load(word_ptr + rows_n[:, None, None] * (K // 8) + g[None, :, None] * WORDS
+                     + word_of_group[None, None, :], where, EVEN)
+        where2 = in_n[:, None] & in_k[None, :]
+        scale = _load(scale_ptr + rows_n[:, None] * groups + g[None, :], where2, EVEN).to(tl.float32)
+        low_value = _load(min_ptr + rows_n[:, None] * groups + g[None, :], where2, EVEN).to(tl.float32)
+        return word, scale, low_value
+
+    @triton.jit
     def _int4_gemv(x_ptr, word_ptr, scale_ptr, min_ptr, out_ptr, N, K, steps_per_split,
                    BLOCK_N: tl.constexpr, GROUP: tl.constexpr, GROUPS_PER_STEP: tl.constexpr,
-                   DEFER_SUM: tl.constexpr, EVEN: tl.constexpr):
+                   DEFER_SUM: tl.constexpr, EVEN: tl.constexpr, PREFETCH: tl.constexpr):
         # quantize.py's layout: a group is GROUP/8 int32 words; nibble p of word w holds the
         # code of input p * GROUP/8 + w, so the inputs of one nibble of all the words are one
         # contiguous read.  Tiles are [rows, groups of the step, words of a group].
@@ -177,18 +201,24 @@ if triton is not None:
         in_step = tl.arange(0, GROUPS_PER_STEP)
         word_of_group = tl.arange(0, WORDS)
         acc = tl.zeros((BLOCK_N, GROUPS_PER_STEP, WORDS) if DEFER_SUM else (BLOCK_N,), dtype=tl.float32)
+        if PREFETCH:
+            next_codes = _int4_group_loads(word_ptr, scale_ptr, min_ptr, rows_n, in_n, first_group + in_step, K,
+                                           BLOCK_N, GROUP, EVEN)
         for step in range(steps_per_split):
             g = first_group + step * GROUPS_PER_STEP + in_step  # [G]
-            in_k = g < groups  # the last split may run past the groups
-            # The last term is all true: it widens the mask to the tile's whole shape (N, G, WORDS).
-            where = in_n[:, None, None] & in_k[None, :, None] & (word_of_group[None, None, :] >= 0)
-            word = _load(word_ptr + rows_n[:, None, None] * (K // 8) + g[None, :, None] * WORDS
-                         + word_of_group[None, None, :], where, EVEN)
+            if PREFETCH:
+                # The next step's codes are requested before this step's arithmetic, so a warp's
+                # loads stay in flight while it computes (the last step requests its own again,
+                # from the cache: no mask).
+                word, scale, low_value = next_codes
+                ahead = first_group + tl.minimum(step + 1, steps_per_split - 1) * GROUPS_PER_STEP + in_step
+                next_codes = _int4_group_loads(word_ptr, scale_ptr, min_ptr, rows_n, in_n, ahead, K,
+                                               BLOCK_N, GROUP, EVEN)
+            else:
+                word, scale, low_value = _int4_group_loads(word_ptr, scale_ptr, min_ptr, rows_n, in_n, g, K,
+                                                           BLOCK_N, GROUP, EVEN)
             x = x_ptr + row * K + rows_n[:, None, None] * 0 + g[None, :, None] * GROUP + word_of_group[None, None, :]
-            in_x = in_k[None, :, None]
-            where2 = in_n[:, None] & in_k[None, :]
-            scale = _load(scale_ptr + rows_n[:, None] * groups + g[None, :], where2, EVEN).to(tl.float32)
-            low_value = _load(min_ptr + rows_n[:, None] * groups + g[None, :], where2, EVEN).to(tl.float32)
+            in_x = (g < groups)[None, :, None]
             scale11, offset11 = (scale * 2048.0)[:, :, None], (low_value - scale * 2048.0)[:, :, None]
             scale7, offset7 = (scale * 128.0)[:, :, None], (low_value - scale * 128.0)[:, :, None]
             # Nibbles 3 and 4 already sit in bits 12-19; four shifts of the word bring the other six there.
@@ -329,7 +359,7 @@ def int4_matvec(x: torch.Tensor, packed: torch.Tensor, scales: torch.Tensor, min
         _int4_gemv[(rows, blocks, plan.split_k)](x.float().contiguous(), words, scales, mins, partial, n, k,
                                                  plan.steps_per_split, BLOCK_N=plan.block_n, GROUP=group,
                                                  GROUPS_PER_STEP=groups_per_step, DEFER_SUM=plan.defer_sum,
-                                                 EVEN=plan.even, num_warps=plan.num_warps)
+                                                 EVEN=plan.even, PREFETCH=plan.prefetch, num_warps=plan.num_warps)
     else:
         _int4_rows[(1, blocks, plan.split_k)](x.contiguous(), words, scales, mins, partial, rows, n, k,
                                               plan.steps_per_split, BLOCK_N=plan.block_n, GROUP=group,
