@@ -42,8 +42,11 @@ def kernels(gemv, quantize) -> dict:
     int4_bytes = int4["BLOCK_N"] * g_step * group // 2
     return {
         # EVEN: the 15B shapes' launches tile the weights exactly (no masks).
-        "int8 one row": (gemv._int8_gemv, {**int8, "DEFER_SUM": False, "EVEN": True}, int8_bytes),
-        "int8 one row, deferred sum": (gemv._int8_gemv, {**int8, "DEFER_SUM": True, "EVEN": True}, int8_bytes),
+        "int8 one row": (gemv._int8_gemv, {**int8, "DEFER_SUM": False, "EVEN": True, "PREFETCH": False}, int8_bytes),
+        "int8 one row, deferred sum": (gemv._int8_gemv, {**int8, "DEFER_SUM": True, "EVEN": True, "PREFETCH": False},
+                                       int8_bytes),
+        "int8 one row, prefetch": (gemv._int8_gemv, {**int8, "DEFER_SUM": False, "EVEN": True, "PREFETCH": True},
+                                   int8_bytes),
         "int4 one row": (gemv._int4_gemv, {**int4, "DEFER_SUM": False, "EVEN": True, "PREFETCH": False}, int4_bytes),
         "int4 one row, deferred sum": (gemv._int4_gemv, {**int4, "DEFER_SUM": True, "EVEN": True, "PREFETCH": False},
                                        int4_bytes),

@@ -98,7 +98,8 @@ def measure(name: str, module, inductor: dict | None, x, reference, device: str)
 
 def sweep(linear, x, device: str) -> dict:
     """gemv.py's launch choices on this shape (rows per program, inputs per step, split of
-    the input dimension; then, for the three best, warps per program and the deferred sum):
+    the input dimension; then, for the three best, warps per program, the deferred sum and
+    the prefetch of the next step's weights):
     the five fastest of each kernel, in ms per call."""
     import torch
 
@@ -136,6 +137,7 @@ def sweep(linear, x, device: str) -> dict:
             for num_warps in (2, 8):
                 time_launch(kind, **layout, num_warps=num_warps)
             time_launch(kind, **layout, defer_sum=True)
+            time_launch(kind, **layout, prefetch=True)
     right = {kind: [row for row in rows if row["error_vs_plain"] < 0.02] for kind, rows in found.items()}
     return {kind: sorted(rows, key=lambda row: row["ms"])[:5] for kind, rows in right.items()} | {
         "wrong": [{"kind": kind, **row} for kind, rows in found.items() for row in rows if row not in right[kind]]}

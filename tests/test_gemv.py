@@ -54,11 +54,12 @@ for k, n in ((256, 96), (640, 50), (128, 512)):
                 for module, want in ((int8, want8), (int4, want4)):
                     module.plan = dataclasses.replace(module.plan, rows_kernel=False)
                     cases.append((type(module).__name__ + " per row", module(x), want))
-            if rows == 1:  # the next step's codes requested early (a launch tune_launch may pick)
-                int4_ahead = Int4WeightOnlyLinear(linear)
+            if rows == 1:  # the next step's weights requested early (launches tune_launch may pick)
+                int8_ahead, int4_ahead = Int8WeightOnlyLinear(linear), Int4WeightOnlyLinear(linear)
+                int8_ahead.plan = gemv.launch(n, k, 64, x.device, block_n=16, split_k=split, prefetch=True)
                 int4_ahead.plan = gemv.launch(n, k, 2 * int4.group_size, x.device, block_n=16, split_k=split,
                                               prefetch=True)
-                cases.append(("int4 prefetch", int4_ahead(x), want4))
+                cases += [("int8 prefetch", int8_ahead(x), want8), ("int4 prefetch", int4_ahead(x), want4)]
             if rows == 1:  # a prompt's weight, dequantized by one kernel (the GPU's prefill path)
                 cases.append(("int4 dequantized", gemv.int4_dequantize(int4.packed, int4.scales, int4.mins,
                                                                        int4.group_size, torch.float32),
@@ -120,7 +121,7 @@ def test_the_triton_kernels_compute_what_the_plain_modules_compute(tiny_model):
     assert run.returncode == 0, run.stderr[-3000:]
     report = json.loads(run.stdout.strip().splitlines()[-1])
     # shapes x rows x splits x kinds, + per-row fallbacks, + one row prefetching, + the dequantized weights
-    assert len(report["linears"]) == 3 * 3 * 3 * 3 + 3 * 2 * 3 * 2 + 3 * 3 + 3 * 3
+    assert len(report["linears"]) == 3 * 3 * 3 * 3 + 3 * 2 * 3 * 2 + 3 * 3 * 2 + 3 * 3
     # float32 both ways: int8 differs only in the order of the sums; the int4 matrix-vector
     # kernel also folds its bit trick's offset into each group's minimum, which rounds that
     # minimum to ~2^-13 of a quantization step (gemv._weight).
@@ -151,8 +152,8 @@ def test_the_one_row_kernels_read_weights_in_wide_loads(tmp_path):
                          capture_output=True, text=True, env=env, timeout=600)
     assert run.returncode == 0, run.stderr[-3000:]
     kernels = json.loads(out.read_text())["kernels"]
-    for name in ("int8 one row", "int8 one row, deferred sum", "int4 one row", "int4 one row, deferred sum",
-                 "int4 one row, prefetch"):
+    for name in ("int8 one row", "int8 one row, deferred sum", "int8 one row, prefetch", "int4 one row",
+                 "int4 one row, deferred sum", "int4 one row, prefetch"):
         kernel = kernels[name]
         wide = sum(count * (16 if op.endswith(".128") else 8)
                    for op, count in kernel["loop_global_loads"].items() if op.endswith((".64", ".128")))

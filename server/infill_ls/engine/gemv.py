@@ -71,8 +71,8 @@ class Launch:
     # The blocks tile the weight exactly and every split has whole steps: the one-row kernels
     # then load without masks.
     even: bool = False
-    # One row, int4: request the next step's codes before this step's arithmetic (a few more
-    # registers; more bytes in flight per SM).  A candidate tune_launch times, unmeasured yet.
+    # One row: request the next step's weights before this step's arithmetic (more registers
+    # for int8; more bytes in flight per SM).  Candidates tune_launch times, unmeasured yet.
     prefetch: bool = False
 
 
@@ -98,13 +98,13 @@ def launch(n: int, k: int, block_k: int, device: torch.device, block_n: int = 16
     return Launch(block_n, block_k, split_k, -(-steps // split_k), num_warps, defer_sum, even=even, prefetch=prefetch)
 
 
-def candidates(n: int, k: int, block_ks: tuple[int, ...], device: torch.device, prefetch: bool = False) -> list[Launch]:
+def candidates(n: int, k: int, block_ks: tuple[int, ...], device: torch.device) -> list[Launch]:
     """Launches worth timing for an [n, k] weight (quantize.tune_launch): each ``block_k``
     (inputs per loop step), 16 or 32 rows per program, 2 or 4 warps, the sum per step or
     deferred, ``launch``'s split of the input dimension or twice as many — the ranges inside
     which the sweeps on an H200 found every shape's best (bench/gpu_linear.py --sweep) — and
-    with ``prefetch`` (int4) each of those that sums per step again with the next step's codes
-    requested early (not swept yet: the deferred sum's registers left out)."""
+    each of those that sums per step again with the next step's weights requested early
+    (``Launch.prefetch``; not swept yet; the deferred sum's registers left out)."""
     found = []
     for block_k in block_ks:
         steps = -(-k // block_k)
@@ -115,8 +115,7 @@ def candidates(n: int, k: int, block_ks: tuple[int, ...], device: torch.device, 
                 for num_warps in (2, 4):
                     for defer_sum in (False, True):
                         found.append(launch(n, k, block_k, device, block_n, split_k, num_warps, defer_sum))
-                    if prefetch:
-                        found.append(launch(n, k, block_k, device, block_n, split_k, num_warps, prefetch=True))
+                    found.append(launch(n, k, block_k, device, block_n, split_k, num_warps, prefetch=True))
     return found
 
 
@@ -139,17 +138,27 @@ if triton is not None:
 
     @triton.jit
     def _int8_gemv(x_ptr, w_ptr, scale_ptr, out_ptr, N, K, steps_per_split,
-                   BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, DEFER_SUM: tl.constexpr, EVEN: tl.constexpr):
+                   BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, DEFER_SUM: tl.constexpr, EVEN: tl.constexpr,
+                   PREFETCH: tl.constexpr):
         row = tl.program_id(0)  # grid (input rows, n blocks, splits); out: [splits, rows, N]
         rows_n = tl.program_id(1) * BLOCK_N + tl.arange(0, BLOCK_N)
         in_n = rows_n < N
         k_start = tl.program_id(2) * steps_per_split * BLOCK_K
         acc = tl.zeros((BLOCK_N, BLOCK_K) if DEFER_SUM else (BLOCK_N,), dtype=tl.float32)
+        if PREFETCH:  # as in _int4_gemv: the next step's weights are requested before this step's arithmetic
+            ks = k_start + tl.arange(0, BLOCK_K)
+            next_w = _load(w_ptr + rows_n[:, None] * K + ks[None, :], in_n[:, None] & (ks[None, :] < K), EVEN)
         for step in range(steps_per_split):
             ks = k_start + step * BLOCK_K + tl.arange(0, BLOCK_K)
             in_k = ks[None, :] < K
             x = _load(x_ptr + row * K + rows_n[:, None] * 0 + ks[None, :], in_k, EVEN)
-            w = _load(w_ptr + rows_n[:, None] * K + ks[None, :], in_n[:, None] & in_k, EVEN)
+            if PREFETCH:
+                w = next_w
+                ahead = k_start + tl.minimum(step + 1, steps_per_split - 1) * BLOCK_K + tl.arange(0, BLOCK_K)
+                next_w = _load(w_ptr + rows_n[:, None] * K + ahead[None, :], in_n[:, None] & (ahead[None, :] < K),
+                               EVEN)
+            else:
+                w = _load(w_ptr + rows_n[:, None] * K + ks[None, :], in_n[:, None] & in_k, EVEN)
             # v + 2^23 + 128 (v a signed byte) has the bits of the float 2^23 + 128 + v.
             w = (w.to(tl.int32) + 0x4B000080).to(tl.float32, bitcast=True) - 8388736.0
             if DEFER_SUM:
@@ -336,7 +345,8 @@ def int8_matvec(x: torch.Tensor, weight: torch.Tensor, scales: torch.Tensor, pla
     if rows == 1 or not plan.rows_kernel:
         _int8_gemv[(rows, blocks, plan.split_k)](x.float().contiguous(), weight, scales, partial, n, k,
                                                  plan.steps_per_split, BLOCK_N=plan.block_n, BLOCK_K=plan.block_k,
-                                                 DEFER_SUM=plan.defer_sum, EVEN=plan.even, num_warps=plan.num_warps)
+                                                 DEFER_SUM=plan.defer_sum, EVEN=plan.even, PREFETCH=plan.prefetch,
+                                                 num_warps=plan.num_warps)
     else:
         _int8_rows[(1, blocks, plan.split_k)](x.contiguous(), weight, scales, partial, rows, n, k, plan.steps_per_split,
                                               BLOCK_N=plan.block_n, BLOCK_K=plan.block_k, PADDED_ROWS=MAX_ROWS,

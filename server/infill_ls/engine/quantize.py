@@ -321,8 +321,7 @@ def tune_launch(module: nn.Module, x: torch.Tensor, expected: torch.Tensor, name
     flush = torch.empty(128 * 2**20, dtype=torch.int8, device=x.device)
     best_ms, best = float("inf"), checked
     started = time.perf_counter()
-    for plan in [checked] + gemv.candidates(module.out_features, module.in_features, block_ks, x.device,
-                                            prefetch=group is not None):
+    for plan in [checked] + gemv.candidates(module.out_features, module.in_features, block_ks, x.device):
         module.plan = plan
         try:
             got = module(x).float()
