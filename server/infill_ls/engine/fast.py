@@ -6,8 +6,8 @@ decoded), so ``torch.compile(fullgraph=True)`` fuses one decode step's kernels
 (including the dequantization of weight-only quantized linears, quantize.py) and one
 CUDA graph per step size replays them with a single launch.  The weights are the
 transformers model's own tensors (each layer's query, key and value projections run as one
-linear whose tensors theirs are views of, ``joined_linear``); only the loop around them is
-rewritten.
+linear, and the three hold views of its tensors: ``joined_linear``); only the loop around
+them is rewritten.
 
 Compiling takes minutes on a 15B model, so ``compile_in_background`` does it on a
 thread after loading; the engine keeps using the eager path until ``ready`` is set.
