@@ -57,9 +57,10 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--precisions", nargs="+", choices=PRECISIONS, default=PRECISIONS)
     parser.add_argument("--threads", type=int, help="torch threads (default: what the engine picks for this size)")
-    parser.add_argument("--apart", action="store_true",
+    parser.add_argument("--static-variants", nargs="*", choices=("apart", "sdpa"), default=(),
                         help="also the static cache with the attention's projections apart (\"-static-apart\"), "
-                             "as before fast.py joined them")
+                             "as before fast.py joined them, or its one-token steps on SDPA (\"-static-sdpa\"), "
+                             "as before grouped_attention")
     args = parser.parse_args()
     import torch
 
@@ -78,11 +79,12 @@ def main() -> None:
         slots = max(static_cache_tokens(static.model, Settings()), args.prompt + args.new + DRAFT_TOKENS + 1)
         static.start_fast_decoding(slots, compile=False)
         engines[precision], engines[f"{precision}-static"] = dynamic, static
-        if args.apart:
-            apart = engine_for(dynamic.model, dynamic.info.name, dynamic.info.precision)
-            apart.fast = fast.StaticDecoder(apart.model, slots, step_sizes=FAST_STEP_SIZES, join_qkv=False)
-            apart.fast.ready.set()
-            engines[f"{precision}-static-apart"] = apart
+        for variant in args.static_variants:
+            other = engine_for(dynamic.model, dynamic.info.name, dynamic.info.precision)
+            other.fast = fast.StaticDecoder(other.model, slots, step_sizes=FAST_STEP_SIZES, join_qkv=variant != "apart")
+            other.fast.grouped_matmul &= variant != "sdpa"
+            other.fast.ready.set()
+            engines[f"{precision}-static-{variant}"] = other
     timings: dict[str, list[dict]] = {name: [] for name in engines}
     names = list(engines)
     for turn in range(args.runs + 1):  # turn 0 warms each engine up, untimed

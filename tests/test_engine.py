@@ -265,6 +265,29 @@ def test_short_steps_padded_to_a_compiled_size_give_the_unpadded_logits(tiny_mod
         assert torch.allclose(masked, padded.step(ids[:300], 0), atol=1e-4)
 
 
+def test_one_token_steps_with_many_query_heads_per_key_head_give_the_models_logits():
+    """On a CPU, one-token steps of a model with 4+ query heads per key head (StarCoder2-3B
+    has 12) attend as two matmuls instead of SDPA: a prompt, then tokens one at a time, must
+    give the logits of the model's own forward over the whole sequence."""
+    from transformers import Starcoder2Config, Starcoder2ForCausalLM
+
+    from infill_ls.engine import fast
+
+    torch.manual_seed(0)
+    config = Starcoder2Config(vocab_size=300, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                              num_attention_heads=8, num_key_value_heads=2, max_position_embeddings=512)
+    model = Starcoder2ForCausalLM(config).eval()
+    ids = torch.randint(0, 300, (1, 60)).tolist()[0]
+    grouped, sdpa = fast.StaticDecoder(model, 128), fast.StaticDecoder(model, 128)
+    sdpa.grouped_matmul = False
+    assert grouped.grouped_matmul
+    with torch.inference_mode():
+        want = model(input_ids=torch.tensor([ids])).logits[0]
+        for decoder in (grouped, sdpa):
+            rows = [decoder.step(ids[:50], 0, keep=1)] + [decoder.step([t], 50 + i) for i, t in enumerate(ids[50:])]
+            assert torch.allclose(torch.cat(rows), want[49:], atol=1e-4), decoder.grouped_matmul
+
+
 @pytest.mark.parametrize("kind", ["float32", "int8wo", "int4wo", "int8dyn"])
 def test_the_decoder_joins_query_key_and_value_without_adding_memory(tiny_model, engine, kind):
     """The static decoder runs each layer's three attention projections as one linear: it
