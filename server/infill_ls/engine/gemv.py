@@ -178,8 +178,7 @@ if triton is not None:
         return (bits | 0x3F800000).to(tl.float32, bitcast=True) * scale + offset
 
     @triton.jit
-    def _int4_group_loads(word_ptr, scale_ptr, min_ptr, rows_n, in_n, g, K, BLOCK_N: tl.constexpr,
-                          GROUP: tl.constexpr, EVEN: tl.constexpr):
+    def _int4_group_loads(word_ptr, scale_ptr, min_ptr, rows_n, in_n, g, K, GROUP: tl.constexpr, EVEN: tl.constexpr):
         """The codes ([rows, groups, words]), scales and minimums ([rows, groups]) of groups ``g``."""
         WORDS: tl.constexpr = GROUP // 8
         groups = K // GROUP
@@ -212,7 +211,7 @@ if triton is not None:
         acc = tl.zeros((BLOCK_N, GROUPS_PER_STEP, WORDS) if DEFER_SUM else (BLOCK_N,), dtype=tl.float32)
         if PREFETCH:
             next_codes = _int4_group_loads(word_ptr, scale_ptr, min_ptr, rows_n, in_n, first_group + in_step, K,
-                                           BLOCK_N, GROUP, EVEN)
+                                           GROUP, EVEN)
         for step in range(steps_per_split):
             g = first_group + step * GROUPS_PER_STEP + in_step  # [G]
             if PREFETCH:
@@ -221,11 +220,9 @@ if triton is not None:
                 # from the cache: no mask).
                 word, scale, low_value = next_codes
                 ahead = first_group + tl.minimum(step + 1, steps_per_split - 1) * GROUPS_PER_STEP + in_step
-                next_codes = _int4_group_loads(word_ptr, scale_ptr, min_ptr, rows_n, in_n, ahead, K,
-                                               BLOCK_N, GROUP, EVEN)
+                next_codes = _int4_group_loads(word_ptr, scale_ptr, min_ptr, rows_n, in_n, ahead, K, GROUP, EVEN)
             else:
-                word, scale, low_value = _int4_group_loads(word_ptr, scale_ptr, min_ptr, rows_n, in_n, g, K,
-                                                           BLOCK_N, GROUP, EVEN)
+                word, scale, low_value = _int4_group_loads(word_ptr, scale_ptr, min_ptr, rows_n, in_n, g, K, GROUP, EVEN)
             x = x_ptr + row * K + rows_n[:, None, None] * 0 + g[None, :, None] * GROUP + word_of_group[None, None, :]
             in_x = (g < groups)[None, :, None]
             scale11, offset11 = (scale * 2048.0)[:, :, None], (low_value - scale * 2048.0)[:, :, None]
