@@ -63,7 +63,7 @@ def joined_linear(linears: list[nn.Module]) -> nn.Module | None:
     Each tensor of the kinds joined here (``nn.Linear`` and quantize.py's) has a row per
     output feature, so joining is concatenating rows, and the parts keep views of the joined
     tensors: no memory is added, and transformers' own forward (the eager path) still runs
-    them.  Why: a narrow linear costs a decode step about as much time as a wide one.  On an
+    them.  Why: a narrow linear costs a decode step far more than its share of the weights.  On an
     H200 the 15B shape's key and value projections (512 rows) took 17-19 µs each in int8
     and int4 against 30 for the query's 6,144 (bench/results/gpu-linear-20261126-151314.json):
     ~1.4 ms per token over 40 layers for 1/14 of the attention's weights."""
