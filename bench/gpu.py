@@ -104,6 +104,14 @@ def footprint_mb(model, device: str) -> float:
     return weight_bytes(model) / 2**20
 
 
+def bytes_read_per_token(model) -> int:
+    """What decoding one token reads: every weight but the embedding table (one row of it)."""
+    from infill_ls.engine.quantize import weight_bytes
+
+    embed = model.model.embed_tokens.weight
+    return weight_bytes(model) - embed.numel() * embed.element_size()
+
+
 def bandwidth(bytes_per_token: int, ms_per_token: float | None) -> dict:
     if not ms_per_token:
         return {}
@@ -201,8 +209,6 @@ def measure_fast(engine, variant: str, args, result: dict) -> None:
 def measure(variant: str, args, shape, device: str, baseline: dict) -> dict:
     import torch
 
-    from infill_ls.engine.quantize import weight_bytes
-
     started = time.perf_counter()
     model = build(variant, shape, args.model, device)
     result: dict = {"build_s": round(time.perf_counter() - started, 1), "footprint_mb": round(footprint_mb(model, device))}
@@ -211,7 +217,7 @@ def measure(variant: str, args, shape, device: str, baseline: dict) -> dict:
         result["launches"] = chosen
     if variant in MODEL_CARD_MB:
         result["model_card_mb"] = MODEL_CARD_MB[variant]
-    bytes_per_token = weight_bytes(model) - model.model.embed_tokens.weight.numel() * model.model.embed_tokens.weight.element_size()
+    bytes_per_token = bytes_read_per_token(model)
     result["weight_bytes_read_per_token"] = bytes_per_token
     runs = args.runs
     result["generate_eager"] = time_generate(model, args.prompt, args.new, runs=runs)

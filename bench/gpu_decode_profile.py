@@ -26,7 +26,7 @@ import time
 
 from common import summary, write_result
 from engines import SMALL, STARCODER2_15B, synchronize, synchronized_ms
-from gpu import build
+from gpu import build, bytes_read_per_token
 
 # Kernel names by kind, a heuristic on device-side names (Triton kernels keep their Python
 # function's name, cuBLAS/cuDNN/flash kernels carry their library's): check the printed top
@@ -62,7 +62,7 @@ def device_time_by_kind(trace, steps: int) -> tuple[dict, list, float]:
             [[name[:90], round(ms, 3)] for name, ms in top], launches / steps)
 
 
-def profile_steps(call, steps: int, weight_bytes: int) -> dict:
+def profile_steps(call, steps: int, bytes_per_token: int) -> dict:
     """``call`` (one decode step) timed ``steps`` times, then profiled as many: its kernels'
     device time by kind, how many kernels a step launches, the linears' achieved GB/s."""
     import torch
@@ -84,7 +84,7 @@ def profile_steps(call, steps: int, weight_bytes: int) -> dict:
         "device_ms_per_step": by_kind,
         "device_ms_total": round(sum(by_kind.values()), 3),
         "kernels_per_step": round(kernels, 1),
-        "linears_GB_s": round(weight_bytes / (linears / 1000) / 1e9, 1) if linears else None,
+        "linears_GB_s": round(bytes_per_token / (linears / 1000) / 1e9, 1) if linears else None,
         "top_kernels_ms": top,
     }
 
@@ -105,7 +105,6 @@ def main() -> None:
     import torch
 
     from infill_ls.engine import fast
-    from infill_ls.engine.quantize import weight_bytes
 
     device = "cuda:0" if torch.cuda.is_available() and not args.small else "cpu"
     shape = SMALL if device == "cpu" else STARCODER2_15B
@@ -118,8 +117,8 @@ def main() -> None:
         decoder = fast.StaticDecoder(model, args.prompt + args.steps + 1, join_qkv=not variant.endswith("-apart"))
         generator = torch.Generator().manual_seed(0)
         prompt = torch.randint(1, model.config.vocab_size, (args.prompt,), generator=generator).tolist()
-        bytes_per_token = weight_bytes(model)
-        result = results[variant] = {"weight_bytes": bytes_per_token}
+        bytes_per_token = bytes_read_per_token(model)
+        result = results[variant] = {"weight_bytes_read_per_token": bytes_per_token}
         with torch.inference_mode():
             decoder.step(prompt, 0, keep=1)
             # The step the server runs uncompiled (a CPU; a GPU until the compile is done).
