@@ -71,8 +71,7 @@ def joined_linear(linears: list[nn.Module]) -> nn.Module | None:
     kind = type(first)
     layouts = {row_layout(m) for m in linears}
     if (kind not in (nn.Linear, *quantize.QUANTIZED_LINEARS.values()) or any(type(m) is not kind for m in linears)
-            or len(layouts) > 1 or None in layouts or len({m.in_features for m in linears}) > 1
-            or getattr(first, "kernel", False)):
+            or len(layouts) > 1 or None in layouts or len({m.in_features for m in linears}) > 1):
         return None
     joined = kind.__new__(kind)
     nn.Module.__init__(joined)
