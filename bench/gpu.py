@@ -5,8 +5,8 @@
     python bench/gpu.py --model DIR          # real weights (shape read from DIR)
     bash bench/gpu-run.sh                    # what a device-tool session runs (installs carried wheels)
 
-For each variant (bf16, int8wo, int4wo = our weight-only linears; 8bit, 4bit =
-bitsandbytes): footprint beside the model card's, prefill of 2,048 tokens, decode
+For each variant (bf16, int8wo, int4wo = our weight-only linears; fp8 = float8 weights
+and activations on torch._scaled_mm; 8bit, 4bit = bitsandbytes): footprint beside the model card's, prefill of 2,048 tokens, decode
 ms/token and achieved bandwidth (weight bytes read per token / time, and % of the
 H100's 3.35 TB/s) for plain eager ``model.generate``, the engine's eager loop and
 the engine's compiled static-cache path (fast.py); ratios are to bf16 eager
@@ -29,11 +29,11 @@ from common import REPO, summary, write_result
 from engines import SMALL, STARCODER2_15B, engine_for, random_model, synchronize, time_engine, time_generate
 
 H100_BYTES_PER_S = 3.35e12
-MODEL_CARD_MB = {"bf16": 32251, "8bit": 16900, "4bit": 9225, "int8wo": 16900, "int4wo": 9225}
+MODEL_CARD_MB = {"bf16": 32251, "8bit": 16900, "4bit": 9225, "int8wo": 16900, "int4wo": 9225, "fp8": 16900}
 # int8wo/int4wo: on gemv.py's Triton kernels, as the server runs them on a GPU; not run by
 # default: "int4wo-tinygemm", and "-plain" for the dequantize-then-matmul modules.  A
 # "+tune" suffix compiles that variant with coordinate-descent tuning (as --tune does for all).
-VARIANTS = ("bf16", "int8wo", "int4wo", "4bit", "8bit")
+VARIANTS = ("bf16", "int8wo", "int4wo", "fp8", "4bit", "8bit")
 EXTRA_VARIANTS = ("int4wo-tinygemm", "int8wo-plain", "int4wo-plain")
 
 
@@ -75,7 +75,9 @@ def build(variant: str, shape: dict | None, model_dir: str | None, device: str):
     else:
         model = random_model(shape, torch.bfloat16, device)
     kind, _, kernel = variant.removesuffix("+tune").partition("-")
-    if kind in ("int8wo", "int4wo"):
+    if kind == "fp8":
+        quantize_weights(model, kind)
+    elif kind in ("int8wo", "int4wo"):
         quantize_weights(model, kind)
         if kernel != "plain":  # the server's kernels (Triton), or tinygemm
             started = time.perf_counter()

@@ -8,7 +8,8 @@ is the time to read the weights.  bench/gpu.py measures whole decode steps; this
 measures each implementation of quantize.py's linears alone, on the 15B model's shapes,
 to say which one a precision should use: the plain modules compiled by inductor (with
 and without gpt-fast's coordinate-descent tuning of the generated kernels), gemv.py's
-Triton kernels, or tinygemm for int4, eager and compiled.  (PyTorch's int8 matrix-vector kernel, measured here on
+Triton kernels, or tinygemm for int4, eager and compiled; and fp8 (float8 weights and
+activations on ``torch._scaled_mm``), eager, compiled, and its matmul alone.  (PyTorch's int8 matrix-vector kernel, measured here on
 2026-11-26 at 150 ms per token, 20x slower than bf16, is no longer offered.)  Each is
 checked against the bf16 linear's output.  The estimate per token adds 40 layers of
 each shape and the bf16 output projection, with the attention's projections apart and
@@ -51,11 +52,35 @@ def timer(fn, device: str) -> list[float]:
     return times
 
 
+class Fp8MatmulAlone:
+    """quantize.Fp8Linear's ``_scaled_mm`` without the per-token quantization of its input
+    (done once per input beforehand) or the bias: the least the fp8 approach can cost."""
+
+    def __init__(self, module):
+        self.module, self.inputs = module, {}
+
+    def __call__(self, x):
+        import torch
+
+        from infill_ls.engine.quantize import fp8_rows
+
+        if x.data_ptr() not in self.inputs:
+            self.inputs[x.data_ptr()] = fp8_rows(x.float())
+        rows, scales = self.inputs[x.data_ptr()]
+        return torch._scaled_mm(rows, self.module.weight.t(), scale_a=scales, scale_b=self.module.scales[None],
+                                out_dtype=x.dtype)
+
+
 def implementations(linear, compile_too: bool):
     """(name, module, inductor settings or None for eager) for each implementation of ``linear``."""
-    from infill_ls.engine.quantize import Int4WeightOnlyLinear, Int8WeightOnlyLinear
+    from infill_ls.engine.quantize import Fp8Linear, Int4WeightOnlyLinear, Int8WeightOnlyLinear
 
     yield "bf16", linear, None
+    fp8 = Fp8Linear(linear)
+    yield "fp8", fp8, None
+    yield "fp8-matmul-alone", Fp8MatmulAlone(fp8), None
+    if compile_too:
+        yield "fp8-compiled", fp8, {}
     for kind, make in (("int8wo", Int8WeightOnlyLinear), ("int4wo", Int4WeightOnlyLinear)):
         plain = make(linear)
         for kernel_kind in ("triton", "tinygemm") if kind == "int4wo" else ("triton",):

@@ -2,7 +2,7 @@
 
     python bench/quality.py [--model DIR]      (default: the tiny test model)
 
-For each precision (bf16, int8wo, int4wo, int8dyn, and int8dyn-ao: the old int8dyn): max and mean |logit difference|
+For each precision (bf16, int8wo, int4wo, int8dyn, int8dyn-ao: the old int8dyn, and fp8): max and mean |logit difference|
 over every position of a few real-code prompts, the share of positions whose argmax
 agrees, and whether a 32-token greedy suggestion is exactly the float32 one.
 """
@@ -16,7 +16,7 @@ from pathlib import Path
 from common import summary, write_result
 from engines import pytorch_dynamic_int8
 
-KINDS = ("bf16", "int8wo", "int4wo", "int8dyn", "int8dyn-ao")
+KINDS = ("bf16", "int8wo", "int4wo", "int8dyn", "int8dyn-ao", "fp8")
 
 
 def load(model_dir: str, kind: str):

@@ -72,11 +72,12 @@ def engine(tiny_model) -> LocalEngine:
     return load_engine(tiny_model)
 
 
-@pytest.fixture(scope="module", params=["none", "int8dyn"])
+@pytest.fixture(scope="module", params=["none", "int8dyn", "fp8"])
 def exact_engine(request, tiny_model) -> LocalEngine:
     """Each precision whose greedy output must not depend on how the prompt was split into
-    forward calls: float32, and int8dyn (auto's pick for large models on CPUs without bf16
-    instructions, where PyTorch's quantize_dynamic failed this: one activation scale per call)."""
+    forward calls: float32, and the kinds that quantize activations, a scale per token:
+    int8dyn (auto's pick for large models on CPUs without bf16 instructions, where PyTorch's
+    quantize_dynamic failed this: one activation scale per call) and fp8."""
     if request.param == "none":
         return request.getfixturevalue("engine")  # the module's float32 engine, not a second one
     return load_engine(tiny_model, quantization=request.param)
@@ -288,7 +289,7 @@ def test_one_token_steps_with_many_query_heads_per_key_head_give_the_models_logi
             assert torch.allclose(torch.cat(rows), want[49:], atol=1e-4), decoder.grouped_matmul
 
 
-@pytest.mark.parametrize("kind", ["float32", "int8wo", "int4wo", "int8dyn"])
+@pytest.mark.parametrize("kind", ["float32", "int8wo", "int4wo", "int8dyn", "fp8"])
 def test_the_decoder_joins_query_key_and_value_without_adding_memory(tiny_model, engine, kind):
     """The static decoder runs each layer's three attention projections as one linear: it
     computes what the three compute, they keep views of its tensors (the footprint does not
@@ -323,7 +324,7 @@ def test_the_decoder_joins_query_key_and_value_without_adding_memory(tiny_model,
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="compiled fast decoding needs CUDA (CPU checks it uncompiled)")
-@pytest.mark.parametrize("quantization", ["none", "int8wo", "int4wo"])  # the weight-only kinds on gemv.py's kernels
+@pytest.mark.parametrize("quantization", ["none", "int8wo", "int4wo", "fp8"])  # weight-only on gemv.py's kernels; fp8 on _scaled_mm
 def test_compiled_fast_decoding_on_cuda_matches_eager(tiny_model, quantization):
     eager = load_engine(tiny_model, device="cuda", quantization=quantization, fastDecode=False)
     fast = load_engine(tiny_model, device="cuda", quantization=quantization, fastDecode=True)
@@ -362,8 +363,10 @@ def test_requests_served_while_the_decoder_compiles_on_cuda(tiny_model):
 # float32 logits, and the share of positions whose argmax must agree.  The tiny random
 # model has near-ties everywhere, so these are loose; measured (bench/quality.py):
 # mean diff 0.005 std (bf16), 0.006 (int8wo), 0.027 (int8dyn), 0.09 (int4wo);
-# agreement 98.5%, 98.9%, 94.6%, 83.8%.  A broken quantizer gives ~1 std and ~0%.
-QUANTIZED_TOLERANCE = {"bf16": (0.02, 0.95), "int8wo": (0.02, 0.95), "int8dyn": (0.06, 0.88), "int4wo": (0.2, 0.7)}
+# agreement 98.5%, 98.9%, 94.6%, 83.8%; fp8 (2026-11-27, a random 400-token prompt): 0.034 and
+# 91.8%.  A broken quantizer gives ~1 std and ~0%.
+QUANTIZED_TOLERANCE = {"bf16": (0.02, 0.95), "int8wo": (0.02, 0.95), "int8dyn": (0.06, 0.88), "int4wo": (0.2, 0.7),
+                       "fp8": (0.08, 0.82)}
 
 
 def quantized_model(model_dir: Path, kind: str):
@@ -380,6 +383,24 @@ def test_quantized_logits_stay_close_to_float32(tiny_model, engine, kind):
     with torch.inference_mode():
         reference = engine.model(input_ids=ids).logits.float()
         logits = quantized_model(tiny_model, kind)(input_ids=ids).logits.float()
+    assert_close_to_float32(kind, logits, reference)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available() or torch.cuda.get_device_capability() < (8, 9),
+                    reason="fp8 matrix multiplication needs a GPU of compute capability 8.9+")
+def test_fp8_on_cuda_stays_close_to_float32(tiny_model, engine):
+    """On a GPU ``_scaled_mm`` is NVIDIA's kernel, not the CPU's reference the test above runs:
+    the server's fp8 model (bf16 activations) must stay as close to float32."""
+    gpu = load_engine(tiny_model, device="cuda", quantization="fp8")
+    assert gpu.info.precision == "fp8"
+    ids = torch.tensor([prompt_ids(engine, SOURCE[:1200], SOURCE[1200:1500])])
+    with torch.inference_mode():
+        reference = engine.model(input_ids=ids).logits.float()
+        logits = gpu.model(input_ids=ids.to("cuda")).logits.float().cpu()
+    assert_close_to_float32("fp8", logits, reference)
+
+
+def assert_close_to_float32(kind: str, logits: torch.Tensor, reference: torch.Tensor) -> None:
     mean_limit, agreement_limit = QUANTIZED_TOLERANCE[kind]
     relative = (logits - reference).abs().mean().item() / reference.std().item()
     assert relative < mean_limit, f"{kind}: mean |logit diff| is {relative:.3f} std of the float32 logits"
@@ -479,7 +500,7 @@ def test_weight_only_int8_and_int4_shrink_the_linears(tiny_model):
     assert sizes["int4wo"] < sizes["int8wo"] < sizes["float32"]
 
 
-@pytest.mark.parametrize("kind", ["int8wo", "int8dyn"])  # int8dyn: auto's choice for large models on CPUs without bf16
+@pytest.mark.parametrize("kind", ["int8wo", "int8dyn", "fp8"])  # int8dyn: auto's choice for large models on CPUs without bf16
 def test_the_server_loads_a_quantized_model(tiny_model, kind):
     engine = load_engine(tiny_model, quantization=kind, device="cpu")
     assert engine.info.precision == kind

@@ -80,6 +80,23 @@ def test_options_are_ordered_by_the_measured_time_of_a_suggestion():
     assert set(hardware.gpu_options(with_bitsandbytes=False)) == {"bf16", "int8wo", "int4wo"}
 
 
+@pytest.mark.parametrize("capability, expected", [((9, 0), "fp8"), ((8, 9), "fp8"), ((8, 0), "int8wo")])
+def test_fp8_runs_where_the_gpu_multiplies_in_fp8_and_falls_back_to_int8wo_elsewhere(gpu, monkeypatch, capability,
+                                                                                      expected):
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: capability)
+    placement = hardware.choose_placement("cuda", "fp8", STARCODER2_15B)
+    assert placement.precision == expected
+    if expected != "fp8":
+        assert "8.9" in placement.reason and f"{capability[0]}.{capability[1]}" in placement.reason
+    # Never auto's pick until measured on a GPU (it ranks only measured precisions).
+    assert "fp8" not in hardware.gpu_options(with_bitsandbytes=True)
+
+
+def test_fp8_on_a_cpu_runs_and_says_it_is_emulated():
+    placement = hardware.choose_placement("cpu", "fp8", 5_000_000)
+    assert placement.precision == "fp8" and "emulated" in placement.reason
+
+
 @pytest.mark.parametrize("flags, parameters, expected", [
     ({"avx2", "fma", "amx_bf16", "amx_tile"}, 5_000_000, "bf16"),  # Sapphire Rapids and later
     ({"avx2", "avx512f", "avx512_bf16"}, 3_000_000_000, "bf16"),  # Cooper Lake, Zen 4
@@ -117,3 +134,4 @@ def test_doctor_on_a_gpu_lists_the_precisions_with_their_measured_cost(gpu, monk
     assert [p for p, _ in shown] == hardware.gpu_options(False) and "4bit" not in tried
     assert {p: int(ms) for p, ms in shown} == {p: round(hardware.suggestion_ms(p)) for p in hardware.gpu_options(False)}
     assert "fastDecode compiles all but: 4bit, 8bit" in text
+    assert "fp8 (float8 on the tensor cores, compute capability 8.9+): not measured" in text

@@ -5,7 +5,7 @@ from __future__ import annotations
 import importlib.metadata
 import platform
 
-from . import __version__
+from . import __version__, hardware
 from .hardware import bitsandbytes_available, choose_placement, gpu_options, suggestion_ms
 from .settings import BUNDLED_MODEL_DIR, Settings
 
@@ -71,5 +71,8 @@ def report(settings: Settings) -> str:
         tried = [f"{p} (~{suggestion_ms(p):.0f} ms)" for p in gpu_options(bitsandbytes_available())]
         lines.append("  precisions auto tries, fastest first, 4-bit only when over 10 % faster"
                      f" (a typing suggestion of StarCoder2-15B): {', '.join(tried)}")
+        if "fp8" not in hardware.GPU_MEASURED_MS:
+            lines.append("  fp8 (float8 on the tensor cores, compute capability 8.9+): not measured on a GPU yet,"
+                         " so auto does not try it; quantization fp8 runs it")
         lines.append(f"  fastDecode compiles all but: {', '.join(sorted(EAGER_ONLY))} (decoded eager)")
     return "\n".join(lines)

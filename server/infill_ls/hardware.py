@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 # Bytes per parameter at each precision, with the quantized ones measured on the
 # StarCoder2-15B architecture (16,565 MB at 8-bit, 8,889 MB at nf4 for 15.96 B params).
-BYTES_PER_PARAM = {"bf16": 2.0, "8bit": 1.04, "4bit": 0.56, "int8wo": 1.04, "int4wo": 0.6}
+BYTES_PER_PARAM = {"bf16": 2.0, "8bit": 1.04, "4bit": 0.56, "int8wo": 1.04, "int4wo": 0.6, "fp8": 1.04}
 # CPU precision for quantization auto, measured with bench/cpu.py on the bundled model
 # (1 thread, 1,024-token prompt; prefill ms / decode ms per token; 2026-11-25/26,
 # `bench/cpu.py --threads 1 --model server/infill_ls/models/infill-small`):
@@ -65,6 +65,9 @@ def suggestion_ms(precision: str) -> float:
     return (prefill or 0) * SUGGESTION_PREFILL_SHARE + SUGGESTION_TOKENS * decode
 
 
+# fp8 matrix multiplication on the tensor cores (torch._scaled_mm): Ada (8.9) and Hopper (9.0) up.
+FP8_CAPABILITY = (8, 9)
+
 # Room kept free beside the weights for the KV cache, activations and the CUDA context.
 HEADROOM_BYTES = 2 * 1024**3
 HEADROOM_FRACTION = 0.10
@@ -103,6 +106,8 @@ def choose_placement(device: str, quantization: str, parameter_count: int | None
     elif device == "cuda":
         device = "cuda:0"
     if device == "cpu" or device == "mps":
+        if quantization == "fp8" and device == "cpu":  # runs (the tests use it), but PyTorch's CPU fp8 matmul is a slow reference
+            return Placement(device, "fp8", "fp8 requested on cpu: emulated there, ~40x slower than float32")
         if quantization in CPU_CHOICES:
             return Placement(device, quantization, f"{quantization} requested on {device}")
         if quantization == "none" or device == "mps":
@@ -115,7 +120,11 @@ def choose_placement(device: str, quantization: str, parameter_count: int | None
         raise ValueError(f"device {device} is not available (torch.cuda.is_available() is False)")
     if quantization == "none":
         return Placement(device, "bf16", "quantization none: bf16")
-    if quantization in ("8bit", "4bit", "int8wo", "int4wo"):
+    if quantization == "fp8" and torch.cuda.get_device_capability(device) < FP8_CAPABILITY:
+        major, minor = torch.cuda.get_device_capability(device)
+        return Placement(device, "int8wo", f"fp8 needs compute capability 8.9+ (Ada, Hopper; {device} has"
+                                           f" {major}.{minor}): int8wo, the other 8-bit kind")
+    if quantization in ("8bit", "4bit", "int8wo", "int4wo", "fp8"):
         return Placement(device, quantization, f"quantization {quantization} requested")
     if quantization == "int8dyn":
         return Placement(device, "bf16", "int8dyn runs on the CPU only; bf16 on the GPU")

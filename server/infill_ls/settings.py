@@ -19,8 +19,9 @@ BUNDLED_MODEL_DIR = Path(__file__).parent / "models" / "infill-small"
 FALLBACK_MODEL = "bigcode/starcoder2-3b"
 
 # 8bit/4bit: bitsandbytes; int8wo/int4wo: weight-only (engine/quantize.py), fast under
-# fast decoding; int8dyn: PyTorch dynamic int8, CPU only.
-QUANTIZATIONS = ("auto", "none", "8bit", "4bit", "int8wo", "int4wo", "int8dyn")
+# fast decoding; int8dyn: dynamic int8, for CPUs; fp8: float8 weights and activations on
+# the tensor cores of Ada/Hopper GPUs.
+QUANTIZATIONS = ("auto", "none", "8bit", "4bit", "int8wo", "int4wo", "int8dyn", "fp8")
 MULTILINE_MODES = ("auto", "always", "never")
 LOG_LEVELS = ("error", "warning", "info", "debug")
 BACKENDS = ("local", "openai")

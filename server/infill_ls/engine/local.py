@@ -98,7 +98,8 @@ def quantization_config(precision: str):
 # Precisions that decode on the eager path even with fastDecode: bitsandbytes' layers are
 # opaque to the compiler's fusion (never measured compiled).  int8wo and int4wo compile
 # since they decode on gemv.py's Triton kernels: int8wo 9.1 and int4wo 8.6 ms/token
-# compiled against 36.9 and 43.5 eager (H200, bench/gpu.py, 2026-11-26).
+# compiled against 36.9 and 43.5 eager (H200, bench/gpu.py, 2026-11-26).  fp8 compiles
+# (torch._scaled_mm is an operator inductor knows; the activations' conversion fuses).
 EAGER_ONLY = frozenset({"8bit", "4bit"})
 
 
@@ -132,7 +133,7 @@ def load_weights(source: str, placement: Placement, trust: bool):
     dtype = {"float32": torch.float32, "bf16": torch.bfloat16}.get(precision, float_dtype)
     # Our own quantizers work on a model loaded on the CPU, then moved: the GPU never
     # holds the full-precision weights.
-    own_quantizer = precision in ("int8wo", "int4wo", "int8dyn")
+    own_quantizer = precision in ("int8wo", "int4wo", "int8dyn", "fp8")
     model = AutoModelForCausalLM.from_pretrained(
         source,
         dtype=dtype,
@@ -149,7 +150,7 @@ def load_weights(source: str, placement: Placement, trust: bool):
 
         quantize_weights(model, precision)
         model.to(placement.device)
-        if precision != "int8dyn" and placement.device.startswith("cuda"):  # see quantize.py: not on the CPU
+        if precision in ("int8wo", "int4wo") and placement.device.startswith("cuda"):  # see quantize.py: not on the CPU
             kind = "triton" if gemv.available() else "tinygemm"
             log.info("weight-only linears on %s: %s", kind, use_kernels(model, dtype, kind))
     return model

@@ -23,7 +23,8 @@ float32; bench/results/cpu-20261126-003259.json) tinygemm's CPU port decoded no 
 the plain modules (8.8 vs 8.9 ms/token) and prefilled 1,024 tokens in 5.1 s against 0.12 s.
 
 ``int8dyn`` quantizes the activations too, one scale per token, and multiplies in integers
-(``torch._int_mm``): a CPU option (``DynamicInt8Linear``).
+(``torch._int_mm``): a CPU option (``DynamicInt8Linear``).  ``fp8`` does the same in float8
+on the tensor cores of Ada and Hopper GPUs (``torch._scaled_mm``, ``Fp8Linear``).
 """
 
 from __future__ import annotations
@@ -203,7 +204,53 @@ class DynamicInt8Linear(nn.Module):
         return out.reshape(*x.shape[:-1], self.out_features).to(x.dtype)
 
 
-QUANTIZED_LINEARS = {"int8wo": Int8WeightOnlyLinear, "int4wo": Int4WeightOnlyLinear, "int8dyn": DynamicInt8Linear}
+# The largest finite float8_e4m3fn value.
+FP8_MAX = 448.0
+
+
+def fp8_rows(values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``values`` as float8 e4m3 codes with one float32 scale per row ([rows, 1])."""
+    scales = values.abs().amax(dim=-1, keepdim=True).clamp_(min=1e-12).div_(FP8_MAX)
+    return torch.div(values, scales).clamp_(-FP8_MAX, FP8_MAX).to(torch.float8_e4m3fn), scales
+
+
+class Fp8Linear(nn.Module):
+    """float8 (e4m3) weights with a scale per output channel times activations turned into
+    float8 with a scale per token, multiplied on the tensor cores by ``torch._scaled_mm``
+    (GPUs of compute capability 8.9 and up: Ada, Hopper), which applies both scales.
+
+    Why beside int8wo: a decode step is bound by reading the weights, and here they are read
+    by NVIDIA's own fp8 GEMM (CUTLASS), as bf16's are by cuBLAS, which reached 3.1-3.5 TB/s
+    on an H200 where gemv.py's int8 kernel reached ~2.4 (bench/gpu_linear.py).  Unmeasured on
+    a GPU as yet, so ``auto`` does not pick it.  As with int8dyn each token is scaled on its
+    own, so a token's output does not depend on the other tokens of the call (prompt-cache
+    reuse and draft checks keep the greedy output).  On a CPU ``_scaled_mm`` is a slow
+    reference (~40x float32's matmul at the bundled model's shapes): there it serves tests."""
+
+    def __init__(self, linear: nn.Linear):
+        super().__init__()
+        codes, scales = fp8_rows(linear.weight.detach().float())
+        self.in_features, self.out_features = linear.in_features, linear.out_features
+        self.register_buffer("weight", codes)  # [out, in]: its transpose is the column-major operand _scaled_mm wants
+        self.register_buffer("scales", scales.squeeze(1))
+        self.register_buffer("bias", None if linear.bias is None else linear.bias.detach().clone())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        rows, row_scales = fp8_rows(x.reshape(-1, self.in_features).float())
+        out = torch._scaled_mm(rows, self.weight.t(), scale_a=row_scales, scale_b=self.scales[None],
+                               out_dtype=x.dtype)
+        if self.bias is not None:
+            out = out + self.bias
+        return out.reshape(*x.shape[:-1], self.out_features)
+
+    @staticmethod
+    def fits(linear: nn.Linear) -> bool:
+        """``_scaled_mm`` takes inner and output sizes that are multiples of 16."""
+        return linear.in_features % 16 == 0 and linear.out_features % 16 == 0
+
+
+QUANTIZED_LINEARS = {"int8wo": Int8WeightOnlyLinear, "int4wo": Int4WeightOnlyLinear, "int8dyn": DynamicInt8Linear,
+                     "fp8": Fp8Linear}
 
 
 def quantize_weights(model: nn.Module, kind: str, skip: tuple[str, ...] | None = None) -> nn.Module:
@@ -213,7 +260,8 @@ def quantize_weights(model: nn.Module, kind: str, skip: tuple[str, ...] | None =
     does: it is the layer most sensitive to rounding and a small share of a large model's
     weights.  int8dyn quantizes it too: it is the bundled model's largest linear (8192 x
     256), which a CPU reads whole for every decoded token (quantized, the bundled model
-    decoded ~8 % faster on 1 thread).
+    decoded ~8 % faster on 1 thread).  fp8 keeps it too, and any linear ``_scaled_mm`` cannot
+    take (``Fp8Linear.fits``).
     """
     if skip is None:
         skip = () if kind == "int8dyn" else ("lm_head",)
@@ -221,7 +269,8 @@ def quantize_weights(model: nn.Module, kind: str, skip: tuple[str, ...] | None =
     for name, module in list(model.named_modules()):
         for child_name, child in list(module.named_children()):
             full = f"{name}.{child_name}" if name else child_name
-            if isinstance(child, nn.Linear) and child_name not in skip and full not in skip:
+            if (isinstance(child, nn.Linear) and child_name not in skip and full not in skip
+                    and getattr(make, "fits", lambda _: True)(child)):
                 setattr(module, child_name, make(child))
     return model
 
