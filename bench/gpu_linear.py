@@ -54,10 +54,13 @@ def timer(fn, device: str) -> list[float]:
 
 class Fp8MatmulAlone:
     """quantize.Fp8Linear's ``_scaled_mm`` without the per-token quantization of its input
-    (done once per input beforehand) or the bias: the least the fp8 approach can cost."""
+    (done once per input beforehand) or the bias: the least the fp8 approach can cost.
+    ``tensorwise``: scales of 1 in the call and both applied after it, which takes another
+    kernel on a GPU (cuBLASLt's) than the scales per row and column (CUTLASS's); which of
+    the two reads a one-row weight faster is what this tells."""
 
-    def __init__(self, module):
-        self.module, self.inputs = module, {}
+    def __init__(self, module, tensorwise: bool = False):
+        self.module, self.tensorwise, self.inputs = module, tensorwise, {}
 
     def __call__(self, x):
         import torch
@@ -67,8 +70,12 @@ class Fp8MatmulAlone:
         if x.data_ptr() not in self.inputs:
             self.inputs[x.data_ptr()] = fp8_rows(x.float())
         rows, scales = self.inputs[x.data_ptr()]
-        return torch._scaled_mm(rows, self.module.weight.t(), scale_a=scales, scale_b=self.module.scales[None],
-                                out_dtype=x.dtype)
+        weight, weight_scales = self.module.weight.t(), self.module.scales[None]
+        if self.tensorwise:
+            one = torch.ones((), device=x.device)
+            out = torch._scaled_mm(rows, weight, scale_a=one, scale_b=one, out_dtype=torch.float32)
+            return (out * scales * weight_scales).to(x.dtype)
+        return torch._scaled_mm(rows, weight, scale_a=scales, scale_b=weight_scales, out_dtype=x.dtype)
 
 
 def implementations(linear, compile_too: bool):
@@ -79,6 +86,7 @@ def implementations(linear, compile_too: bool):
     fp8 = Fp8Linear(linear)
     yield "fp8", fp8, None
     yield "fp8-matmul-alone", Fp8MatmulAlone(fp8), None
+    yield "fp8-matmul-alone-tensorwise", Fp8MatmulAlone(fp8, tensorwise=True), None
     if compile_too:
         yield "fp8-compiled", fp8, {}
     for kind, make in (("int8wo", Int8WeightOnlyLinear), ("int4wo", Int4WeightOnlyLinear)):
