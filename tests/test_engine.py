@@ -400,6 +400,60 @@ def test_fp8_on_cuda_stays_close_to_float32(tiny_model, engine):
     assert_close_to_float32("fp8", logits, reference)
 
 
+def test_fp8_applies_its_scales_inside_the_matmul_or_after_it_alike(tiny_model, engine):
+    """On a GPU quantize.tune_fp8 picks per shape between ``_scaled_mm`` applying the scales
+    (CUTLASS's kernel) and a call with scales of 1 followed by the scaling (cuBLASLt's): both
+    must give the same logits (here on the CPU's reference ``_scaled_mm``), a prompt and a step,
+    to rounding: the two round the scaled products in another order, and an activation that
+    lands on the other side of a float8 step moves the layers after it a little."""
+    from infill_ls.engine.quantize import Fp8Linear
+
+    model = quantized_model(tiny_model, "fp8")
+    ids = torch.tensor([prompt_ids(engine, SOURCE[:1200], SOURCE[1200:1500])])
+    fp8_linears = [m for m in model.modules() if isinstance(m, Fp8Linear)]
+    assert fp8_linears and all(m.unit_scale is None for m in fp8_linears)
+    with torch.inference_mode():
+        inside = [model(input_ids=inputs).logits for inputs in (ids, ids[:, :1])]
+        for module in fp8_linears:
+            module.unit_scale = torch.ones(())
+        after = [model(input_ids=inputs).logits for inputs in (ids, ids[:, :1])]
+    for want, got in zip(inside, after):
+        assert (got - want).abs().max() <= 0.01 * want.abs().max()
+
+
+def test_fp8_keeps_the_faster_call_per_shape_and_refuses_a_wrong_kernel(tiny_model, monkeypatch):
+    """quantize.tune_fp8 as the server runs it on a GPU, on the CPU: the timings are a test
+    double (they need CUDA graphs), the rest is real.  Each shape keeps the call its timing
+    favours, every linear of that shape with it; a ``_scaled_mm`` that computes the wrong
+    thing fails the load with a clear error instead of serving wrong suggestions."""
+    from infill_ls.engine import quantize
+
+    model = quantized_model(tiny_model, "fp8")
+    shapes = {(m.in_features, m.out_features) for m in model.modules() if isinstance(m, quantize.Fp8Linear)}
+    assert (64, 128) in shapes and len(shapes) > 1
+    # The tiny model's c_fc shape (64 -> 128) is faster with the scales after the call, the others inside.
+    timed = []
+
+    def fake_graph_ms(call, device):
+        out_features = call().shape[-1]
+        after = len(timed) % 2 == 1  # tune_fp8 tries the scales inside, then after, per shape
+        timed.append(out_features)
+        return 1.0 if after == (out_features == 128) else 2.0
+
+    monkeypatch.setattr(quantize, "graph_ms", fake_graph_ms)
+    counts = quantize.tune_fp8(model, torch.float32)
+    assert len(timed) == 2 * len(shapes)
+    for module in model.modules():
+        if isinstance(module, quantize.Fp8Linear):
+            assert (module.unit_scale is not None) == (module.out_features == 128), (module.in_features, module.out_features)
+    assert counts == {"scales after": 2, "scales inside": 10}  # 2 layers x (c_fc; q, k, v, o, c_proj)
+
+    real = torch._scaled_mm
+    monkeypatch.setattr(torch, "_scaled_mm", lambda *args, **kwargs: real(*args, **kwargs) * 2)
+    with pytest.raises(RuntimeError, match="_scaled_mm is off"):
+        quantize.tune_fp8(quantized_model(tiny_model, "fp8"), torch.float32)
+
+
 def assert_close_to_float32(kind: str, logits: torch.Tensor, reference: torch.Tensor) -> None:
     mean_limit, agreement_limit = QUANTIZED_TOLERANCE[kind]
     relative = (logits - reference).abs().mean().item() / reference.std().item()

@@ -173,14 +173,16 @@ class StaticDecoder:
             joined.append(joined_linear(parts))
             if joined[-1] is None:
                 return apart
+        named = nn.ModuleDict({f"layers_{i}_qkv_proj": linear for i, linear in enumerate(joined)})  # for the log
         if quantize.on_triton_kernels(self.model):
             # The three run on gemv.py's kernels: so must the joined one, or it would decode
             # slower than they do (compiled, the plain modules lost even to eager).
-            named = nn.ModuleDict({f"layers_{i}_qkv_proj": linear for i, linear in enumerate(joined)})  # for the log
             counts = quantize.use_kernels(named, dtype)
             if counts["plain"]:
                 log.warning("joined query/key/value projections: no kernel (%s); kept apart", counts)
                 return apart
+        elif isinstance(joined[0], quantize.Fp8Linear) and joined[0].weight.is_cuda:
+            quantize.tune_fp8(named, dtype)  # the joined shape's own choice of kernel
         return joined
 
     def forward(self, ids: torch.Tensor, positions: torch.Tensor, keep: int | None = None,

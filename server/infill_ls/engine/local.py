@@ -146,13 +146,15 @@ def load_weights(source: str, placement: Placement, trust: bool):
         # Imported here: quantize.py brings in gemv.py and with it Triton, which a bf16 or
         # bitsandbytes load does not need.
         from . import gemv
-        from .quantize import quantize_weights, use_kernels
+        from .quantize import quantize_weights, tune_fp8, use_kernels
 
         quantize_weights(model, precision)
         model.to(placement.device)
         if precision in ("int8wo", "int4wo") and placement.device.startswith("cuda"):  # see quantize.py: not on the CPU
             kind = "triton" if gemv.available() else "tinygemm"
             log.info("weight-only linears on %s: %s", kind, use_kernels(model, dtype, kind))
+        elif precision == "fp8" and placement.device.startswith("cuda"):
+            log.info("fp8 linears: %s", tune_fp8(model, dtype))
     return model
 
 

@@ -234,11 +234,20 @@ class Fp8Linear(nn.Module):
         self.register_buffer("weight", codes)  # [out, in]: its transpose is the column-major operand _scaled_mm wants
         self.register_buffer("scales", scales.squeeze(1))
         self.register_buffer("bias", None if linear.bias is None else linear.bias.detach().clone())
+        # None: the scales go into the call, whose kernel applies them (CUTLASS's on a GPU); a
+        # scalar 1 on the device: the call gets that and the scales are applied after it
+        # (cuBLASLt's kernel).  tune_fp8 times both per shape on the GPU at hand.
+        self.unit_scale: torch.Tensor | None = None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         rows, row_scales = fp8_rows(x.reshape(-1, self.in_features).float())
-        out = torch._scaled_mm(rows, self.weight.t(), scale_a=row_scales, scale_b=self.scales[None],
-                               out_dtype=x.dtype)
+        weight, scales = self.weight.t(), self.scales[None]
+        if self.unit_scale is None:
+            out = torch._scaled_mm(rows, weight, scale_a=row_scales, scale_b=scales, out_dtype=x.dtype)
+        else:
+            out = torch._scaled_mm(rows, weight, scale_a=self.unit_scale, scale_b=self.unit_scale,
+                                   out_dtype=torch.float32)
+            out = (out * row_scales * scales).to(x.dtype)
         if self.bias is not None:
             out = out + self.bias
         return out.reshape(*x.shape[:-1], self.out_features)
@@ -358,33 +367,78 @@ def tune_launch(module: nn.Module, x: torch.Tensor, expected: torch.Tensor, name
     """Time gemv.py's one-row kernel for ``module``'s shape with each of ``gemv.candidates`` on
     this GPU and keep the fastest launch that computes ``expected`` (the plain module's output
     for the row ``x``).  The best launch differs by shape and GPU (the H200 sweeps' best were
-    up to 25 % faster than a fixed one), so it is measured where it runs, once per shape at load.
-
-    Each launch runs in a CUDA graph, as decoding runs it, after a write of more memory than
-    the L2 cache holds, as a decode step finds it (the other layers' weights went through)."""
-    from triton.testing import do_bench_cudagraph
-
+    up to 25 % faster than a fixed one), so it is measured where it runs, once per shape at load."""
     group = getattr(module, "group_size", None)
     block_ks = (2 * group, 4 * group) if group else (256, 512)
-    checked = module.plan
-    flush = torch.empty(128 * 2**20, dtype=torch.int8, device=x.device)
-    best_ms, best = float("inf"), checked
+    launches = [module.plan] + gemv.candidates(module.out_features, module.in_features, block_ks, x.device)
+    keep_fastest(module, "plan", launches, x, expected, name)
+
+
+@torch.inference_mode()
+def tune_fp8(model: nn.Module, dtype: torch.dtype) -> dict[str, int]:
+    """On a GPU, each fp8 shape's matmul with its scales applied inside ``_scaled_mm`` (CUTLASS's
+    kernel) or after it (cuBLASLt's), whichever computes a decode step's row faster here
+    (neither is measured on a one-row product yet; bench/gpu_linear.py times both); how many
+    linears take each.  Timed uncompiled, where the scaling after the call is kernels of its
+    own (compiled, it fuses into one): a tie goes to the scales inside.  Raises where neither
+    computes what float32 arithmetic on the same float8 values gives."""
+    chosen: dict[tuple[int, int], torch.Tensor | None] = {}
+    counts = {"scales inside": 0, "scales after": 0}
+    for name, module in model.named_modules():
+        if not isinstance(module, Fp8Linear):
+            continue
+        key = (module.in_features, module.out_features)
+        if key not in chosen:
+            device = module.weight.device
+            x = torch.randn(1, module.in_features, dtype=dtype, device=device,
+                            generator=torch.Generator(device).manual_seed(0))
+            rows, row_scales = fp8_rows(x.float())  # what both must compute, in float32 arithmetic
+            expected = (rows.float() * row_scales) @ (module.weight.float() * module.scales[:, None]).t()
+            if module.bias is not None:
+                expected += module.bias.float()
+            unit = torch.ones((), device=device)
+            chosen[key] = keep_fastest(module, "unit_scale", [None, unit], x, expected, name)
+            error = (module(x).float() - expected).abs().max().item() / max(expected.abs().max().item(), 1e-6)
+            if error > KERNEL_TOLERANCE:
+                raise RuntimeError(f"fp8: torch._scaled_mm is off by {error:.3g} (relative) on {device} for {name}")
+        module.unit_scale = chosen[key]
+        counts["scales inside" if chosen[key] is None else "scales after"] += 1
+    return counts
+
+
+def keep_fastest(module: nn.Module, attribute: str, choices: list, x: torch.Tensor, expected: torch.Tensor,
+                 name: str):
+    """Set ``module.<attribute>`` to each of ``choices`` in turn, time ``module(x)`` on this GPU,
+    and keep (and return) the fastest choice that computes ``expected`` to KERNEL_TOLERANCE; the
+    first choice where none does."""
+    best_ms, best = float("inf"), choices[0]
     started = time.perf_counter()
-    for plan in [checked] + gemv.candidates(module.out_features, module.in_features, block_ks, x.device):
-        module.plan = plan
+    for choice in choices:
+        setattr(module, attribute, choice)
         try:
             got = module(x).float()
             if (got - expected).abs().max().item() > KERNEL_TOLERANCE * max(expected.abs().max().item(), 1e-6):
                 continue
-            ms = do_bench_cudagraph(lambda: (flush.zero_(), module(x)), rep=20)
+            ms = graph_ms(lambda: module(x), x.device)
         except Exception as error:  # e.g. a block too large for this GPU's registers or shared memory
-            log.debug("%s: launch %s failed: %s", name, plan, error)
+            log.debug("%s: %s %s failed: %s", name, attribute, choice, error)
             continue
         if ms < best_ms:
-            best_ms, best = ms, plan
-    module.plan = best
-    log.info("%s: launch %s (%.4f ms with an L2 flush; tuned in %.1f s)", name, best, best_ms,
+            best_ms, best = ms, choice
+    setattr(module, attribute, best)
+    log.info("%s: %s %s (%.4f ms with an L2 flush; tuned in %.1f s)", name, attribute, best, best_ms,
              time.perf_counter() - started)
+    return best
+
+
+def graph_ms(call, device: torch.device) -> float:
+    """Milliseconds of ``call`` in a CUDA graph, as decoding runs it, each time after a write
+    of more memory than the L2 cache holds, as a decode step finds its weights (the other
+    layers' went through the cache since)."""
+    from triton.testing import do_bench_cudagraph
+
+    flush = torch.empty(128 * 2**20, dtype=torch.int8, device=device)
+    return do_bench_cudagraph(lambda: (flush.zero_(), call()), rep=20)
 
 
 def weight_bytes(model: nn.Module) -> int:
