@@ -20,9 +20,10 @@ GIB = 2**30
 
 @pytest.fixture
 def gpu(monkeypatch):
-    """A CUDA device with a settable amount of free memory."""
+    """A CUDA device (an H100's compute capability) with a settable amount of free memory."""
     free = {"bytes": 80 * GIB}
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (9, 0))
     monkeypatch.setattr(hardware, "cuda_free_bytes", lambda device: free["bytes"])
     return free
 
@@ -88,8 +89,18 @@ def test_fp8_runs_where_the_gpu_multiplies_in_fp8_and_falls_back_to_int8wo_elsew
     assert placement.precision == expected
     if expected != "fp8":
         assert "8.9" in placement.reason and f"{capability[0]}.{capability[1]}" in placement.reason
-    # Never auto's pick until measured on a GPU (it ranks only measured precisions).
-    assert "fp8" not in hardware.gpu_options(with_bitsandbytes=True)
+
+
+def test_fp8_once_measured_goes_first_only_when_over_10_percent_faster_and_where_the_gpu_has_it(gpu, monkeypatch):
+    """fp8 rounds the activations too, so like the 4-bit kinds it must beat int8wo by more
+    than the margin; and auto never picks it on a GPU without fp8 matrix multiplication."""
+    figures(monkeypatch, bf16=20, int8wo=10, int4wo=30, fp8=9.5, **{"4bit": 40, "8bit": 100})
+    assert choose(24, gpu, monkeypatch, bitsandbytes=True).precision == "int8wo"  # 5 % faster: not enough
+    figures(monkeypatch, bf16=20, int8wo=10, int4wo=30, fp8=8, **{"4bit": 40, "8bit": 100})
+    assert choose(24, gpu, monkeypatch, bitsandbytes=True).precision == "fp8"
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (8, 0))  # an A100
+    assert choose(24, gpu, monkeypatch, bitsandbytes=True).precision == "int8wo"
+    assert "fp8" not in hardware.gpu_options(True, with_fp8=False)
 
 
 def test_fp8_on_a_cpu_runs_and_says_it_is_emulated():

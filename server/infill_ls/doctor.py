@@ -68,8 +68,9 @@ def report(settings: Settings) -> str:
             placement = choose_placement("cuda", "auto", parameters)
             lines.append(f"  {name}: {placement.precision} ({placement.reason})")
         # The measured cost of a typing suggestion on the 15B shape (README "Performance").
-        tried = [f"{p} (~{suggestion_ms(p):.0f} ms)" for p in gpu_options(bitsandbytes_available())]
-        lines.append("  precisions auto tries, fastest first, 4-bit only when over 10 % faster"
+        options = gpu_options(bitsandbytes_available(), hardware.fp8_capable("cuda:0"))
+        tried = [f"{p} (~{suggestion_ms(p):.0f} ms)" for p in options]
+        lines.append("  precisions auto tries, fastest first, 4-bit and fp8 only when over 10 % faster"
                      f" (a typing suggestion of StarCoder2-15B): {', '.join(tried)}")
         if "fp8" not in hardware.GPU_MEASURED_MS:
             lines.append("  fp8 (float8 on the tensor cores, compute capability 8.9+): not measured on a GPU yet,"
