@@ -60,4 +60,6 @@ def test_doctor_reports_device_and_choice(tiny_model):
     # (test_hardware); none keeps float32.
     assert "-> cpu bf16 (bf16 matrix instructions" in out or "-> cpu float32 (no bf16 matrix instructions" in out
     assert "-> cpu float32" in run("doctor", "--model", str(tiny_model), "--quantization", "none").stdout
+    fp8 = run("doctor", "--model", str(tiny_model), "--quantization", "fp8").stdout
+    assert "-> cpu fp8 (fp8 requested on cpu: emulated there" in fp8
     assert "bigcode/starcoder2-3b" in out  # the recommendation
