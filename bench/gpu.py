@@ -6,15 +6,15 @@
     bash bench/gpu-run.sh                    # what a device-tool session runs (installs carried wheels)
 
 For each variant (bf16, int8wo, int4wo = our weight-only linears; fp8 = float8 weights
-and activations on torch._scaled_mm; 8bit, 4bit = bitsandbytes): footprint beside the model card's, prefill of 2,048 tokens, decode
-ms/token and achieved bandwidth (weight bytes read per token / time, and % of the
-H100's 3.35 TB/s) for plain eager ``model.generate``, the engine's eager loop and
-the engine's compiled static-cache path (fast.py); ratios are to bf16 eager
-``generate`` in the same run.  Then a typing replay through the engine (new code typed
-into a real file at 30 ms/char, a single-line suggestion requested whenever the engine
-is free) with and without prompt-cache reuse, in the server's prompt order (PSM) and in
-suffix-first order (SPM).  Results are written after every variant, so a run cut short
-still leaves its figures.
+and activations on torch._scaled_mm; 8bit, 4bit = bitsandbytes): footprint beside the
+model card's, prefill of 2,048 tokens, decode ms/token and achieved bandwidth (weight
+bytes read per token / time, and % of the H100's 3.35 TB/s) for plain eager
+``model.generate``, the engine's eager loop and the engine's compiled static-cache path
+(fast.py); ratios are to bf16 eager ``generate`` in the same run. Then a typing replay
+through the engine (new code typed into a real file at 30 ms/char, a single-line
+suggestion requested whenever the engine is free) with and without prompt-cache reuse,
+in the server's prompt order (PSM) and in suffix-first order (SPM). Results are written
+after every variant, so a run cut short still leaves its figures.
 """
 
 from __future__ import annotations

@@ -9,8 +9,9 @@ measures each implementation of quantize.py's linears alone, on the 15B model's 
 to say which one a precision should use: the plain modules compiled by inductor (with
 and without gpt-fast's coordinate-descent tuning of the generated kernels), gemv.py's
 Triton kernels, or tinygemm for int4, eager and compiled; and fp8 (float8 weights and
-activations on ``torch._scaled_mm``), eager, compiled, and its matmul alone.  (PyTorch's int8 matrix-vector kernel, measured here on
-2026-11-26 at 150 ms per token, 20x slower than bf16, is no longer offered.)  Each is
+activations on ``torch._scaled_mm``), eager, compiled, and its matmul alone.  (PyTorch's
+int8 matrix-vector kernel, measured here on 2026-11-26 at 150 ms per token, 20x slower
+than bf16, is no longer offered.)  Each is
 checked against the bf16 linear's output.  The estimate per token adds 40 layers of
 each shape and the bf16 output projection, with the attention's projections apart and
 joined (as fast.py runs them); attention and the rest are not counted.

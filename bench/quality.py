@@ -2,9 +2,10 @@
 
     python bench/quality.py [--model DIR]      (default: the tiny test model)
 
-For each precision (bf16, int8wo, int4wo, int8dyn, int8dyn-ao: the old int8dyn, and fp8): max and mean |logit difference|
-over every position of a few real-code prompts, the share of positions whose argmax
-agrees, and whether a 32-token greedy suggestion is exactly the float32 one.
+For each precision (bf16, int8wo, int4wo, int8dyn, int8dyn-ao: the old int8dyn, and
+fp8): max and mean |logit difference| over every position of a few real-code prompts,
+the share of positions whose argmax agrees, and whether a 32-token greedy suggestion is
+exactly the float32 one.
 """
 
 from __future__ import annotations

@@ -109,7 +109,8 @@ def choose_placement(device: str, quantization: str, parameter_count: int | None
     elif device == "cuda":
         device = "cuda:0"
     if device == "cpu" or device == "mps":
-        if quantization == "fp8" and device == "cpu":  # runs (the tests use it), but PyTorch's CPU fp8 matmul is a slow reference
+        # fp8 runs on a CPU (the tests use it), but PyTorch's CPU fp8 matmul is a slow reference.
+        if quantization == "fp8" and device == "cpu":
             return Placement(device, "fp8", "fp8 requested on cpu: emulated there, ~40x slower than float32")
         if quantization in CPU_CHOICES:
             return Placement(device, quantization, f"{quantization} requested on {device}")
