@@ -229,10 +229,20 @@ def test_on_a_cpu_the_engine_decodes_on_the_static_cache_by_default(tiny_model):
     assert wide.fast.max_tokens <= wide.model.config.max_position_embeddings + 9
 
 
-def test_static_decode_step_is_one_graph(tiny_model):
-    """torch.compile(fullgraph=True) captures the decode step whole (no graph break), checked on the CPU."""
-    eager = load_engine(tiny_model)
-    fast = load_engine(tiny_model)
+@pytest.mark.parametrize("quantization", ["none", "fp8", "fp8-scales-after"])
+def test_static_decode_step_is_one_graph(tiny_model, quantization):
+    """torch.compile(fullgraph=True) captures the decode step whole (no graph break), checked
+    on the CPU; fp8 with both of its calls (quantize.tune_fp8 picks one per shape on a GPU)."""
+    from infill_ls.engine.quantize import Fp8Linear
+
+    kind = quantization.removesuffix("-scales-after")
+    eager = load_engine(tiny_model, quantization=kind)
+    fast = load_engine(tiny_model, quantization=kind)
+    if quantization.endswith("-scales-after"):
+        for engine in (eager, fast):
+            for module in engine.model.modules():
+                if isinstance(module, Fp8Linear):
+                    module.unit_scale = torch.ones(())
     fast.start_fast_decoding(max_tokens=512, compile=False)
     fast.fast.ready.clear()
     fast.fast.compile(mode=None, backend="eager", warmup_runs=1)
