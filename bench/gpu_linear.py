@@ -57,37 +57,43 @@ class Fp8MatmulAlone:
     """quantize.Fp8Linear's ``_scaled_mm`` without the per-token quantization of its input
     (done once per input beforehand) or the bias: the least the fp8 approach can cost.
     ``tensorwise``: scales of 1 in the call and both applied after it, which takes another
-    kernel on a GPU (cuBLASLt's) than the scales per row and column (CUTLASS's); which of
-    the two reads a one-row weight faster is what this tells."""
+    cuBLASLt kernel than the scales per row and column; ``pad_rows``: the rows padded with
+    zeros to this many first (vLLM pads to 17).  quantize.tune_fp8 picks among these per
+    shape at load; this says how far apart they are."""
 
-    def __init__(self, module, tensorwise: bool = False):
-        self.module, self.tensorwise, self.inputs = module, tensorwise, {}
+    def __init__(self, module, tensorwise: bool = False, pad_rows: int = 0):
+        self.module, self.tensorwise, self.pad_rows, self.inputs = module, tensorwise, pad_rows, {}
 
     def __call__(self, x):
         import torch
 
         from infill_ls.engine.quantize import fp8_rows
 
+        count = x.shape[0]
         if x.data_ptr() not in self.inputs:
-            self.inputs[x.data_ptr()] = fp8_rows(x.float())
+            flat = x.float()
+            if count < self.pad_rows:
+                flat = torch.cat([flat, flat.new_zeros(self.pad_rows - count, flat.shape[1])])
+            self.inputs[x.data_ptr()] = fp8_rows(flat)
         rows, scales = self.inputs[x.data_ptr()]
         weight, weight_scales = self.module.weight.t(), self.module.scales[None]
         if self.tensorwise:
             one = torch.ones((), device=x.device)
             out = torch._scaled_mm(rows, weight, scale_a=one, scale_b=one, out_dtype=torch.float32)
-            return (out * scales * weight_scales).to(x.dtype)
-        return torch._scaled_mm(rows, weight, scale_a=scales, scale_b=weight_scales, out_dtype=x.dtype)
+            return (out * scales * weight_scales).to(x.dtype)[:count]
+        return torch._scaled_mm(rows, weight, scale_a=scales, scale_b=weight_scales, out_dtype=x.dtype)[:count]
 
 
 def implementations(linear, compile_too: bool):
     """(name, module, inductor settings or None for eager) for each implementation of ``linear``."""
-    from infill_ls.engine.quantize import Fp8Linear, Int4WeightOnlyLinear, Int8WeightOnlyLinear
+    from infill_ls.engine.quantize import FP8_PADDED_ROWS, Fp8Linear, Int4WeightOnlyLinear, Int8WeightOnlyLinear
 
     yield "bf16", linear, None
     fp8 = Fp8Linear(linear)
     yield "fp8", fp8, None
     yield "fp8-matmul-alone", Fp8MatmulAlone(fp8), None
     yield "fp8-matmul-alone-tensorwise", Fp8MatmulAlone(fp8, tensorwise=True), None
+    yield "fp8-matmul-alone-padded", Fp8MatmulAlone(fp8, pad_rows=FP8_PADDED_ROWS), None
     if compile_too:
         yield "fp8-compiled", fp8, {}
     for kind, make in (("int8wo", Int8WeightOnlyLinear), ("int4wo", Int4WeightOnlyLinear)):

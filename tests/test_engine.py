@@ -410,28 +410,54 @@ def test_fp8_on_cuda_stays_close_to_float32(tiny_model, engine):
     assert_close_to_float32("fp8", logits, reference)
 
 
-def test_fp8_applies_its_scales_inside_the_matmul_or_after_it_alike(tiny_model, engine):
-    """On a GPU quantize.tune_fp8 picks per shape between ``_scaled_mm`` applying the scales
-    (CUTLASS's kernel) and a call with scales of 1 followed by the scaling (cuBLASLt's): both
-    must give the same logits (here on the CPU's reference ``_scaled_mm``), a prompt and a step,
-    to rounding: the two round the scaled products in another order, and an activation that
-    lands on the other side of a float8 step moves the layers after it a little."""
-    from infill_ls.engine.quantize import Fp8Linear
+def test_fp8_multiplies_a_steps_rows_alike_in_each_of_its_calls(tiny_model, engine):
+    """On a GPU quantize.tune_fp8 picks per shape how a decode step's rows are multiplied:
+    ``_scaled_mm`` applying the scales, or a call with scales of 1 followed by the scaling;
+    either with the rows padded to 17.  All must give the same logits (here on the CPU's
+    reference ``_scaled_mm``) for a prompt and a step, to rounding: they round the scaled
+    products in another order, and an activation that lands on the other side of a float8
+    step moves the layers after it a little."""
+    from infill_ls.engine.quantize import FP8_PADDED_ROWS, Fp8Linear
 
     model = quantized_model(tiny_model, "fp8")
     ids = torch.tensor([prompt_ids(engine, SOURCE[:1200], SOURCE[1200:1500])])
     fp8_linears = [m for m in model.modules() if isinstance(m, Fp8Linear)]
-    assert fp8_linears and all(m.unit_scale is None for m in fp8_linears)
+    assert fp8_linears and all(m.unit_scale is None and m.pad_rows == 0 for m in fp8_linears)
     with torch.inference_mode():
-        inside = [model(input_ids=inputs).logits for inputs in (ids, ids[:, :1])]
-        for module in fp8_linears:
-            module.unit_scale = torch.ones(())
-        after = [model(input_ids=inputs).logits for inputs in (ids, ids[:, :1])]
-    for want, got in zip(inside, after):
-        assert (got - want).abs().max() <= 0.01 * want.abs().max()
+        inputs = (ids, ids[:, :1], ids[:, :9])  # a prompt, a step, a draft check
+        reference = [model(input_ids=tokens).logits for tokens in inputs]
+        for unit_scale, pad_rows in ((torch.ones(()), 0), (None, FP8_PADDED_ROWS), (torch.ones(()), FP8_PADDED_ROWS)):
+            for module in fp8_linears:
+                module.unit_scale, module.pad_rows = unit_scale, pad_rows
+            for tokens, want in zip(inputs, reference):
+                got = model(input_ids=tokens).logits
+                assert got.shape == want.shape
+                assert (got - want).abs().max() <= 0.01 * want.abs().max(), (unit_scale, pad_rows, tokens.shape)
 
 
-def test_fp8_keeps_the_faster_call_per_shape_and_refuses_a_wrong_kernel(tiny_model, monkeypatch):
+def test_fp8_prompts_take_the_scales_inside_whatever_a_step_takes(tiny_model, engine, monkeypatch):
+    """tune_fp8 times one row, so its choice applies to a step's few rows only: a prompt's
+    rows go to ``_scaled_mm`` with their scales, unpadded (the scaling after the call would
+    write and read float32 copies of a whole prompt's outputs)."""
+    from infill_ls.engine.quantize import FP8_PADDED_ROWS, Fp8Linear
+
+    model = quantized_model(tiny_model, "fp8")
+    for module in model.modules():
+        if isinstance(module, Fp8Linear):
+            module.unit_scale, module.pad_rows = torch.ones(()), FP8_PADDED_ROWS
+    calls, real = [], torch._scaled_mm
+    monkeypatch.setattr(torch, "_scaled_mm", lambda rows, weight, scale_a, **kwargs: (
+        calls.append((rows.shape[0], scale_a.numel())), real(rows, weight, scale_a=scale_a, **kwargs))[1])
+    ids = torch.tensor([prompt_ids(engine, SOURCE[:1200], SOURCE[1200:1500])])
+    with torch.inference_mode():
+        model(input_ids=ids)
+        prompt, calls[:] = list(calls), []
+        model(input_ids=ids[:, :1])
+    assert prompt and all(call == (ids.shape[1], ids.shape[1]) for call in prompt)  # scales inside, unpadded
+    assert calls and all(call == (FP8_PADDED_ROWS, 1) for call in calls)  # padded, scales of 1
+
+
+def test_fp8_keeps_the_fastest_call_per_shape_and_refuses_a_wrong_kernel(tiny_model, monkeypatch):
     """quantize.tune_fp8 as the server runs it on a GPU, on the CPU: the timings are a test
     double (they need CUDA graphs), the rest is real.  Each shape keeps the call its timing
     favours, every linear of that shape with it; a ``_scaled_mm`` that computes the wrong
@@ -441,22 +467,25 @@ def test_fp8_keeps_the_faster_call_per_shape_and_refuses_a_wrong_kernel(tiny_mod
     model = quantized_model(tiny_model, "fp8")
     shapes = {(m.in_features, m.out_features) for m in model.modules() if isinstance(m, quantize.Fp8Linear)}
     assert (64, 128) in shapes and len(shapes) > 1
-    # The tiny model's c_fc shape (64 -> 128) is faster with the scales after the call, the others inside.
+    # tune_fp8 tries per shape: scales inside, after, inside with the rows padded, after padded.
+    # The double favours "after" for the tiny model's c_fc shape (64 -> 128), "inside, padded"
+    # for the others.
     timed = []
 
     def fake_graph_ms(call, device):
         out_features = call().shape[-1]
-        after = len(timed) % 2 == 1  # tune_fp8 tries the scales inside, then after, per shape
+        choice = len(timed) % 4
         timed.append(out_features)
-        return 1.0 if after == (out_features == 128) else 2.0
+        return 1.0 if choice == (1 if out_features == 128 else 2) else 2.0
 
     monkeypatch.setattr(quantize, "graph_ms", fake_graph_ms)
     counts = quantize.tune_fp8(model, torch.float32)
-    assert len(timed) == 2 * len(shapes)
+    assert len(timed) == 4 * len(shapes)
     for module in model.modules():
         if isinstance(module, quantize.Fp8Linear):
-            assert (module.unit_scale is not None) == (module.out_features == 128), (module.in_features, module.out_features)
-    assert counts == {"scales after": 2, "scales inside": 10}  # 2 layers x (c_fc; q, k, v, o, c_proj)
+            c_fc = module.out_features == 128
+            assert (module.unit_scale is not None, module.pad_rows) == ((True, 0) if c_fc else (False, 17))
+    assert counts == {"scales after": 2, "scales inside, rows padded to 17": 10}  # 2 layers x (c_fc; q, k, v, o, c_proj)
 
     real = torch._scaled_mm
     monkeypatch.setattr(torch, "_scaled_mm", lambda *args, **kwargs: real(*args, **kwargs) * 2)

@@ -220,12 +220,13 @@ class Fp8Linear(nn.Module):
     (GPUs of compute capability 8.9 and up: Ada, Hopper), which applies both scales.
 
     Why beside int8wo: a decode step is bound by reading the weights, and here they are read
-    by NVIDIA's own fp8 GEMM (CUTLASS), as bf16's are by cuBLAS, which reached 3.1-3.5 TB/s
-    on an H200 where gemv.py's int8 kernel reached ~2.4 (bench/gpu_linear.py).  Unmeasured on
-    a GPU as yet, so ``auto`` does not pick it.  As with int8dyn each token is scaled on its
-    own, so a token's output does not depend on the other tokens of the call (prompt-cache
-    reuse and draft checks keep the greedy output).  On a CPU ``_scaled_mm`` is a slow
-    reference (~40x float32's matmul at the bundled model's shapes): there it serves tests."""
+    by NVIDIA's own fp8 GEMM (cuBLASLt from CUDA 12.9; CUTLASS in PyTorch before), as bf16's
+    are by cuBLAS, which reached 3.1-3.5 TB/s on an H200 where gemv.py's int8 kernel reached
+    ~2.4 (bench/gpu_linear.py).  Unmeasured on a GPU as yet, so ``auto`` does not pick it.  As
+    with int8dyn each token is scaled on its own, so a token's output does not depend on the
+    other tokens of the call (prompt-cache reuse and draft checks keep the greedy output).  On
+    a CPU ``_scaled_mm`` is a slow reference (~40x float32's matmul at the bundled model's
+    shapes): there it serves tests."""
 
     def __init__(self, linear: nn.Linear):
         super().__init__()
@@ -234,20 +235,31 @@ class Fp8Linear(nn.Module):
         self.register_buffer("weight", codes)  # [out, in]: its transpose is the column-major operand _scaled_mm wants
         self.register_buffer("scales", scales.squeeze(1))
         self.register_buffer("bias", None if linear.bias is None else linear.bias.detach().clone())
-        # None: the scales go into the call, whose kernel applies them (CUTLASS's on a GPU); a
-        # scalar 1 on the device: the call gets that and the scales are applied after it
-        # (cuBLASLt's kernel).  tune_fp8 times both per shape on the GPU at hand.
+        # How a decode step's few rows (up to gemv.MAX_ROWS: one token, a draft check) are
+        # multiplied; tune_fp8 times the choices per shape on the GPU at hand.  unit_scale None:
+        # the scales go into the call (cuBLASLt's scaling per row and column); a scalar 1: the
+        # call scales per tensor, by 1, and the scales are applied after it (another kernel).
+        # pad_rows: the rows are padded with zeros to this many first (vLLM pads to 17: "more
+        # performant for matrices with batch dimension > 16").  A prompt's rows always take
+        # the scales inside, unpadded.
         self.unit_scale: torch.Tensor | None = None
+        self.pad_rows = 0
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        rows, row_scales = fp8_rows(x.reshape(-1, self.in_features).float())
+        flat = x.reshape(-1, self.in_features).float()
+        count = flat.shape[0]
+        few = count <= gemv.MAX_ROWS
+        if few and count < self.pad_rows:
+            flat = torch.cat([flat, flat.new_zeros(self.pad_rows - count, self.in_features)])
+        rows, row_scales = fp8_rows(flat)
         weight, scales = self.weight.t(), self.scales[None]
-        if self.unit_scale is None:
-            out = torch._scaled_mm(rows, weight, scale_a=row_scales, scale_b=scales, out_dtype=x.dtype)
-        else:
+        if few and self.unit_scale is not None:
             out = torch._scaled_mm(rows, weight, scale_a=self.unit_scale, scale_b=self.unit_scale,
                                    out_dtype=torch.float32)
             out = (out * row_scales * scales).to(x.dtype)
+        else:
+            out = torch._scaled_mm(rows, weight, scale_a=row_scales, scale_b=scales, out_dtype=x.dtype)
+        out = out[:count]
         if self.bias is not None:
             out = out + self.bias
         return out.reshape(*x.shape[:-1], self.out_features)
@@ -371,19 +383,24 @@ def tune_launch(module: nn.Module, x: torch.Tensor, expected: torch.Tensor, name
     group = getattr(module, "group_size", None)
     block_ks = (2 * group, 4 * group) if group else (256, 512)
     launches = [module.plan] + gemv.candidates(module.out_features, module.in_features, block_ks, x.device)
-    keep_fastest(module, "plan", launches, x, expected, name)
+    keep_fastest(module, [{"plan": launch} for launch in launches], x, expected, name)
+
+
+# vLLM pads an fp8 matmul's rows to 17 ("more performant for matrices with batch dimension > 16").
+FP8_PADDED_ROWS = 17
 
 
 @torch.inference_mode()
 def tune_fp8(model: nn.Module, dtype: torch.dtype) -> dict[str, int]:
-    """On a GPU, each fp8 shape's matmul with its scales applied inside ``_scaled_mm`` (CUTLASS's
-    kernel) or after it (cuBLASLt's), whichever computes a decode step's row faster here
-    (neither is measured on a one-row product yet; bench/gpu_linear.py times both); how many
-    linears take each.  Timed uncompiled, where the scaling after the call is kernels of its
-    own (compiled, it fuses into one): a tie goes to the scales inside.  Raises where neither
-    computes what float32 arithmetic on the same float8 values gives."""
-    chosen: dict[tuple[int, int], torch.Tensor | None] = {}
-    counts = {"scales inside": 0, "scales after": 0}
+    """On a GPU, how each fp8 shape multiplies a decode step's row (``Fp8Linear.unit_scale``,
+    ``pad_rows``): with its scales inside ``_scaled_mm`` or after it, its row padded to 17 or
+    not — whichever is fastest here (none is measured on a one-row product yet;
+    bench/gpu_linear.py times the first two); how many linears take each.  Timed uncompiled,
+    where the scaling after the call is kernels of its own (compiled, it fuses into one): a
+    tie goes to the scales inside.  Raises where none computes what float32 arithmetic on
+    the same float8 values gives."""
+    chosen: dict[tuple[int, int], dict] = {}
+    counts: dict[str, int] = {}
     for name, module in model.named_modules():
         if not isinstance(module, Fp8Linear):
             continue
@@ -392,53 +409,63 @@ def tune_fp8(model: nn.Module, dtype: torch.dtype) -> dict[str, int]:
             device = module.weight.device
             x = torch.randn(1, module.in_features, dtype=dtype, device=device,
                             generator=torch.Generator(device).manual_seed(0))
-            rows, row_scales = fp8_rows(x.float())  # what both must compute, in float32 arithmetic
+            rows, row_scales = fp8_rows(x.float())  # what all must compute, in float32 arithmetic
             expected = (rows.float() * row_scales) @ (module.weight.float() * module.scales[:, None]).t()
             if module.bias is not None:
                 expected += module.bias.float()
             unit = torch.ones((), device=device)
-            chosen[key] = keep_fastest(module, "unit_scale", [None, unit], x, expected, name)
+            choices = [{"unit_scale": scale, "pad_rows": pad} for pad in (0, FP8_PADDED_ROWS) for scale in (None, unit)]
+            chosen[key] = keep_fastest(module, choices, x, expected, name)
             error = (module(x).float() - expected).abs().max().item() / max(expected.abs().max().item(), 1e-6)
             if error > KERNEL_TOLERANCE:
                 raise RuntimeError(f"fp8: torch._scaled_mm is off by {error:.3g} (relative) on {device} for {name}")
-        module.unit_scale = chosen[key]
-        counts["scales inside" if chosen[key] is None else "scales after"] += 1
+        for attribute, value in chosen[key].items():
+            setattr(module, attribute, value)
+        label = ("scales inside" if module.unit_scale is None else "scales after") + (
+            f", rows padded to {module.pad_rows}" if module.pad_rows else "")
+        counts[label] = counts.get(label, 0) + 1
     return counts
 
 
-def keep_fastest(module: nn.Module, attribute: str, choices: list, x: torch.Tensor, expected: torch.Tensor,
-                 name: str):
-    """Set ``module.<attribute>`` to each of ``choices`` in turn, time ``module(x)`` on this GPU,
-    and keep (and return) the fastest choice that computes ``expected`` to KERNEL_TOLERANCE; the
-    first choice where none does."""
+def keep_fastest(module: nn.Module, choices: list[dict], x: torch.Tensor, expected: torch.Tensor, name: str) -> dict:
+    """Set the attributes of each of ``choices`` on ``module`` in turn, time ``module(x)`` on
+    this GPU, and keep (and return) the fastest choice that computes ``expected`` to
+    KERNEL_TOLERANCE; the first choice where none does."""
     best_ms, best = float("inf"), choices[0]
     started = time.perf_counter()
     for choice in choices:
-        setattr(module, attribute, choice)
+        for attribute, value in choice.items():
+            setattr(module, attribute, value)
         try:
             got = module(x).float()
             if (got - expected).abs().max().item() > KERNEL_TOLERANCE * max(expected.abs().max().item(), 1e-6):
                 continue
             ms = graph_ms(lambda: module(x), x.device)
         except Exception as error:  # e.g. a block too large for this GPU's registers or shared memory
-            log.debug("%s: %s %s failed: %s", name, attribute, choice, error)
+            log.debug("%s: %s failed: %s", name, choice, error)
             continue
         if ms < best_ms:
             best_ms, best = ms, choice
-    setattr(module, attribute, best)
-    log.info("%s: %s %s (%.4f ms with an L2 flush; tuned in %.1f s)", name, attribute, best, best_ms,
-             time.perf_counter() - started)
+    for attribute, value in best.items():
+        setattr(module, attribute, value)
+    log.info("%s: %s (%.4f ms; tuned in %.1f s)", name, best, best_ms, time.perf_counter() - started)
     return best
 
 
 def graph_ms(call, device: torch.device) -> float:
     """Milliseconds of ``call`` in a CUDA graph, as decoding runs it, each time after a write
     of more memory than the L2 cache holds, as a decode step finds its weights (the other
-    layers' went through the cache since)."""
+    layers' went through the cache since); the write's own time (timed once per device) taken
+    off, so that the logged figures are the call's."""
     from triton.testing import do_bench_cudagraph
 
     flush = torch.empty(128 * 2**20, dtype=torch.int8, device=device)
-    return do_bench_cudagraph(lambda: (flush.zero_(), call()), rep=20)
+    if str(device) not in FLUSH_MS:
+        FLUSH_MS[str(device)] = do_bench_cudagraph(flush.zero_, rep=20)
+    return do_bench_cudagraph(lambda: (flush.zero_(), call()), rep=20) - FLUSH_MS[str(device)]
+
+
+FLUSH_MS: dict[str, float] = {}  # graph_ms's L2 flush alone, per device
 
 
 def weight_bytes(model: nn.Module) -> int:
