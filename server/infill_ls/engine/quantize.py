@@ -427,7 +427,8 @@ def tune_fp8(model: nn.Module, dtype: torch.dtype) -> dict[str, int]:
     return counts
 
 
-def keep_fastest(module: nn.Module, choices: list[dict], x: torch.Tensor, expected: torch.Tensor, name: str) -> dict:
+def keep_fastest(module: nn.Module, choices: list[dict], x: torch.Tensor, expected: torch.Tensor,
+                 name: str) -> dict:
     """Set the attributes of each of ``choices`` on ``module`` in turn, time ``module(x)`` on
     this GPU, and keep (and return) the fastest choice that computes ``expected`` to
     KERNEL_TOLERANCE; the first choice where none does."""
@@ -452,6 +453,9 @@ def keep_fastest(module: nn.Module, choices: list[dict], x: torch.Tensor, expect
     return best
 
 
+FLUSH_MS: dict[str, float] = {}  # graph_ms's L2 flush alone, per device
+
+
 def graph_ms(call, device: torch.device) -> float:
     """Milliseconds of ``call`` in a CUDA graph, as decoding runs it, each time after a write
     of more memory than the L2 cache holds, as a decode step finds its weights (the other
@@ -464,8 +468,6 @@ def graph_ms(call, device: torch.device) -> float:
         FLUSH_MS[str(device)] = do_bench_cudagraph(flush.zero_, rep=20)
     return do_bench_cudagraph(lambda: (flush.zero_(), call()), rep=20) - FLUSH_MS[str(device)]
 
-
-FLUSH_MS: dict[str, float] = {}  # graph_ms's L2 flush alone, per device
 
 
 def weight_bytes(model: nn.Module) -> int:
