@@ -75,15 +75,12 @@ def build(variant: str, shape: dict | None, model_dir: str | None, device: str):
     else:
         model = random_model(shape, torch.bfloat16, device)
     kind, _, kernel = variant.removesuffix("+tune").partition("-")
-    if kind == "fp8":
+    if kind in ("int8wo", "int4wo", "fp8"):
         quantize_weights(model, kind)
-        if device.startswith("cuda"):  # as the server loads it: each shape's faster _scaled_mm call
-            started = time.perf_counter()
+        started = time.perf_counter()
+        if kind == "fp8" and device.startswith("cuda"):  # as the server loads it: each shape's fastest call
             print(f"{variant}: {tune_fp8(model, torch.bfloat16)} in {time.perf_counter() - started:.0f} s", flush=True)
-    elif kind in ("int8wo", "int4wo"):
-        quantize_weights(model, kind)
-        if kernel != "plain":  # the server's kernels (Triton), or tinygemm
-            started = time.perf_counter()
+        elif kind != "fp8" and kernel != "plain":  # the server's kernels (Triton), or tinygemm
             counts = use_kernels(model, torch.bfloat16, kernel or 'triton')
             print(f"{variant}: {counts} in {time.perf_counter() - started:.0f} s; launches {launches(model)}", flush=True)
     elif variant in ("8bit", "4bit"):

@@ -62,26 +62,18 @@ class Fp8MatmulAlone:
     shape at load; this says how far apart they are."""
 
     def __init__(self, module, tensorwise: bool = False, pad_rows: int = 0):
-        self.module, self.tensorwise, self.pad_rows, self.inputs = module, tensorwise, pad_rows, {}
-
-    def __call__(self, x):
         import torch
 
-        from infill_ls.engine.quantize import fp8_rows
+        self.module, self.pad_rows, self.inputs = module, pad_rows, {}
+        self.unit_scale = torch.ones((), device=module.weight.device) if tensorwise else None
 
-        count = x.shape[0]
+    def __call__(self, x):
+        from infill_ls.engine.quantize import fp8_rows, zero_padded
+
         if x.data_ptr() not in self.inputs:
-            flat = x.float()
-            if count < self.pad_rows:
-                flat = torch.cat([flat, flat.new_zeros(self.pad_rows - count, flat.shape[1])])
-            self.inputs[x.data_ptr()] = fp8_rows(flat)
+            self.inputs[x.data_ptr()] = fp8_rows(zero_padded(x.float(), self.pad_rows))
         rows, scales = self.inputs[x.data_ptr()]
-        weight, weight_scales = self.module.weight.t(), self.module.scales[None]
-        if self.tensorwise:
-            one = torch.ones((), device=x.device)
-            out = torch._scaled_mm(rows, weight, scale_a=one, scale_b=one, out_dtype=torch.float32)
-            return (out * scales * weight_scales).to(x.dtype)[:count]
-        return torch._scaled_mm(rows, weight, scale_a=scales, scale_b=weight_scales, out_dtype=x.dtype)[:count]
+        return self.module.matmul(rows, scales, x.dtype, self.unit_scale)[:x.shape[0]]
 
 
 def implementations(linear, compile_too: bool):

@@ -214,6 +214,12 @@ def fp8_rows(values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return torch.div(values, scales).clamp_(-FP8_MAX, FP8_MAX).to(torch.float8_e4m3fn), scales
 
 
+def zero_padded(values: torch.Tensor, rows: int) -> torch.Tensor:
+    """``values`` ([n, k]) with rows of zeros after them up to ``rows`` (as they are if n >= rows)."""
+    missing = rows - values.shape[0]
+    return torch.cat([values, values.new_zeros(missing, values.shape[1])]) if missing > 0 else values
+
+
 class Fp8Linear(nn.Module):
     """float8 (e4m3) weights with a scale per output channel times activations turned into
     float8 with a scale per token, multiplied on the tensor cores by ``torch._scaled_mm``
@@ -249,20 +255,21 @@ class Fp8Linear(nn.Module):
         flat = x.reshape(-1, self.in_features).float()
         count = flat.shape[0]
         few = count <= gemv.MAX_ROWS
-        if few and count < self.pad_rows:
-            flat = torch.cat([flat, flat.new_zeros(self.pad_rows - count, self.in_features)])
-        rows, row_scales = fp8_rows(flat)
-        weight, scales = self.weight.t(), self.scales[None]
-        if few and self.unit_scale is not None:
-            out = torch._scaled_mm(rows, weight, scale_a=self.unit_scale, scale_b=self.unit_scale,
-                                   out_dtype=torch.float32)
-            out = (out * row_scales * scales).to(x.dtype)
-        else:
-            out = torch._scaled_mm(rows, weight, scale_a=row_scales, scale_b=scales, out_dtype=x.dtype)
-        out = out[:count]
+        rows, row_scales = fp8_rows(zero_padded(flat, self.pad_rows) if few else flat)
+        out = self.matmul(rows, row_scales, x.dtype, self.unit_scale if few else None)[:count]
         if self.bias is not None:
             out = out + self.bias
         return out.reshape(*x.shape[:-1], self.out_features)
+
+    def matmul(self, rows: torch.Tensor, row_scales: torch.Tensor, dtype: torch.dtype,
+               unit_scale: torch.Tensor | None) -> torch.Tensor:
+        """float8 ``rows`` (their scales ``row_scales``) times the weight, in ``dtype``: the
+        scales inside the call, or (``unit_scale``, a scalar 1) applied after it."""
+        weight, scales = self.weight.t(), self.scales[None]
+        if unit_scale is None:
+            return torch._scaled_mm(rows, weight, scale_a=row_scales, scale_b=scales, out_dtype=dtype)
+        out = torch._scaled_mm(rows, weight, scale_a=unit_scale, scale_b=unit_scale, out_dtype=torch.float32)
+        return (out * row_scales * scales).to(dtype)
 
     @staticmethod
     def fits(linear: nn.Linear) -> bool:
