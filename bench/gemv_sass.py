@@ -40,6 +40,7 @@ def kernels(gemv, quantize) -> dict:
     int4 = {"BLOCK_N": quantize.INT4_BLOCK_N, "GROUP": group, "GROUPS_PER_STEP": g_step}
     int8_bytes = int8["BLOCK_N"] * int8["BLOCK_K"]
     int4_bytes = int4["BLOCK_N"] * g_step * group // 2
+    rows_n = getattr(gemv, "ROWS_BLOCK_N", int8["BLOCK_N"])  # (a checkout before it: the one-row launch's)
     return {
         # EVEN: the 15B shapes' launches tile the weights exactly (no masks).
         "int8 one row": (gemv._int8_gemv, {**int8, "DEFER_SUM": False, "EVEN": True, "PREFETCH": False}, int8_bytes),
@@ -52,8 +53,11 @@ def kernels(gemv, quantize) -> dict:
                                        int4_bytes),
         "int4 one row, prefetch": (gemv._int4_gemv, {**int4, "DEFER_SUM": False, "EVEN": True, "PREFETCH": True},
                                    int4_bytes),
-        "int8 rows": (gemv._int8_rows, {**int8, "PADDED_ROWS": gemv.MAX_ROWS}, int8_bytes),
-        "int4 rows": (gemv._int4_rows, {**int4, "PADDED_ROWS": gemv.MAX_ROWS}, int4_bytes),
+        # The tensor-core kernels (several rows) tile gemv.ROWS_BLOCK_N output rows, in ROWS_NUM_WARPS warps.
+        "int8 rows": (gemv._int8_rows, {**int8, "BLOCK_N": rows_n, "PADDED_ROWS": gemv.MAX_ROWS},
+                      int8_bytes * rows_n // int8["BLOCK_N"]),
+        "int4 rows": (gemv._int4_rows, {**int4, "BLOCK_N": rows_n, "PADDED_ROWS": gemv.MAX_ROWS},
+                      int4_bytes * rows_n // int4["BLOCK_N"]),
     }
 
 
@@ -151,14 +155,14 @@ def main() -> None:
 
     from infill_ls.engine import gemv, quantize
 
-    threads = 32 * args.num_warps
     report = {"what": "gemv.py's kernels compiled for a GPU that is not here; the loop over the input dimension",
-              "target": f"cuda sm_{args.arch}", "triton": triton.__version__, "num_warps": args.num_warps,
+              "target": f"cuda sm_{args.arch}", "triton": triton.__version__,
               "server": str(args.server.resolve()), "compiled_on": machine(), "kernels": {}}
     for name, (fn, constexprs, weight_bytes) in kernels(gemv, quantize).items():
-        sass, registers = sass_of(triton, fn, constexprs, args.arch, args.num_warps)
-        report["kernels"][name] = {"constexprs": constexprs,
-                                   **describe(loop_of(sass), registers, weight_bytes, threads,
+        warps = getattr(gemv, "ROWS_NUM_WARPS", args.num_warps) if "PADDED_ROWS" in constexprs else args.num_warps
+        sass, registers = sass_of(triton, fn, constexprs, args.arch, warps)
+        report["kernels"][name] = {"constexprs": constexprs, "num_warps": warps,
+                                   **describe(loop_of(sass), registers, weight_bytes, 32 * warps,
                                               2 if constexprs.get("PREFETCH") else 1)}
     if args.json:
         args.json.write_text(json.dumps(report, indent=1) + "\n")

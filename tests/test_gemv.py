@@ -60,6 +60,11 @@ for k, n in ((256, 96), (640, 50), (128, 512)):
                 int4_ahead.plan = gemv.launch(n, k, 2 * int4.group_size, x.device, block_n=16, split_k=split,
                                               prefetch=True)
                 cases += [("int8 prefetch", int8_ahead(x), want8), ("int4 prefetch", int4_ahead(x), want4)]
+                # ... and the row on the tensor-core kernels (padded to MAX_ROWS rows)
+                int8_ahead.plan = dataclasses.replace(int8.plan, one_row_on_tensor_cores=True)
+                int4_ahead.plan = dataclasses.replace(int4.plan, one_row_on_tensor_cores=True)
+                cases += [("int8 row on tensor cores", int8_ahead(x), want8),
+                          ("int4 row on tensor cores", int4_ahead(x), want4)]
             if rows == 1:  # a prompt's weight, dequantized by one kernel (the GPU's prefill path)
                 cases.append(("int4 dequantized", gemv.int4_dequantize(int4.packed, int4.scales, int4.mins,
                                                                        int4.group_size, torch.float32),
@@ -120,8 +125,9 @@ def test_the_triton_kernels_compute_what_the_plain_modules_compute(tiny_model):
                          timeout=600)
     assert run.returncode == 0, run.stderr[-3000:]
     report = json.loads(run.stdout.strip().splitlines()[-1])
-    # shapes x rows x splits x kinds, + per-row fallbacks, + one row prefetching, + the dequantized weights
-    assert len(report["linears"]) == 3 * 3 * 3 * 3 + 3 * 2 * 3 * 2 + 3 * 3 * 2 + 3 * 3
+    # shapes x rows x splits x kinds, + per-row fallbacks, + one row prefetching and on the
+    # tensor-core kernels, + the dequantized weights
+    assert len(report["linears"]) == 3 * 3 * 3 * 3 + 3 * 2 * 3 * 2 + 3 * 3 * 2 * 2 + 3 * 3
     # float32 both ways: int8 differs only in the order of the sums; the int4 matrix-vector
     # kernel also folds its bit trick's offset into each group's minimum, which rounds that
     # minimum to ~2^-13 of a quantization step (gemv._weight).
@@ -159,3 +165,10 @@ def test_the_one_row_kernels_read_weights_in_wide_loads(tmp_path):
                    for op, count in kernel["loop_global_loads"].items() if op.endswith((".64", ".128")))
         assert not any(op.endswith(".U8") for op in kernel["loop_global_loads"]), (name, kernel)
         assert wide >= kernel["weight_bytes_per_thread_per_step"], (name, kernel)
+    # A draft check's rows go to the tensor-core kernels, which read each tile of weights once
+    # for every row: per weight byte they must issue about what one row's kernel does.  With
+    # 16 output rows per program each of the 4 warps converted the whole tile again (int4: 47.5
+    # instructions per weight byte against the one-row kernel's 10.9).
+    for kind in ("int8", "int4"):
+        rows, one_row = kernels[kind + " rows"], kernels[kind + " one row"]
+        assert rows["instructions_per_weight_byte"] < 2 * one_row["instructions_per_weight_byte"], (rows, one_row)

@@ -31,7 +31,7 @@ CPU under ``TRITON_INTERPRET=1``, which is how the tests check them without a GP
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 
@@ -44,6 +44,12 @@ except ImportError:  # the CPU-only install: the plain paths serve
 # Rows of input a call handles (decode steps and draft checks); longer inputs (a prefill)
 # take the plain path, whose cuBLAS matmul is faster there.
 MAX_ROWS = 16
+# Output rows per program of the tensor-core kernels (_int8_rows/_int4_rows), in one
+# warpgroup (4 warps).  With the one-row launches' 16, the 4 warps of a program each
+# converted the whole tile of weights for their share of the products: compiled for an H100
+# (bench/gemv_sass.py) the int4 loop took 47.5 instructions per weight byte, int8's 9.1; with
+# 64 rows each weight is converted once and a step is one wgmma: 12.9 and 3.9.
+ROWS_BLOCK_N, ROWS_NUM_WARPS = 64, 4
 
 
 def available() -> bool:
@@ -74,6 +80,11 @@ class Launch:
     # One row: request the next step's weights before this step's arithmetic (more registers
     # for int8; more bytes in flight per SM).  Candidates tune_launch times, unmeasured yet.
     prefetch: bool = False
+    # One row on the tensor-core kernel too (padded to MAX_ROWS rows; block_n ROWS_BLOCK_N):
+    # Triton pipelines its loads through shared memory (int4: 64 KiB in flight per SM against
+    # the one-row kernel's 16, at 12.5 instructions per weight byte against 10.9,
+    # bench/gemv_sass.py).  A candidate tune_launch times, unmeasured yet.
+    one_row_on_tensor_cores: bool = False
 
 
 # Programs a launch aims for, per SM.  The sweep on an H200 (bench/gpu_linear.py --sweep,
@@ -104,10 +115,12 @@ def candidates(n: int, k: int, block_ks: tuple[int, ...], device: torch.device) 
     deferred, ``launch``'s split of the input dimension or twice as many — the ranges inside
     which the sweeps on an H200 found every shape's best (bench/gpu_linear.py --sweep) — and
     each of those that sums per step again with the next step's weights requested early
-    (``Launch.prefetch``; not swept yet; the deferred sum's registers left out)."""
+    (``Launch.prefetch``; not swept yet; the deferred sum's registers left out); and the row
+    on the tensor-core kernel (``Launch.one_row_on_tensor_cores``; not swept yet)."""
     found = []
     for block_k in block_ks:
         steps = -(-k // block_k)
+        found.append(replace(launch(n, k, block_k, device, ROWS_BLOCK_N), one_row_on_tensor_cores=True))
         for block_n in (16, 32):
             split = launch(n, k, block_k, device, block_n).split_k
             more = next((d for d in range(2 * split, steps // 2 + 1) if steps % d == 0), split)  # whole steps
@@ -339,15 +352,15 @@ def int8_matvec(x: torch.Tensor, weight: torch.Tensor, scales: torch.Tensor, pla
     n = weight.shape[0]
     partial = torch.empty(plan.split_k, rows, n, dtype=torch.float32, device=x.device)
     blocks = -(-n // plan.block_n)
-    if rows == 1 or not plan.rows_kernel:
+    if (rows == 1 and not plan.one_row_on_tensor_cores) or not plan.rows_kernel:
         _int8_gemv[(rows, blocks, plan.split_k)](x.float().contiguous(), weight, scales, partial, n, k,
                                                  plan.steps_per_split, BLOCK_N=plan.block_n, BLOCK_K=plan.block_k,
                                                  DEFER_SUM=plan.defer_sum, EVEN=plan.even, PREFETCH=plan.prefetch,
                                                  num_warps=plan.num_warps)
     else:
-        _int8_rows[(1, blocks, plan.split_k)](x.contiguous(), weight, scales, partial, rows, n, k, plan.steps_per_split,
-                                              BLOCK_N=plan.block_n, BLOCK_K=plan.block_k, PADDED_ROWS=MAX_ROWS,
-                                              num_warps=plan.num_warps)
+        _int8_rows[(1, -(-n // ROWS_BLOCK_N), plan.split_k)](
+            x.contiguous(), weight, scales, partial, rows, n, k, plan.steps_per_split, BLOCK_N=ROWS_BLOCK_N,
+            BLOCK_K=plan.block_k, PADDED_ROWS=MAX_ROWS, num_warps=ROWS_NUM_WARPS)
     return sum_of_splits(partial, x.dtype)
 
 
@@ -362,16 +375,15 @@ def int4_matvec(x: torch.Tensor, packed: torch.Tensor, scales: torch.Tensor, min
     words = packed.view(torch.int32)
     partial = torch.empty(plan.split_k, rows, n, dtype=torch.float32, device=x.device)
     blocks, groups_per_step = -(-n // plan.block_n), plan.block_k // group
-    if rows == 1 or not plan.rows_kernel:
+    if (rows == 1 and not plan.one_row_on_tensor_cores) or not plan.rows_kernel:
         _int4_gemv[(rows, blocks, plan.split_k)](x.float().contiguous(), words, scales, mins, partial, n, k,
                                                  plan.steps_per_split, BLOCK_N=plan.block_n, GROUP=group,
                                                  GROUPS_PER_STEP=groups_per_step, DEFER_SUM=plan.defer_sum,
                                                  EVEN=plan.even, PREFETCH=plan.prefetch, num_warps=plan.num_warps)
     else:
-        _int4_rows[(1, blocks, plan.split_k)](x.contiguous(), words, scales, mins, partial, rows, n, k,
-                                              plan.steps_per_split, BLOCK_N=plan.block_n, GROUP=group,
-                                              GROUPS_PER_STEP=groups_per_step, PADDED_ROWS=MAX_ROWS,
-                                              num_warps=plan.num_warps)
+        _int4_rows[(1, -(-n // ROWS_BLOCK_N), plan.split_k)](
+            x.contiguous(), words, scales, mins, partial, rows, n, k, plan.steps_per_split, BLOCK_N=ROWS_BLOCK_N,
+            GROUP=group, GROUPS_PER_STEP=groups_per_step, PADDED_ROWS=MAX_ROWS, num_warps=ROWS_NUM_WARPS)
     return sum_of_splits(partial, x.dtype)
 
 
