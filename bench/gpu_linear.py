@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import dataclasses
 import time
 
 from common import summary, write_result
@@ -39,10 +40,23 @@ LM_HEAD = (6144, 49152)
 
 
 def timer(fn, device: str) -> list[float]:
-    """Milliseconds per call: triton's do_bench on a GPU (L2 flushed between calls), else a loop."""
+    """Milliseconds per call.  On a GPU in a CUDA graph after an L2 flush, as a decode step
+    runs and as quantize.tune_launch times launches (quantize.graph_ms): launched one by one
+    from Python, a Triton kernel with its input conversion and sum of splits (3-4 launches)
+    can take longer to launch than to run, so do_bench alone (used until 2026-11-27) timed
+    the launches as much as the kernels.  Where a call cannot be captured, do_bench.  Else a loop."""
     if device.startswith("cuda"):
+        import torch
         from triton.testing import do_bench
 
+        from infill_ls.engine.quantize import graph_ms
+
+        try:
+            return [graph_ms(fn, torch.device(device))]
+        except Exception as error:  # noqa: BLE001 - e.g. an op that cannot be captured
+            print(f"not in a CUDA graph ({type(error).__name__}: {str(error)[:120]}): timed launched one by one",
+                  flush=True)
+            torch.cuda.synchronize()
         return [do_bench(fn, warmup=25, rep=100, return_mode="median")]
     fn()
     times = []
@@ -78,6 +92,7 @@ class Fp8MatmulAlone:
 
 def implementations(linear, compile_too: bool):
     """(name, module, inductor settings or None for eager) for each implementation of ``linear``."""
+    from infill_ls.engine import gemv
     from infill_ls.engine.quantize import FP8_PADDED_ROWS, Fp8Linear, Int4WeightOnlyLinear, Int8WeightOnlyLinear
 
     yield "bf16", linear, None
@@ -97,6 +112,12 @@ def implementations(linear, compile_too: bool):
             except NotImplementedError:
                 continue
             yield f"{kind}-{kernel_kind}", kernel, None
+            if kernel_kind == "triton":  # the row on the tensor-core kernel (a tune_launch candidate)
+                on_tensor_cores = copy.deepcopy(kernel)
+                plan = gemv.launch(kernel.out_features, kernel.in_features, kernel.plan.block_k,
+                                   linear.weight.device, gemv.ROWS_BLOCK_N)
+                on_tensor_cores.plan = dataclasses.replace(plan, one_row_on_tensor_cores=True)
+                yield f"{kind}-{kernel_kind}-tensor-cores", on_tensor_cores, None
             if compile_too:
                 yield f"{kind}-{kernel_kind}-compiled", kernel, {}
         if compile_too:
