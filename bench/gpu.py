@@ -181,20 +181,6 @@ def typing_replay(engine, requests: int, reuse: bool, context_tokens: int, order
             "reused_tokens": summary(reused), "requests": requests, "samples_ms": [round(v, 2) for v in latencies]}
 
 
-def attention_backend(decoder) -> str:
-    """The backend SDPA picks for the compiled one-token step's attention (grouped heads, a
-    mask over every slot): read from PyTorch's sources, cuDNN on an H200 with torch 2.11; the
-    math backend would copy the keys and values once per query head of a group."""
-    import torch
-    from torch.nn.attention import SDPBackend
-
-    keys = decoder.keys[0]
-    heads = decoder.model.config.num_attention_heads
-    query = torch.zeros(1, heads, 1, keys.shape[-1], dtype=keys.dtype, device=keys.device)
-    mask = torch.ones(1, keys.shape[2], dtype=torch.bool, device=keys.device)
-    return SDPBackend(torch._fused_sdp_choice(query, keys, keys, mask, 0.0, False, enable_gqa=True)).name
-
-
 def measure_fast(engine, variant: str, args, result: dict) -> None:
     """The compiled static-cache path (fast.py) of ``engine``, into ``result``."""
     from infill_ls.engine import fast
@@ -215,7 +201,8 @@ def measure_fast(engine, variant: str, args, result: dict) -> None:
     result["engine_fast"] = {**time_engine(engine, args.prompt, args.new, runs=args.runs),
                              "compiled": compile_now, "compile_s": round(decoder.compile_seconds or 0, 1),
                              "step_sizes": list(step_sizes), "tuned": tune, "qkv_joined": decoder.qkv[0] is not None,
-                             "attention_backend": attention_backend(decoder),
+                             "attention_backend": decoder.step_attention_backend(),
+                             "attention_as_two_matmuls": decoder.grouped_matmul,
                              "cuda_graphs": sum(isinstance(run, fast.CapturedStep) for run in decoder.runs.values())}
     if len(step_sizes) > 1:  # drafts are checked in the compiled graph: prompt lookup as the server runs it
         result["fast_repetitive_lookup_off"] = time_engine(engine, args.prompt, args.new, runs=args.runs, repetitive=True)

@@ -278,8 +278,11 @@ def test_short_steps_padded_to_a_compiled_size_give_the_unpadded_logits(tiny_mod
 
 def test_one_token_steps_with_many_query_heads_per_key_head_give_the_models_logits():
     """On a CPU, one-token steps of a model with 4+ query heads per key head (StarCoder2-3B
-    has 12) attend as two matmuls instead of SDPA: a prompt, then tokens one at a time, must
-    give the logits of the model's own forward over the whole sequence."""
+    has 12) attend as two matmuls instead of SDPA (and so does a GPU's compiled step where
+    SDPA would take its math backend): a prompt, then tokens one at a time, must give the
+    logits of the model's own forward over the whole sequence — uncompiled (attending to the
+    slots written so far) and as the compiled step runs (every slot, under a mask; captured
+    here without inductor)."""
     from transformers import Starcoder2Config, Starcoder2ForCausalLM
 
     from infill_ls.engine import fast
@@ -289,14 +292,15 @@ def test_one_token_steps_with_many_query_heads_per_key_head_give_the_models_logi
                               num_attention_heads=8, num_key_value_heads=2, max_position_embeddings=512)
     model = Starcoder2ForCausalLM(config).eval()
     ids = torch.randint(0, 300, (1, 60)).tolist()[0]
-    grouped, sdpa = fast.StaticDecoder(model, 128), fast.StaticDecoder(model, 128)
+    grouped, sdpa, compiled = (fast.StaticDecoder(model, 128) for _ in range(3))
     sdpa.grouped_matmul = False
-    assert grouped.grouped_matmul
+    assert grouped.grouped_matmul and compiled.grouped_matmul
+    compiled.compile(backend="eager")
     with torch.inference_mode():
         want = model(input_ids=torch.tensor([ids])).logits[0]
-        for decoder in (grouped, sdpa):
+        for decoder in (grouped, sdpa, compiled):
             rows = [decoder.step(ids[:50], 0, keep=1)] + [decoder.step([t], 50 + i) for i, t in enumerate(ids[50:])]
-            assert torch.allclose(torch.cat(rows), want[49:], atol=1e-4), decoder.grouped_matmul
+            assert torch.allclose(torch.cat(rows), want[49:], atol=1e-4), (decoder.grouped_matmul, decoder.runs)
 
 
 @pytest.mark.parametrize("kind", ["float32", "int8wo", "int4wo", "int8dyn", "fp8"])

@@ -103,9 +103,11 @@ def rotate_half(x: torch.Tensor) -> torch.Tensor:
     return torch.cat((-x[..., half:], x[..., :half]), dim=-1)
 
 
-def grouped_attention(q: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, scale: float) -> torch.Tensor:
-    """One query token ([1, heads, 1, dim]) attending to every key ([1, key heads, slots, dim]),
-    the query heads of each key head taken as rows of one matmul.  On a CPU this beat SDPA's
+def grouped_attention(q: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, scale: float,
+                      mask: torch.Tensor | None = None) -> torch.Tensor:
+    """One query token ([1, heads, 1, dim]) attending to every key ([1, key heads, slots, dim])
+    where ``mask`` ([1, slots], if given) is true, the query heads of each key head taken as
+    rows of one matmul.  On a CPU this beat SDPA's
     flash kernel from 4 query heads per key head up (1 thread, float32, per layer:
     StarCoder2-3B's 24/2 heads at 1,025 keys 0.30 against 0.87 ms, at 4,000 keys 1.2 against
     5.7; 16/4 heads 0.35 against 0.69), and lost at 2 with few keys (4/2 heads, 300 keys: 58
@@ -114,7 +116,10 @@ def grouped_attention(q: torch.Tensor, keys: torch.Tensor, values: torch.Tensor,
     after 3,000 (bench/cpu.py --static-variants sdpa, cpu-20261127-065331.json, -065458.json)."""
     batch, heads, _, dim = q.shape
     rows = q.view(batch, keys.shape[1], heads // keys.shape[1], dim)  # [1, key heads, group, dim]
-    weights = torch.softmax(torch.matmul(rows, keys.transpose(-1, -2)).mul_(scale), dim=-1)
+    scores = torch.matmul(rows, keys.transpose(-1, -2)).mul_(scale)
+    if mask is not None:
+        scores = scores.masked_fill(~mask, float("-inf"))
+    weights = torch.softmax(scores, dim=-1)
     return torch.matmul(weights, values).view(batch, heads, 1, dim)
 
 
@@ -139,9 +144,16 @@ class StaticDecoder:
         cos, sin = inner.rotary_emb(torch.zeros(1, dtype=dtype, device=self.device), positions[None])
         self.cos, self.sin = cos[0].to(dtype), sin[0].to(dtype)
         self.slots = positions
-        # A CPU's one-token steps with 4 or more query heads per key head attend as two
-        # matmuls (grouped_attention); the bench turns it off to compare.
-        self.grouped_matmul = self.device.type == "cpu" and self.groups >= 4
+        # One-token steps attend as two matmuls (grouped_attention), which read the keys and
+        # values once: on a CPU with 4 or more query heads per key head (faster there,
+        # measured); on a GPU where SDPA would take its math backend for the compiled step,
+        # which copies them once per query head of a group (PyTorch's sources put that step on
+        # cuDNN on an H200 with torch 2.11; bench/gpu.py records the choice).  The bench
+        # turns it off to compare.
+        if self.device.type == "cpu":
+            self.grouped_matmul = self.groups >= 4
+        else:
+            self.grouped_matmul = self.groups > 1 and self.step_attention_backend() == "MATH"
         self.qkv_sizes = [config.num_attention_heads * self.head_dim] + 2 * [config.num_key_value_heads * self.head_dim]
         # join_qkv=False: the bench's comparison (bench/gpu_linear.py times the linears both ways).
         self.qkv = self.join_projections(dtype) if join_qkv else [None] * len(inner.layers)
@@ -159,6 +171,21 @@ class StaticDecoder:
         self.compiled = None  # the torch.compile'd forward
         self.runs: dict = {}  # step size -> its CapturedStep (CUDA) or the compiled forward
         self.compile_seconds: float | None = None
+
+    def step_attention_backend(self) -> str:
+        """The backend SDPA picks for the compiled one-token step's attention: a query of
+        every head, the grouped keys and values of every slot, a boolean mask over them
+        (``unknown`` where PyTorch's private query for it fails)."""
+        from torch.nn.attention import SDPBackend
+
+        keys = self.keys[0]
+        query = torch.zeros(1, self.groups * keys.shape[1], 1, keys.shape[-1], dtype=keys.dtype, device=keys.device)
+        mask = torch.ones(1, keys.shape[2], dtype=torch.bool, device=keys.device)
+        try:
+            return SDPBackend(torch._fused_sdp_choice(query, keys, keys, mask, 0.0, False, enable_gqa=True)).name
+        except Exception as error:  # noqa: BLE001 - a private API: the decoder must not depend on it
+            log.warning("which SDPA backend the decode step takes is unknown: %s", error)
+            return "unknown"
 
     def join_projections(self, dtype: torch.dtype) -> list[nn.Module | None]:
         """Each layer's query, key and value projections as one linear (``joined_linear``), on
@@ -236,8 +263,8 @@ class StaticDecoder:
                 keys, values = keys[:, :, :end], values[:, :, :end]
             if expand > 1:  # flash attention's lower-right kernel takes as many key heads as query heads
                 keys, values = keys.repeat_interleave(expand, 1), values.repeat_interleave(expand, 1)
-            if last_only and self.grouped_matmul:
-                out = grouped_attention(q, keys, values, attention.scaling)
+            if n == 1 and self.grouped_matmul:
+                out = grouped_attention(q, keys, values, attention.scaling, mask)
             else:
                 out = F.scaled_dot_product_attention(
                     q, keys, values, attn_mask=mask, is_causal=from_start, scale=attention.scaling,
