@@ -48,7 +48,7 @@ MAX_ROWS = 16
 # warpgroup (4 warps).  With the one-row launches' 16, the 4 warps of a program each
 # converted the whole tile of weights for their share of the products: compiled for an H100
 # (bench/gemv_sass.py) the int4 loop took 47.5 instructions per weight byte, int8's 9.1; with
-# 64 rows each weight is converted once and a step is one wgmma: 12.9 and 3.9.
+# 64 rows each weight is converted once and a step is one wgmma: 12.5 and 3.9.
 ROWS_BLOCK_N, ROWS_NUM_WARPS = 64, 4
 
 
