@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import gc
 import json
+import logging
 import time
 import traceback
 
@@ -277,6 +278,10 @@ def main() -> None:
     parser.add_argument("--tune", action="store_true", help="coordinate-descent tuning of the compiled step (fast.py)")
     parser.add_argument("--budget-s", type=float, default=540, help="skip variants not started within this time")
     args = parser.parse_args()
+    # tune_launch and tune_fp8 log each shape's chosen call with its time in a CUDA graph
+    # after an L2 flush: summed over a layer's linears, the linears' own share of a step.
+    logging.basicConfig(format="%(name)s: %(message)s")
+    logging.getLogger("infill_ls.engine.quantize").setLevel(logging.INFO)
     import torch
 
     device = "cuda:0" if torch.cuda.is_available() and not args.small else "cpu"
