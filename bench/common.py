@@ -7,6 +7,7 @@ import os
 import platform
 import statistics
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -14,6 +15,9 @@ REPO = Path(__file__).resolve().parent.parent
 RESULTS = REPO / "bench" / "results"
 sys.path.insert(0, str(REPO / "server"))
 sys.path.insert(0, str(REPO / "tests"))
+# Every run times the kernel choices at load and prints them (quantize.keep_fastest): none
+# is taken from a file an earlier run (or a server) left.
+os.environ["INFILL_LS_KERNEL_CHOICES"] = os.path.join(tempfile.mkdtemp(prefix="infill-bench-"), "choices.json")
 
 
 def percentile(values: list[float], share: float) -> float | None:

@@ -461,13 +461,14 @@ def test_fp8_prompts_take_the_scales_inside_whatever_a_step_takes(tiny_model, en
     assert calls and all(call == (FP8_PADDED_ROWS, 1) for call in calls)  # padded, scales of 1
 
 
-def test_fp8_keeps_the_fastest_call_per_shape_and_refuses_a_wrong_kernel(tiny_model, monkeypatch):
+def test_fp8_keeps_the_fastest_call_per_shape_and_refuses_a_wrong_kernel(tiny_model, monkeypatch, tmp_path):
     """quantize.tune_fp8 as the server runs it on a GPU, on the CPU: the timings are a test
     double (they need CUDA graphs), the rest is real.  Each shape keeps the call its timing
     favours, every linear of that shape with it; a ``_scaled_mm`` that computes the wrong
     thing fails the load with a clear error instead of serving wrong suggestions."""
     from infill_ls.engine import quantize
 
+    monkeypatch.setenv(quantize.CHOICES_FILE_VARIABLE, str(tmp_path / "choices.json"))  # none remembered
     model = quantized_model(tiny_model, "fp8")
     shapes = {(m.in_features, m.out_features) for m in model.modules() if isinstance(m, quantize.Fp8Linear)}
     assert (64, 128) in shapes and len(shapes) > 1
@@ -495,6 +496,58 @@ def test_fp8_keeps_the_fastest_call_per_shape_and_refuses_a_wrong_kernel(tiny_mo
     monkeypatch.setattr(torch, "_scaled_mm", lambda *args, **kwargs: real(*args, **kwargs) * 2)
     with pytest.raises(RuntimeError, match="_scaled_mm is off"):
         quantize.tune_fp8(quantized_model(tiny_model, "fp8"), torch.float32)
+
+
+def test_a_load_reuses_the_remembered_fastest_call_once_it_checks_it(tiny_model, monkeypatch, tmp_path):
+    """The choice each shape's timing made is kept on disk: the next load on the same GPU and
+    software takes it without timing, after checking it still computes the right thing; one
+    that no longer does is timed again, and an unreadable file is as good as none (timings
+    are a test double, as above)."""
+    from infill_ls.engine import quantize
+
+    monkeypatch.setenv(quantize.CHOICES_FILE_VARIABLE, str(tmp_path / "choices.json"))
+    timed = []
+
+    def fake_graph_ms(call, device):  # the scales after the call are fastest, padded or not
+        choice = len(timed) % 4
+        timed.append(choice)
+        return 1.0 if choice == 1 else 2.0
+
+    def choices(model):
+        return {(m.out_features, m.unit_scale is not None, m.pad_rows) for m in model.modules()
+                if isinstance(m, quantize.Fp8Linear)}
+
+    monkeypatch.setattr(quantize, "graph_ms", fake_graph_ms)
+    first = quantized_model(tiny_model, "fp8")
+    quantize.tune_fp8(first, torch.float32)
+    shapes = len(json.loads(quantize.choices_path().read_text()))
+    assert shapes > 1 and len(timed) == 4 * shapes
+
+    def no_timing(call, device):
+        raise AssertionError("a remembered choice was timed again")
+
+    monkeypatch.setattr(quantize, "graph_ms", no_timing)
+    second = quantized_model(tiny_model, "fp8")
+    quantize.tune_fp8(second, torch.float32)
+    assert choices(second) == choices(first) and all(after for _, after, _ in choices(second))
+
+    # The scales applied after the call now come out wrong: the remembered choice fails its
+    # check, and the timing (the double again) keeps a call that is right.
+    monkeypatch.setattr(quantize, "graph_ms", fake_graph_ms)
+    real = quantize.Fp8Linear.matmul
+    monkeypatch.setattr(quantize.Fp8Linear, "matmul", lambda self, rows, scales, dtype, unit:
+                        real(self, rows, scales, dtype, unit) * (2 if unit is not None else 1))
+    timed.clear()
+    third = quantized_model(tiny_model, "fp8")
+    quantize.tune_fp8(third, torch.float32)
+    assert len(timed) == 2 * shapes and not any(after for _, after, _ in choices(third))  # only right calls are timed
+
+    monkeypatch.setattr(quantize.Fp8Linear, "matmul", real)
+    quantize.choices_path().write_text("{ not json")
+    timed.clear()
+    quantize.tune_fp8(quantized_model(tiny_model, "fp8"), torch.float32)
+    assert len(timed) == 4 * shapes
+    assert len(json.loads(quantize.choices_path().read_text())) == shapes  # written anew
 
 
 def assert_close_to_float32(kind: str, logits: torch.Tensor, reference: torch.Tensor) -> None:

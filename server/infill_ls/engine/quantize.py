@@ -30,8 +30,13 @@ on the tensor cores of Ada and Hopper GPUs (``torch._scaled_mm``, ``Fp8Linear``)
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import inspect
+import json
 import logging
+import os
 import time
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -438,26 +443,94 @@ def keep_fastest(module: nn.Module, choices: list[dict], x: torch.Tensor, expect
                  name: str) -> dict:
     """Set the attributes of each of ``choices`` on ``module`` in turn, time ``module(x)`` on
     this GPU, and keep (and return) the fastest choice that computes ``expected`` to
-    KERNEL_TOLERANCE; the first choice where none does."""
-    best_ms, best = float("inf"), choices[0]
+    KERNEL_TOLERANCE; the first choice where none does.  The choice is remembered on disk
+    (``remember_choice``): a later load on the same GPU and software checks it and skips the
+    timing."""
     started = time.perf_counter()
-    for choice in choices:
-        for attribute, value in choice.items():
-            setattr(module, attribute, value)
+    key = choice_key(module, choices, x)
+    remembered = remembered_choices().get(key)
+    if isinstance(remembered, int) and 0 <= remembered < len(choices) and computes(module, choices[remembered], x,
+                                                                                  expected, name):
+        log.info("%s: %s (remembered; checked in %.1f s)", name, choices[remembered], time.perf_counter() - started)
+        return choices[remembered]
+    best_ms, best = float("inf"), 0
+    for index, choice in enumerate(choices):
+        if not computes(module, choice, x, expected, name):
+            continue
         try:
-            got = module(x).float()
-            if (got - expected).abs().max().item() > KERNEL_TOLERANCE * max(expected.abs().max().item(), 1e-6):
-                continue
             ms = graph_ms(lambda: module(x), x.device)
-        except Exception as error:  # e.g. a block too large for this GPU's registers or shared memory
-            log.debug("%s: %s failed: %s", name, choice, error)
+        except Exception as error:  # noqa: BLE001 - a call that cannot be captured is not a candidate
+            log.debug("%s: %s could not be timed: %s", name, choice, error)
             continue
         if ms < best_ms:
-            best_ms, best = ms, choice
-    for attribute, value in best.items():
+            best_ms, best = ms, index
+    for attribute, value in choices[best].items():
         setattr(module, attribute, value)
-    log.info("%s: %s (%.4f ms; tuned in %.1f s)", name, best, best_ms, time.perf_counter() - started)
-    return best
+    if best_ms < float("inf"):
+        remember_choice(key, best)
+    log.info("%s: %s (%.4f ms; tuned in %.1f s)", name, choices[best], best_ms, time.perf_counter() - started)
+    return choices[best]
+
+
+def computes(module: nn.Module, choice: dict, x: torch.Tensor, expected: torch.Tensor, name: str) -> bool:
+    """Set ``choice``'s attributes on ``module``; whether ``module(x)`` then gives ``expected``
+    (not where it fails, e.g. a block too large for this GPU's registers or shared memory)."""
+    for attribute, value in choice.items():
+        setattr(module, attribute, value)
+    try:
+        got = module(x).float()
+    except Exception as error:  # noqa: BLE001 - any failure rules the choice out
+        log.debug("%s: %s failed: %s", name, choice, error)
+        return False
+    return (got - expected).abs().max().item() <= KERNEL_TOLERANCE * max(expected.abs().max().item(), 1e-6)
+
+
+# Timing every candidate of every shape took ~25 s of a 15B model's load on an H200 (run 5),
+# at every start of the server: the fastest choice per shape is kept in a file, under a key
+# naming the GPU, the software and the choices themselves (choice_key).  The
+# variable names another file (the benches give each run a new one, so that every run
+# times its choices).
+CHOICES_FILE_VARIABLE = "INFILL_LS_KERNEL_CHOICES"
+
+
+def choices_path() -> Path:
+    if os.environ.get(CHOICES_FILE_VARIABLE):
+        return Path(os.environ[CHOICES_FILE_VARIABLE])
+    cache = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(cache) / "infill-ls" / "kernel-choices.json"
+
+
+def choice_key(module: nn.Module, choices: list[dict], x: torch.Tensor) -> str:
+    """What a timing depends on: the GPU, torch, CUDA and Triton, the kernels' source, the
+    module's kind and shape, the input's dtype, and the list of choices."""
+    device = torch.cuda.get_device_name(x.device) if x.is_cuda else str(x.device)
+    triton_version = getattr(getattr(gemv, "triton", None), "__version__", "none")
+    sources = hashlib.sha256((inspect.getsource(gemv) + repr(choices)).encode()).hexdigest()[:16]
+    return (f"{device} | torch {torch.__version__} cuda {torch.version.cuda} triton {triton_version} | "
+            f"{type(module).__name__} {module.in_features}x{module.out_features} {x.dtype} | {sources}")
+
+
+def remembered_choices() -> dict:
+    """The file's choices: {} where there is none yet or it cannot be read (then every shape
+    is timed, and the file written anew)."""
+    try:
+        known = json.loads(choices_path().read_text())
+    except (OSError, ValueError):
+        return {}
+    return known if isinstance(known, dict) else {}
+
+
+def remember_choice(key: str, index: int) -> None:
+    known = remembered_choices()
+    known[key] = index
+    path = choices_path()
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        partial = path.with_name(f"{path.name}.{os.getpid()}")
+        partial.write_text(json.dumps(known, indent=1))
+        partial.replace(path)  # whole or not at all, even with two servers loading at once
+    except OSError as error:  # a read-only home must not fail the load
+        log.debug("could not remember the kernel choice: %s", error)
 
 
 FLUSH_MS: dict[str, float] = {}  # graph_ms's L2 flush alone, per device
