@@ -342,6 +342,11 @@ def on_triton_kernels(model: nn.Module) -> bool:
 KERNEL_TOLERANCE = 0.02
 
 
+def relative_error(got: torch.Tensor, want: torch.Tensor) -> float:
+    """The largest difference of ``got`` from ``want``, relative to ``want``'s largest value."""
+    return (got.float() - want).abs().max().item() / max(want.abs().max().item(), 1e-6)
+
+
 @torch.inference_mode()
 def kernel_agrees(module: nn.Module, dtype: torch.dtype, name: str, kind: str) -> bool:
     """Switch ``module`` to its kernel if the kernel exists here and gives the plain
@@ -356,7 +361,7 @@ def kernel_agrees(module: nn.Module, dtype: torch.dtype, name: str, kind: str) -
 
     def error_on(index: int) -> float:
         want = expected[index]
-        return (module(inputs[index]).float() - want).abs().max().item() / max(want.abs().max().item(), 1e-6)
+        return relative_error(module(inputs[index]), want)
 
     try:
         module.switch_to_kernel(kind)
@@ -428,7 +433,7 @@ def tune_fp8(model: nn.Module, dtype: torch.dtype) -> dict[str, int]:
             unit = torch.ones((), device=device)
             choices = [{"unit_scale": scale, "pad_rows": pad} for pad in (0, FP8_PADDED_ROWS) for scale in (None, unit)]
             chosen[key] = keep_fastest(module, choices, x, expected, name)
-            error = (module(x).float() - expected).abs().max().item() / max(expected.abs().max().item(), 1e-6)
+            error = relative_error(module(x), expected)
             if error > KERNEL_TOLERANCE:
                 raise RuntimeError(f"fp8: torch._scaled_mm is off by {error:.3g} (relative) on {device} for {name}")
         for attribute, value in chosen[key].items():
@@ -482,7 +487,7 @@ def computes(module: nn.Module, choice: dict, x: torch.Tensor, expected: torch.T
     except Exception as error:  # noqa: BLE001 - any failure rules the choice out
         log.debug("%s: %s failed: %s", name, choice, error)
         return False
-    return (got - expected).abs().max().item() <= KERNEL_TOLERANCE * max(expected.abs().max().item(), 1e-6)
+    return relative_error(got, expected) <= KERNEL_TOLERANCE
 
 
 # Timing every candidate of every shape took ~25 s of a 15B model's load on an H200 (run 5),
