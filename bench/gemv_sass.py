@@ -34,13 +34,22 @@ LOAD_BYTES = {"U8": 1, "S8": 1, "U16": 2, "S16": 2, "64": 8, "128": 16}
 
 
 def kernels(gemv, quantize) -> dict:
-    """name -> (kernel, constexprs, bytes of weights per loop step of a program)."""
+    """name -> (kernel, constexprs (and num_warps where not --num-warps), bytes of weights per loop step of a program)."""
     group, g_step = quantize.INT4_GROUP_SIZE, quantize.INT4_GROUPS_PER_STEP
     int8 = {"BLOCK_N": quantize.INT8_BLOCK_N, "BLOCK_K": quantize.INT8_BLOCK_K}
     int4 = {"BLOCK_N": quantize.INT4_BLOCK_N, "GROUP": group, "GROUPS_PER_STEP": g_step}
     int8_bytes = int8["BLOCK_N"] * int8["BLOCK_K"]
     int4_bytes = int4["BLOCK_N"] * g_step * group // 2
     rows_n = getattr(gemv, "ROWS_BLOCK_N", int8["BLOCK_N"])  # (a checkout before it: the one-row launch's)
+    folds = hasattr(gemv, "int4_fold_inputs")  # (a checkout before the folded scales has no FOLD)
+    fold = {"FOLD": False} if folds else {}
+    folded = {}
+    if folds:  # Launch.fold_scales, at the default launch and at the 2 warps x 32 rows the candidates include
+        for name, more in (("", {}), (", deferred sum", {"DEFER_SUM": True}),
+                           (", 32 rows, 4 groups, 2 warps", {"BLOCK_N": 32, "GROUPS_PER_STEP": 4, "num_warps": 2})):
+            constexprs = {**int4, "DEFER_SUM": False, "EVEN": True, "PREFETCH": False, "FOLD": True, **more}
+            folded["int4 one row, folded" + name] = (
+                gemv._int4_gemv, constexprs, constexprs["BLOCK_N"] * constexprs["GROUPS_PER_STEP"] * group // 2)
     return {
         # EVEN: the 15B shapes' launches tile the weights exactly (no masks).
         "int8 one row": (gemv._int8_gemv, {**int8, "DEFER_SUM": False, "EVEN": True, "PREFETCH": False}, int8_bytes),
@@ -48,16 +57,18 @@ def kernels(gemv, quantize) -> dict:
                                        int8_bytes),
         "int8 one row, prefetch": (gemv._int8_gemv, {**int8, "DEFER_SUM": False, "EVEN": True, "PREFETCH": True},
                                    int8_bytes),
-        "int4 one row": (gemv._int4_gemv, {**int4, "DEFER_SUM": False, "EVEN": True, "PREFETCH": False}, int4_bytes),
-        "int4 one row, deferred sum": (gemv._int4_gemv, {**int4, "DEFER_SUM": True, "EVEN": True, "PREFETCH": False},
-                                       int4_bytes),
-        "int4 one row, prefetch": (gemv._int4_gemv, {**int4, "DEFER_SUM": False, "EVEN": True, "PREFETCH": True},
-                                   int4_bytes),
+        "int4 one row": (gemv._int4_gemv, {**int4, "DEFER_SUM": False, "EVEN": True, "PREFETCH": False, **fold},
+                         int4_bytes),
+        "int4 one row, deferred sum": (gemv._int4_gemv, {**int4, "DEFER_SUM": True, "EVEN": True, "PREFETCH": False,
+                                                         **fold}, int4_bytes),
+        "int4 one row, prefetch": (gemv._int4_gemv, {**int4, "DEFER_SUM": False, "EVEN": True, "PREFETCH": True,
+                                                     **fold}, int4_bytes),
         # The tensor-core kernels (several rows) tile gemv.ROWS_BLOCK_N output rows, in ROWS_NUM_WARPS warps.
         "int8 rows": (gemv._int8_rows, {**int8, "BLOCK_N": rows_n, "PADDED_ROWS": gemv.MAX_ROWS},
                       int8_bytes * rows_n // int8["BLOCK_N"]),
         "int4 rows": (gemv._int4_rows, {**int4, "BLOCK_N": rows_n, "PADDED_ROWS": gemv.MAX_ROWS},
                       int4_bytes * rows_n // int4["BLOCK_N"]),
+        **folded,
     }
 
 
@@ -65,7 +76,7 @@ def signature(fn, constexprs: dict) -> dict:
     # The one-row kernels take float32 inputs (gemv.int8_matvec converts them), the tensor-core
     # ones the activations' bf16.
     types = {"x_ptr": "*bf16" if "PADDED_ROWS" in constexprs else "*fp32", "w_ptr": "*i8", "word_ptr": "*i32",
-             "scale_ptr": "*bf16", "min_ptr": "*bf16", "out_ptr": "*fp32"}
+             "scale_ptr": "*bf16", "min_ptr": "*bf16", "out_ptr": "*fp32", "sums_ptr": "*fp32"}
     return {name: "constexpr" if name in constexprs else types.get(name, "i32") for name in fn.arg_names}
 
 
@@ -148,6 +159,8 @@ def main() -> None:
     ap.add_argument("--arch", type=int, default=90, help="compute capability x10 (90: H100/H200)")
     ap.add_argument("--num-warps", type=int, default=4)
     ap.add_argument("--json", type=Path, help="where to write the JSON (default: bench/results/gemv-sass-<time>.json)")
+    ap.add_argument("--tiles", action="store_true",
+                    help="also the int4 one-row kernel at each tile tune_launch tries, its scales folded and not")
     args = ap.parse_args()
     sys.path.insert(0, str(args.server.resolve()))  # ahead of this checkout's (common.py put it first)
     os.environ.setdefault("TRITON_DEFAULT_FP_FUSION", "1")  # Triton 3.9's default, said out loud
@@ -160,10 +173,13 @@ def main() -> None:
               "server": str(args.server.resolve()), "compiled_on": machine(), "kernels": {}}
     for name, (fn, constexprs, weight_bytes) in kernels(gemv, quantize).items():
         warps = getattr(gemv, "ROWS_NUM_WARPS", args.num_warps) if "PADDED_ROWS" in constexprs else args.num_warps
+        warps = constexprs.pop("num_warps", warps)  # (a launch's own, where a kernel names one)
         sass, registers = sass_of(triton, fn, constexprs, args.arch, warps)
         report["kernels"][name] = {"constexprs": constexprs, "num_warps": warps,
                                    **describe(loop_of(sass), registers, weight_bytes, 32 * warps,
                                               2 if constexprs.get("PREFETCH") else 1)}
+    if args.tiles:
+        report["int4_tiles"] = int4_tiles(triton, gemv, quantize, args.arch)
     if args.json:
         args.json.write_text(json.dumps(report, indent=1) + "\n")
     out = args.json or write_result("gemv-sass", report)
@@ -171,7 +187,38 @@ def main() -> None:
         print(f"{name:28} {row['registers_per_thread']:3} registers, {row['programs_per_sm']:2} programs/SM, "
               f"{row['weight_bytes_in_flight_per_sm'] // 1024:3} KiB in flight/SM; {row['loop_instructions']:4} "
               f"instructions/step, {row['instructions_per_weight_byte']:5} per weight byte; loads {row['loop_global_loads']}")
+    for row in report.get("int4_tiles", []):
+        was, now = row["unfolded"], row["folded"]
+        print(f"int4 one row, {row['BLOCK_N']} rows x {row['GROUPS_PER_STEP']} groups, {row['num_warps']} warps, "
+              f"{'deferred sum' if row['DEFER_SUM'] else 'sum per step'}, unfolded -> folded: "
+              f"{was['instructions_per_weight_byte']} -> {now['instructions_per_weight_byte']} per weight byte, "
+              f"{was['registers_per_thread']} -> {now['registers_per_thread']} registers, "
+              f"{was['weight_bytes_in_flight_per_sm'] // 1024} -> {now['weight_bytes_in_flight_per_sm'] // 1024} KiB "
+              f"in flight/SM")
     print(f"wrote {out}")
+
+
+def int4_tiles(triton, gemv, quantize, arch: int) -> list[dict]:
+    """The int4 one-row kernel at each tile gemv.candidates offers (rows per program, groups
+    per step, warps, deferred sum), unfolded and folded (Launch.fold_scales): instructions per
+    weight byte, registers, programs and bytes in flight per SM."""
+    rows = []
+    for block_n in (16, 32):
+        for groups in (2, 4):
+            for warps in (2, 4):
+                for defer in (False, True):
+                    row = {"BLOCK_N": block_n, "GROUPS_PER_STEP": groups, "num_warps": warps, "DEFER_SUM": defer}
+                    for fold in (False, True):
+                        constexprs = {"BLOCK_N": block_n, "GROUP": quantize.INT4_GROUP_SIZE, "GROUPS_PER_STEP": groups,
+                                      "DEFER_SUM": defer, "EVEN": True, "PREFETCH": False, "FOLD": fold}
+                        sass, registers = sass_of(triton, gemv._int4_gemv, constexprs, arch, warps)
+                        figures = describe(loop_of(sass), registers,
+                                           block_n * groups * quantize.INT4_GROUP_SIZE // 2, 32 * warps)
+                        row["folded" if fold else "unfolded"] = {
+                            key: figures[key] for key in ("instructions_per_weight_byte", "registers_per_thread",
+                                                          "programs_per_sm", "weight_bytes_in_flight_per_sm")}
+                    rows.append(row)
+    return rows
 
 
 if __name__ == "__main__":

@@ -54,6 +54,12 @@ for k, n in ((256, 96), (640, 50), (128, 512)):
                 for module, want in ((int8, want8), (int4, want4)):
                     module.plan = dataclasses.replace(module.plan, rows_kernel=False)
                     cases.append((type(module).__name__ + " per row", module(x), want))
+            # Each group's scale and minimum folded out of the products: one row, and three on
+            # the one-row kernel once per row (its sums per row); the sum per step and deferred
+            if rows < 16:
+                folded = Int4WeightOnlyLinear(linear)
+                folded.plan = dataclasses.replace(int4_wide.plan, fold_scales=True, rows_kernel=False)
+                cases.append(("int4 x4 folded", folded(x), want4))
             if rows == 1:  # the next step's weights requested early (launches tune_launch may pick)
                 int8_ahead, int4_ahead = Int8WeightOnlyLinear(linear), Int4WeightOnlyLinear(linear)
                 int8_ahead.plan = gemv.launch(n, k, 64, x.device, block_n=16, split_k=split, prefetch=True)
@@ -122,15 +128,16 @@ def test_the_triton_kernels_compute_what_the_plain_modules_compute(tiny_model):
     env = dict(os.environ, TRITON_INTERPRET="1", HF_HUB_OFFLINE="1",
                PYTHONPATH=os.pathsep.join([str(TRITON_SITE), str(REPO / "server")]))
     run = subprocess.run([sys.executable, "-c", CHECK, str(tiny_model)], capture_output=True, text=True, env=env,
-                         timeout=600)
+                         timeout=900)
     assert run.returncode == 0, run.stderr[-3000:]
     report = json.loads(run.stdout.strip().splitlines()[-1])
     # shapes x rows x splits x kinds, + per-row fallbacks, + one row prefetching and on the
-    # tensor-core kernels, + the dequantized weights
-    assert len(report["linears"]) == 3 * 3 * 3 * 3 + 3 * 2 * 3 * 2 + 3 * 3 * 2 * 2 + 3 * 3
+    # tensor-core kernels, + the dequantized weights, + the folded scales at every row count
+    assert len(report["linears"]) == 3 * 3 * 3 * 3 + 3 * 2 * 3 * 2 + 3 * 3 * 2 * 2 + 3 * 3 + 3 * 2 * 3
     # float32 both ways: int8 differs only in the order of the sums; the int4 matrix-vector
     # kernel also folds its bit trick's offset into each group's minimum, which rounds that
-    # minimum to ~2^-13 of a quantization step (gemv._weight).
+    # minimum to ~2^-13 of a quantization step (gemv._weight); folded, each group's sum
+    # carries its inputs' sum, taken away after it (~2^-16 of a step per input, relative).
     for int4, bound in ((False, 1e-5), (True, 1e-4)):
         cases = [case for case in report["linears"] if ("int4" in case["kind"].lower()) == int4]
         worst = max(cases, key=lambda case: case["error"])
@@ -172,3 +179,10 @@ def test_the_one_row_kernels_read_weights_in_wide_loads(tmp_path):
     for kind in ("int8", "int4"):
         rows, one_row = kernels[kind + " rows"], kernels[kind + " one row"]
         assert rows["instructions_per_weight_byte"] < 2 * one_row["instructions_per_weight_byte"], (rows, one_row)
+    # Folding each group's scale and minimum out of the products (Launch.fold_scales) is worth
+    # its extra kernel only while it issues fewer instructions per weight byte, in fewer
+    # registers, than the same launch unfolded.
+    for name in ("int4 one row", "int4 one row, deferred sum"):
+        folded, unfolded = kernels[name.replace("one row", "one row, folded")], kernels[name]
+        assert folded["instructions_per_weight_byte"] < 0.95 * unfolded["instructions_per_weight_byte"], (folded, unfolded)
+        assert folded["registers_per_thread"] <= unfolded["registers_per_thread"], (folded, unfolded)

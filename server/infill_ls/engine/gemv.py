@@ -44,6 +44,8 @@ except ImportError:  # the CPU-only install: the plain paths serve
 # Rows of input a call handles (decode steps and draft checks); longer inputs (a prefill)
 # take the plain path, whose cuBLAS matmul is faster there.
 MAX_ROWS = 16
+# The bits of the float 1.0, an argument of the int4 kernels (see _weight).
+ONE_BITS = 0x3F800000
 # Output rows per program of the tensor-core kernels (_int8_rows/_int4_rows), in one
 # warpgroup (4 warps).  With the one-row launches' 16, the 4 warps of a program each
 # converted the whole tile of weights for their share of the products: compiled for an H100
@@ -85,6 +87,13 @@ class Launch:
     # the one-row kernel's 16, at 12.5 instructions per weight byte against 10.9,
     # bench/gemv_sass.py).  A candidate tune_launch times, unmeasured yet.
     one_row_on_tensor_cores: bool = False
+    # int4, one row: each group's scale and minimum applied once per group of a thread's
+    # products, not to every weight (_int4_gemv's FOLD; int4_fold_inputs prepares the row).
+    # Compiled for an H100 (bench/gemv_sass.py), over the candidates' tiles, 10-26 % fewer
+    # instructions per weight byte (e.g. 7.0 against 8.8), as many registers or fewer and up
+    # to twice the bytes in flight per SM, for one small kernel more per call.  A candidate
+    # tune_launch times, unmeasured yet.
+    fold_scales: bool = False
 
 
 # Programs a launch aims for, per SM.  The sweep on an H200 (bench/gpu_linear.py --sweep,
@@ -96,7 +105,7 @@ PROGRAMS_PER_SM = 6
 
 
 def launch(n: int, k: int, block_k: int, device: torch.device, block_n: int = 16, split_k: int | None = None,
-           num_warps: int = 4, defer_sum: bool = False, prefetch: bool = False) -> Launch:
+           num_warps: int = 4, defer_sum: bool = False, prefetch: bool = False, fold_scales: bool = False) -> Launch:
     """A launch for an [n, k] weight: ``split_k`` (by default as many splits as bring the
     programs to ``PROGRAMS_PER_SM`` per SM, at least 2, each program keeping 2 steps)."""
     n_blocks = -(-n // block_n)
@@ -106,17 +115,20 @@ def launch(n: int, k: int, block_k: int, device: torch.device, block_n: int = 16
         split_k = max(1, min(steps // 2, max(2, PROGRAMS_PER_SM * sms // n_blocks)))
         split_k = max(d for d in range(1, split_k + 1) if steps % d == 0)  # whole steps per split
     even = n % block_n == 0 and k % block_k == 0 and steps % split_k == 0
-    return Launch(block_n, block_k, split_k, -(-steps // split_k), num_warps, defer_sum, even=even, prefetch=prefetch)
+    return Launch(block_n, block_k, split_k, -(-steps // split_k), num_warps, defer_sum, even=even, prefetch=prefetch,
+                  fold_scales=fold_scales)
 
 
-def candidates(n: int, k: int, block_ks: tuple[int, ...], device: torch.device) -> list[Launch]:
+def candidates(n: int, k: int, block_ks: tuple[int, ...], device: torch.device, fold: bool = False) -> list[Launch]:
     """Launches worth timing for an [n, k] weight (quantize.tune_launch): each ``block_k``
     (inputs per loop step), 16 or 32 rows per program, 2 or 4 warps, the sum per step or
     deferred, ``launch``'s split of the input dimension or twice as many — the ranges inside
     which the sweeps on an H200 found every shape's best (bench/gpu_linear.py --sweep) — and
     each of those that sums per step again with the next step's weights requested early
-    (``Launch.prefetch``; not swept yet; the deferred sum's registers left out); and the row
-    on the tensor-core kernel (``Launch.one_row_on_tensor_cores``; not swept yet)."""
+    (``Launch.prefetch``; not swept yet; the deferred sum's registers left out); the row
+    on the tensor-core kernel (``Launch.one_row_on_tensor_cores``; not swept yet); and with
+    ``fold`` (int4) each of the sums per step or deferred with the scales folded
+    (``Launch.fold_scales``; not swept yet)."""
     found = []
     for block_k in block_ks:
         steps = -(-k // block_k)
@@ -127,7 +139,9 @@ def candidates(n: int, k: int, block_ks: tuple[int, ...], device: torch.device) 
             for split_k in sorted({split, more}):
                 for num_warps in (2, 4):
                     for defer_sum in (False, True):
-                        found.append(launch(n, k, block_k, device, block_n, split_k, num_warps, defer_sum))
+                        for fold_scales in (False, True) if fold else (False,):
+                            found.append(launch(n, k, block_k, device, block_n, split_k, num_warps, defer_sum,
+                                                fold_scales=fold_scales))
                     found.append(launch(n, k, block_k, device, block_n, split_k, num_warps, prefetch=True))
     return found
 
@@ -183,12 +197,23 @@ if triton is not None:
         scale = tl.load(scale_ptr + rows_n, mask=in_n, other=0.0).to(tl.float32)
         tl.store(out_ptr + (tl.program_id(2) * tl.num_programs(0) + row) * N + rows_n, acc * scale, mask=in_n)
 
+    # ``one`` is the bits of 1.0f (0x3F800000), passed at run time: as a constant it took one of
+    # the two constant operands of each nibble's LOP3, and ptxas moved the nibble masks into
+    # registers again at every step (compiled for sm_90, bench/gemv_sass.py: the int4 loop took
+    # 175 instructions per step that way, 156 with ``one``).
+
     @triton.jit
-    def _weight(bits, scale, offset):
+    def _weight(bits, scale, offset, one):
         """A 4-bit code sitting in mantissa bits 12-15 or 16-19 of ``bits`` (nothing else set):
         under the exponent of 1.0 it reads 1 + code * 2^-11 (or 2^-7), so ``scale`` = s * 2^11
         (2^7) and ``offset`` = min - s * 2^11 (2^7) give code * s + min in one multiply-add."""
-        return (bits | 0x3F800000).to(tl.float32, bitcast=True) * scale + offset
+        return (bits | one).to(tl.float32, bitcast=True) * scale + offset
+
+    @triton.jit
+    def _unit(bits, one):
+        """A 4-bit code in mantissa bits 15-18 or 19-22 of ``bits``, under the exponent of 1.0:
+        1 + code * 2^-8 (2^-4)."""
+        return (bits | one).to(tl.float32, bitcast=True)
 
     @triton.jit
     def _int4_group_loads(word_ptr, scale_ptr, min_ptr, rows_n, in_n, g, K, GROUP: tl.constexpr, EVEN: tl.constexpr):
@@ -207,12 +232,21 @@ if triton is not None:
         return word, scale, low_value
 
     @triton.jit
-    def _int4_gemv(x_ptr, word_ptr, scale_ptr, min_ptr, out_ptr, N, K, steps_per_split,
+    def _int4_gemv(x_ptr, sums_ptr, word_ptr, scale_ptr, min_ptr, out_ptr, N, K, steps_per_split, one,
                    BLOCK_N: tl.constexpr, GROUP: tl.constexpr, GROUPS_PER_STEP: tl.constexpr,
-                   DEFER_SUM: tl.constexpr, EVEN: tl.constexpr, PREFETCH: tl.constexpr):
+                   DEFER_SUM: tl.constexpr, EVEN: tl.constexpr, PREFETCH: tl.constexpr, FOLD: tl.constexpr):
         # quantize.py's layout: a group is GROUP/8 int32 words; nibble p of word w holds the
         # code of input p * GROUP/8 + w, so the inputs of one nibble of all the words are one
         # contiguous read.  Tiles are [rows, groups of the step, words of a group].
+        #
+        # FOLD (Launch.fold_scales): ``x_ptr`` holds int4_fold_inputs' row, each input of an odd
+        # nibble divided by 16, and ``sums_ptr`` each group's sums of the row as it was and as
+        # divided.  A nibble then costs a mask and one multiply-add: (1 + code * 2^-8) * x, or
+        # (1 + code * 2^-4) * x/16 for an odd nibble, is x' + code * 2^-8 * x; and a group's
+        # scale and minimum come in once per group of a thread's products: code * s + min summed
+        # over a group is s * 2^8 * (the sum of those products - the divided row's sum) + min *
+        # the row's sum.  (Three shifts and bits 11-22 took one instruction less per word, but
+        # rounded 1 + code * 2^-12 to ~2^-12 of a step: 5x the error of the unfolded kernel.)
         WORDS: tl.constexpr = GROUP // 8
         row = tl.program_id(0)  # grid (input rows, n blocks, splits); out: [splits, rows, N]
         rows_n = tl.program_id(1) * BLOCK_N + tl.arange(0, BLOCK_N)
@@ -222,6 +256,8 @@ if triton is not None:
         in_step = tl.arange(0, GROUPS_PER_STEP)
         word_of_group = tl.arange(0, WORDS)
         acc = tl.zeros((BLOCK_N, GROUPS_PER_STEP, WORDS) if DEFER_SUM else (BLOCK_N,), dtype=tl.float32)
+        # FOLD: each group's min * the row's sum - s * 2^8 * the divided row's sum
+        offsets = tl.zeros((BLOCK_N, GROUPS_PER_STEP) if DEFER_SUM else (BLOCK_N,), dtype=tl.float32)
         if PREFETCH:
             next_codes = _int4_group_loads(word_ptr, scale_ptr, min_ptr, rows_n, in_n, first_group + in_step, K,
                                            GROUP, EVEN)
@@ -238,25 +274,66 @@ if triton is not None:
                 word, scale, low_value = _int4_group_loads(word_ptr, scale_ptr, min_ptr, rows_n, in_n, g, K, GROUP, EVEN)
             x = x_ptr + row * K + rows_n[:, None, None] * 0 + g[None, :, None] * GROUP + word_of_group[None, None, :]
             in_x = (g < groups)[None, :, None]
-            scale11, offset11 = (scale * 2048.0)[:, :, None], (low_value - scale * 2048.0)[:, :, None]
-            scale7, offset7 = (scale * 128.0)[:, :, None], (low_value - scale * 128.0)[:, :, None]
-            # Nibbles 3 and 4 already sit in bits 12-19; four shifts of the word bring the other six there.
-            up, down = word << 12, word >> 8
-            products = _weight(up & 0xF000, scale11, offset11) * _load(x, in_x, EVEN)
-            products += _weight(up & 0xF0000, scale7, offset7) * _load(x + WORDS, in_x, EVEN)
-            products += _weight((word << 8) & 0xF0000, scale7, offset7) * _load(x + 2 * WORDS, in_x, EVEN)
-            products += _weight(word & 0xF000, scale11, offset11) * _load(x + 3 * WORDS, in_x, EVEN)
-            products += _weight(word & 0xF0000, scale7, offset7) * _load(x + 4 * WORDS, in_x, EVEN)
-            products += _weight(down & 0xF000, scale11, offset11) * _load(x + 5 * WORDS, in_x, EVEN)
-            products += _weight(down & 0xF0000, scale7, offset7) * _load(x + 6 * WORDS, in_x, EVEN)
-            products += _weight((word >> 16) & 0xF000, scale11, offset11) * _load(x + 7 * WORDS, in_x, EVEN)
-            if DEFER_SUM:
-                acc += products
+            if FOLD:
+                # Four shifts of the word put its nibbles in mantissa bits 15-18 and 19-22.
+                n01, n23, n45, n67 = word << 15, word << 7, word >> 1, word >> 9
+                dot = _unit(n01 & 0x78000, one) * _load(x, in_x, EVEN)
+                dot += _unit(n01 & 0x780000, one) * _load(x + WORDS, in_x, EVEN)
+                dot += _unit(n23 & 0x78000, one) * _load(x + 2 * WORDS, in_x, EVEN)
+                dot += _unit(n23 & 0x780000, one) * _load(x + 3 * WORDS, in_x, EVEN)
+                dot += _unit(n45 & 0x78000, one) * _load(x + 4 * WORDS, in_x, EVEN)
+                dot += _unit(n45 & 0x780000, one) * _load(x + 5 * WORDS, in_x, EVEN)
+                dot += _unit(n67 & 0x78000, one) * _load(x + 6 * WORDS, in_x, EVEN)
+                dot += _unit(n67 & 0x780000, one) * _load(x + 7 * WORDS, in_x, EVEN)
+                in_g = g < groups
+                row_sum = _load(sums_ptr + row * groups + g, in_g, EVEN)
+                divided_sum = _load(sums_ptr + (tl.num_programs(0) + row) * groups + g, in_g, EVEN)
+                scale8 = scale * 256.0
+                offset = low_value * row_sum[None, :] - scale8 * divided_sum[None, :]
+                if DEFER_SUM:
+                    acc += dot * scale8[:, :, None]
+                    offsets += offset
+                else:
+                    acc += tl.sum(tl.sum(dot, axis=2) * scale8, axis=1)
+                    offsets += tl.sum(offset, axis=1)
             else:
-                acc += tl.sum(tl.sum(products, axis=2), axis=1)
+                scale11, offset11 = (scale * 2048.0)[:, :, None], (low_value - scale * 2048.0)[:, :, None]
+                scale7, offset7 = (scale * 128.0)[:, :, None], (low_value - scale * 128.0)[:, :, None]
+                # Nibbles 3 and 4 already sit in bits 12-19; four shifts of the word bring the other six there.
+                up, down = word << 12, word >> 8
+                products = _weight(up & 0xF000, scale11, offset11, one) * _load(x, in_x, EVEN)
+                products += _weight(up & 0xF0000, scale7, offset7, one) * _load(x + WORDS, in_x, EVEN)
+                products += _weight((word << 8) & 0xF0000, scale7, offset7, one) * _load(x + 2 * WORDS, in_x, EVEN)
+                products += _weight(word & 0xF000, scale11, offset11, one) * _load(x + 3 * WORDS, in_x, EVEN)
+                products += _weight(word & 0xF0000, scale7, offset7, one) * _load(x + 4 * WORDS, in_x, EVEN)
+                products += _weight(down & 0xF000, scale11, offset11, one) * _load(x + 5 * WORDS, in_x, EVEN)
+                products += _weight(down & 0xF0000, scale7, offset7, one) * _load(x + 6 * WORDS, in_x, EVEN)
+                products += _weight((word >> 16) & 0xF000, scale11, offset11, one) * _load(x + 7 * WORDS, in_x, EVEN)
+                if DEFER_SUM:
+                    acc += products
+                else:
+                    acc += tl.sum(tl.sum(products, axis=2), axis=1)
         if DEFER_SUM:
             acc = tl.sum(tl.sum(acc, axis=2), axis=1)
+            if FOLD:
+                acc += tl.sum(offsets, axis=1)
+        elif FOLD:
+            acc += offsets
         tl.store(out_ptr + (tl.program_id(2) * tl.num_programs(0) + row) * N + rows_n, acc, mask=in_n)
+
+    @triton.jit
+    def _int4_fold_inputs(x_ptr, out_ptr, sums_ptr, K, GROUP: tl.constexpr):
+        # grid (rows, groups): one group of a row, as _int4_gemv's FOLD reads it.
+        WORDS: tl.constexpr = GROUP // 8
+        row, g = tl.program_id(0), tl.program_id(1)
+        nibble = tl.arange(0, 8)
+        at = row * K + g * GROUP + nibble[:, None] * WORDS + tl.arange(0, WORDS)[None, :]
+        x = tl.load(x_ptr + at).to(tl.float32)
+        divided = x * tl.where(nibble % 2 == 0, 1.0, 0.0625)[:, None]
+        tl.store(out_ptr + at, divided)
+        groups = K // GROUP
+        tl.store(sums_ptr + row * groups + g, tl.sum(tl.sum(x, axis=1), axis=0))
+        tl.store(sums_ptr + (tl.num_programs(0) + row) * groups + g, tl.sum(tl.sum(divided, axis=1), axis=0))
 
     # Several input rows (a draft check, a few typed tokens): each tile of weights is read
     # once for all the rows and multiplied on the tensor cores (tl.dot wants 16 rows or
@@ -376,15 +453,28 @@ def int4_matvec(x: torch.Tensor, packed: torch.Tensor, scales: torch.Tensor, min
     partial = torch.empty(plan.split_k, rows, n, dtype=torch.float32, device=x.device)
     blocks, groups_per_step = -(-n // plan.block_n), plan.block_k // group
     if (rows == 1 and not plan.one_row_on_tensor_cores) or not plan.rows_kernel:
-        _int4_gemv[(rows, blocks, plan.split_k)](x.float().contiguous(), words, scales, mins, partial, n, k,
-                                                 plan.steps_per_split, BLOCK_N=plan.block_n, GROUP=group,
+        x, sums = int4_fold_inputs(x, group) if plan.fold_scales else (x.float().contiguous(), x)
+        _int4_gemv[(rows, blocks, plan.split_k)](x, sums, words, scales, mins, partial, n, k, plan.steps_per_split,
+                                                 ONE_BITS, BLOCK_N=plan.block_n, GROUP=group,
                                                  GROUPS_PER_STEP=groups_per_step, DEFER_SUM=plan.defer_sum,
-                                                 EVEN=plan.even, PREFETCH=plan.prefetch, num_warps=plan.num_warps)
+                                                 EVEN=plan.even, PREFETCH=plan.prefetch, FOLD=plan.fold_scales,
+                                                 num_warps=plan.num_warps)
     else:
         _int4_rows[(1, -(-n // ROWS_BLOCK_N), plan.split_k)](
             x.contiguous(), words, scales, mins, partial, rows, n, k, plan.steps_per_split, BLOCK_N=ROWS_BLOCK_N,
             GROUP=group, GROUPS_PER_STEP=groups_per_step, PADDED_ROWS=MAX_ROWS, num_warps=ROWS_NUM_WARPS)
     return sum_of_splits(partial, x.dtype)
+
+
+def int4_fold_inputs(x: torch.Tensor, group: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """``x`` [rows, K] as _int4_gemv's FOLD reads it: float32, each input of an odd nibble of
+    a group divided by 16, and [2, rows, groups]: each group's sum of ``x`` and of the divided
+    row."""
+    rows, k = x.shape
+    divided = torch.empty(rows, k, dtype=torch.float32, device=x.device)
+    sums = torch.empty(2, rows, k // group, dtype=torch.float32, device=x.device)
+    _int4_fold_inputs[(rows, k // group)](x.contiguous(), divided, sums, k, GROUP=group)
+    return divided, sums
 
 
 def sum_of_splits(partial: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
