@@ -45,7 +45,7 @@ def kernels(gemv, quantize) -> dict:
     fold = {"FOLD": False} if folds else {}
     folded = {}
     if folds:  # Launch.fold_scales, at the default launch and at the 2 warps x 32 rows the candidates include
-        for name, more in (("", {}), (", deferred sum", {"DEFER_SUM": True}),
+        for name, more in (("", {}), (", deferred sum", {"DEFER_SUM": True}), (", prefetch", {"PREFETCH": True}),
                            (", 32 rows, 4 groups, 2 warps", {"BLOCK_N": 32, "GROUPS_PER_STEP": 4, "num_warps": 2})):
             constexprs = {**int4, "DEFER_SUM": False, "EVEN": True, "PREFETCH": False, "FOLD": True, **more}
             folded["int4 one row, folded" + name] = (
@@ -190,7 +190,8 @@ def main() -> None:
     for row in report.get("int4_tiles", []):
         was, now = row["unfolded"], row["folded"]
         print(f"int4 one row, {row['BLOCK_N']} rows x {row['GROUPS_PER_STEP']} groups, {row['num_warps']} warps, "
-              f"{'deferred sum' if row['DEFER_SUM'] else 'sum per step'}, unfolded -> folded: "
+              f"{'deferred sum' if row['DEFER_SUM'] else 'prefetch' if row['PREFETCH'] else 'sum per step'}, "
+              "unfolded -> folded: "
               f"{was['instructions_per_weight_byte']} -> {now['instructions_per_weight_byte']} per weight byte, "
               f"{was['registers_per_thread']} -> {now['registers_per_thread']} registers, "
               f"{was['weight_bytes_in_flight_per_sm'] // 1024} -> {now['weight_bytes_in_flight_per_sm'] // 1024} KiB "
@@ -200,20 +201,22 @@ def main() -> None:
 
 def int4_tiles(triton, gemv, quantize, arch: int) -> list[dict]:
     """The int4 one-row kernel at each tile gemv.candidates offers (rows per program, groups
-    per step, warps, deferred sum), unfolded and folded (Launch.fold_scales): instructions per
-    weight byte, registers, programs and bytes in flight per SM."""
+    per step, warps; the sum per step, deferred, or with the next step's codes prefetched),
+    unfolded and folded (Launch.fold_scales): instructions per weight byte, registers,
+    programs and bytes in flight per SM."""
     rows = []
     for block_n in (16, 32):
         for groups in (2, 4):
             for warps in (2, 4):
-                for defer in (False, True):
-                    row = {"BLOCK_N": block_n, "GROUPS_PER_STEP": groups, "num_warps": warps, "DEFER_SUM": defer}
+                for defer, prefetch in ((False, False), (True, False), (False, True)):
+                    row = {"BLOCK_N": block_n, "GROUPS_PER_STEP": groups, "num_warps": warps, "DEFER_SUM": defer,
+                           "PREFETCH": prefetch}
                     for fold in (False, True):
                         constexprs = {"BLOCK_N": block_n, "GROUP": quantize.INT4_GROUP_SIZE, "GROUPS_PER_STEP": groups,
-                                      "DEFER_SUM": defer, "EVEN": True, "PREFETCH": False, "FOLD": fold}
+                                      "DEFER_SUM": defer, "EVEN": True, "PREFETCH": prefetch, "FOLD": fold}
                         sass, registers = sass_of(triton, gemv._int4_gemv, constexprs, arch, warps)
-                        figures = describe(loop_of(sass), registers,
-                                           block_n * groups * quantize.INT4_GROUP_SIZE // 2, 32 * warps)
+                        figures = describe(loop_of(sass), registers, block_n * groups * quantize.INT4_GROUP_SIZE // 2,
+                                           32 * warps, 2 if prefetch else 1)
                         row["folded" if fold else "unfolded"] = {
                             key: figures[key] for key in ("instructions_per_weight_byte", "registers_per_thread",
                                                           "programs_per_sm", "weight_bytes_in_flight_per_sm")}

@@ -66,6 +66,8 @@ for k, n in ((256, 96), (640, 50), (128, 512)):
                 int4_ahead.plan = gemv.launch(n, k, 2 * int4.group_size, x.device, block_n=16, split_k=split,
                                               prefetch=True)
                 cases += [("int8 prefetch", int8_ahead(x), want8), ("int4 prefetch", int4_ahead(x), want4)]
+                int4_ahead.plan = dataclasses.replace(int4_ahead.plan, fold_scales=True)
+                cases.append(("int4 prefetch folded", int4_ahead(x), want4))
                 # ... and the row on the tensor-core kernels (padded to MAX_ROWS rows)
                 int8_ahead.plan = dataclasses.replace(int8.plan, one_row_on_tensor_cores=True)
                 int4_ahead.plan = dataclasses.replace(int4.plan, one_row_on_tensor_cores=True)
@@ -133,7 +135,7 @@ def test_the_triton_kernels_compute_what_the_plain_modules_compute(tiny_model):
     report = json.loads(run.stdout.strip().splitlines()[-1])
     # shapes x rows x splits x kinds, + per-row fallbacks, + one row prefetching and on the
     # tensor-core kernels, + the dequantized weights, + the folded scales at every row count
-    assert len(report["linears"]) == 3 * 3 * 3 * 3 + 3 * 2 * 3 * 2 + 3 * 3 * 2 * 2 + 3 * 3 + 3 * 2 * 3
+    assert len(report["linears"]) == 3 * 3 * 3 * 3 + 3 * 2 * 3 * 2 + 3 * 3 * 2 * 2 + 3 * 3 + 3 * 2 * 3 + 3 * 3
     # float32 both ways: int8 differs only in the order of the sums; the int4 matrix-vector
     # kernel also folds its bit trick's offset into each group's minimum, which rounds that
     # minimum to ~2^-13 of a quantization step (gemv._weight); folded, each group's sum
@@ -182,7 +184,7 @@ def test_the_one_row_kernels_read_weights_in_wide_loads(tmp_path):
     # Folding each group's scale and minimum out of the products (Launch.fold_scales) is worth
     # its extra kernel only while it issues fewer instructions per weight byte, in fewer
     # registers, than the same launch unfolded.
-    for name in ("int4 one row", "int4 one row, deferred sum"):
+    for name in ("int4 one row", "int4 one row, deferred sum", "int4 one row, prefetch"):
         folded, unfolded = kernels[name.replace("one row", "one row, folded")], kernels[name]
         assert folded["instructions_per_weight_byte"] < 0.95 * unfolded["instructions_per_weight_byte"], (folded, unfolded)
         assert folded["registers_per_thread"] <= unfolded["registers_per_thread"], (folded, unfolded)

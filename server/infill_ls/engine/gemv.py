@@ -17,7 +17,8 @@ SM reading.  The launch of each shape is timed on the GPU at load (quantize.tune
 over ``candidates``).  One input row (a decode step) runs on the matrix-vector kernels,
 which turn codes into floats with bit operations, not conversion instructions (Hopper
 issues those at 1/8 the rate of an add: the int4 kernel was bound by them, 128 per 64
-bytes of codes, bench/gemv_sass.py); 2-16 rows (a draft check, a few typed tokens) on
+bytes of codes, bench/gemv_sass.py), and for int4 may apply each group's scale and minimum
+once per group instead of to every weight (``Launch.fold_scales``); 2-16 rows (a draft check, a few typed tokens) on
 ``_int8_rows``/``_int4_rows``, which read each tile of weights once for all the rows and
 multiply on the tensor cores (where one fails its check at load, those rows take the
 one-row kernel once per row, ``Launch.rows_kernel``).
@@ -89,9 +90,9 @@ class Launch:
     one_row_on_tensor_cores: bool = False
     # int4, one row: each group's scale and minimum applied once per group of a thread's
     # products, not to every weight (_int4_gemv's FOLD; int4_fold_inputs prepares the row).
-    # Compiled for an H100 (bench/gemv_sass.py), over the candidates' tiles, 10-26 % fewer
-    # instructions per weight byte (e.g. 7.0 against 8.8), as many registers or fewer and up
-    # to twice the bytes in flight per SM, for one small kernel more per call.  A candidate
+    # Compiled for an H100 (bench/gemv_sass.py --tiles), over the candidates' tiles, 9-32 %
+    # fewer instructions per weight byte (e.g. 7.0 against 8.8), as many registers or fewer and
+    # up to 2.5x the bytes in flight per SM, for one small kernel more per call.  A candidate
     # tune_launch times, unmeasured yet.
     fold_scales: bool = False
 
@@ -127,8 +128,10 @@ def candidates(n: int, k: int, block_ks: tuple[int, ...], device: torch.device, 
     each of those that sums per step again with the next step's weights requested early
     (``Launch.prefetch``; not swept yet; the deferred sum's registers left out); the row
     on the tensor-core kernel (``Launch.one_row_on_tensor_cores``; not swept yet); and with
-    ``fold`` (int4) each of the sums per step or deferred with the scales folded
-    (``Launch.fold_scales``; not swept yet)."""
+    ``fold`` (int4) each of those one-row launches again with the scales folded
+    (``Launch.fold_scales``; not swept yet: compiled, e.g. 32 rows x 2 groups x 2 warps with the
+    prefetch folded came to 6.95 instructions per weight byte in 96 registers, 80 KiB in flight
+    per SM, against 9.02 in 254 and 32 KiB unfolded)."""
     found = []
     for block_k in block_ks:
         steps = -(-k // block_k)
@@ -138,11 +141,12 @@ def candidates(n: int, k: int, block_ks: tuple[int, ...], device: torch.device, 
             more = next((d for d in range(2 * split, steps // 2 + 1) if steps % d == 0), split)  # whole steps
             for split_k in sorted({split, more}):
                 for num_warps in (2, 4):
-                    for defer_sum in (False, True):
-                        for fold_scales in (False, True) if fold else (False,):
+                    for fold_scales in (False, True) if fold else (False,):
+                        for defer_sum in (False, True):
                             found.append(launch(n, k, block_k, device, block_n, split_k, num_warps, defer_sum,
                                                 fold_scales=fold_scales))
-                    found.append(launch(n, k, block_k, device, block_n, split_k, num_warps, prefetch=True))
+                        found.append(launch(n, k, block_k, device, block_n, split_k, num_warps, prefetch=True,
+                                            fold_scales=fold_scales))
     return found
 
 
