@@ -39,44 +39,37 @@ def kernels(gemv, quantize) -> dict:
     int8 = {"BLOCK_N": quantize.INT8_BLOCK_N, "BLOCK_K": quantize.INT8_BLOCK_K}
     int4 = {"BLOCK_N": quantize.INT4_BLOCK_N, "GROUP": group, "GROUPS_PER_STEP": g_step}
     int8_bytes = int8["BLOCK_N"] * int8["BLOCK_K"]
-    int4_bytes = int4["BLOCK_N"] * g_step * group // 2
     rows_n = getattr(gemv, "ROWS_BLOCK_N", int8["BLOCK_N"])  # (a checkout before it: the one-row launch's)
-    folds = hasattr(gemv, "int4_fold_inputs")  # (a checkout before the folded scales has no FOLD)
-    fold = {"FOLD": False} if folds else {}
-    folded = {}
-    if folds:  # Launch.fold_scales, at the default launch and at the 2 warps x 32 rows the candidates include
-        for name, more in (("", {}), (", deferred sum", {"DEFER_SUM": True}), (", prefetch", {"PREFETCH": True}),
-                           (", 32 rows, 4 groups, 2 warps", {"BLOCK_N": 32, "GROUPS_PER_STEP": 4, "num_warps": 2})):
-            constexprs = {**int4, "DEFER_SUM": False, "EVEN": True, "PREFETCH": False, "FOLD": True, **more}
-            folded["int4 one row, folded" + name] = (
-                gemv._int4_gemv, constexprs, constexprs["BLOCK_N"] * constexprs["GROUPS_PER_STEP"] * group // 2)
-    return {
-        # EVEN: the 15B shapes' launches tile the weights exactly (no masks).
-        "int8 one row": (gemv._int8_gemv, {**int8, "DEFER_SUM": False, "EVEN": True, "PREFETCH": False}, int8_bytes),
-        "int8 one row, deferred sum": (gemv._int8_gemv, {**int8, "DEFER_SUM": True, "EVEN": True, "PREFETCH": False},
-                                       int8_bytes),
-        "int8 one row, prefetch": (gemv._int8_gemv, {**int8, "DEFER_SUM": False, "EVEN": True, "PREFETCH": True},
-                                   int8_bytes),
-        "int4 one row": (gemv._int4_gemv, {**int4, "DEFER_SUM": False, "EVEN": True, "PREFETCH": False, **fold},
-                         int4_bytes),
-        "int4 one row, deferred sum": (gemv._int4_gemv, {**int4, "DEFER_SUM": True, "EVEN": True, "PREFETCH": False,
-                                                         **fold}, int4_bytes),
-        "int4 one row, prefetch": (gemv._int4_gemv, {**int4, "DEFER_SUM": False, "EVEN": True, "PREFETCH": True,
-                                                     **fold}, int4_bytes),
-        # The tensor-core kernels (several rows) tile gemv.ROWS_BLOCK_N output rows, in ROWS_NUM_WARPS warps.
-        "int8 rows": (gemv._int8_rows, {**int8, "BLOCK_N": rows_n, "PADDED_ROWS": gemv.MAX_ROWS},
-                      int8_bytes * rows_n // int8["BLOCK_N"]),
-        "int4 rows": (gemv._int4_rows, {**int4, "BLOCK_N": rows_n, "PADDED_ROWS": gemv.MAX_ROWS},
-                      int4_bytes * rows_n // int4["BLOCK_N"]),
-        **folded,
-    }
+    found = {}
+    # EVEN: the 15B shapes' launches tile the weights exactly (no masks).  Launch.fold (FOLD;
+    # a checkout before it has none) at the default launch, and for int4 also at a tile the
+    # candidates include where it frees the most registers.
+    for kind, fn, constexprs in (("int8", gemv._int8_gemv, int8), ("int4", gemv._int4_gemv, int4)):
+        folds = (False, True) if "FOLD" in fn.arg_names else (None,)
+        for fold in folds:
+            variants = [("", {}), (", deferred sum", {"DEFER_SUM": True}), (", prefetch", {"PREFETCH": True})]
+            if kind == "int4" and fold:
+                variants.append((", 32 rows, 4 groups, 2 warps", {"BLOCK_N": 32, "GROUPS_PER_STEP": 4, "num_warps": 2}))
+            for name, more in variants:
+                launch = {**constexprs, "DEFER_SUM": False, "EVEN": True, "PREFETCH": False,
+                          **({} if fold is None else {"FOLD": fold}), **more}
+                weight_bytes = (launch["BLOCK_N"] * launch["BLOCK_K"] if kind == "int8"
+                                else launch["BLOCK_N"] * launch["GROUPS_PER_STEP"] * group // 2)
+                found[f"{kind} one row{', folded' if fold else ''}{name}"] = (fn, launch, weight_bytes)
+    # The tensor-core kernels (several rows) tile gemv.ROWS_BLOCK_N output rows, in ROWS_NUM_WARPS warps.
+    found["int8 rows"] = (gemv._int8_rows, {**int8, "BLOCK_N": rows_n, "PADDED_ROWS": gemv.MAX_ROWS},
+                          int8_bytes * rows_n // int8["BLOCK_N"])
+    found["int4 rows"] = (gemv._int4_rows, {**int4, "BLOCK_N": rows_n, "PADDED_ROWS": gemv.MAX_ROWS},
+                          rows_n * g_step * group // 2)
+    return found
 
 
 def signature(fn, constexprs: dict) -> dict:
     # The one-row kernels take float32 inputs (gemv.int8_matvec converts them), the tensor-core
     # ones the activations' bf16.
     types = {"x_ptr": "*bf16" if "PADDED_ROWS" in constexprs else "*fp32", "w_ptr": "*i8", "word_ptr": "*i32",
-             "scale_ptr": "*bf16", "min_ptr": "*bf16", "out_ptr": "*fp32", "sums_ptr": "*fp32"}
+             "scale_ptr": "*bf16", "min_ptr": "*bf16", "out_ptr": "*fp32", "sums_ptr": "*fp32",
+             "x_sum_ptr": "*fp32"}
     return {name: "constexpr" if name in constexprs else types.get(name, "i32") for name in fn.arg_names}
 
 
@@ -202,7 +195,7 @@ def main() -> None:
 def int4_tiles(triton, gemv, quantize, arch: int) -> list[dict]:
     """The int4 one-row kernel at each tile gemv.candidates offers (rows per program, groups
     per step, warps; the sum per step, deferred, or with the next step's codes prefetched),
-    unfolded and folded (Launch.fold_scales): instructions per weight byte, registers,
+    unfolded and folded (Launch.fold): instructions per weight byte, registers,
     programs and bytes in flight per SM."""
     rows = []
     for block_n in (16, 32):

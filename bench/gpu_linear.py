@@ -118,9 +118,9 @@ def implementations(linear, compile_too: bool):
                                    linear.weight.device, gemv.ROWS_BLOCK_N)
                 on_tensor_cores.plan = dataclasses.replace(plan, one_row_on_tensor_cores=True)
                 yield f"{kind}-{kernel_kind}-tensor-cores", on_tensor_cores, None
-            if kernel_kind == "triton" and kind == "int4wo":  # the scales folded (a tune_launch candidate)
+            if kernel_kind == "triton":  # the dequantization folded out (a tune_launch candidate)
                 folded = copy.deepcopy(kernel)
-                folded.plan = dataclasses.replace(kernel.plan, fold_scales=True)
+                folded.plan = dataclasses.replace(kernel.plan, fold=True)
                 yield f"{kind}-{kernel_kind}-folded", folded, None
             if compile_too:
                 yield f"{kind}-{kernel_kind}-compiled", kernel, {}
@@ -156,7 +156,7 @@ def measure(name: str, module, inductor: dict | None, x, reference, device: str)
 def sweep(linear, x, device: str) -> dict:
     """gemv.py's launch choices on this shape (rows per program, inputs per step, split of
     the input dimension; then, for the three best, warps per program, the deferred sum,
-    the prefetch of the next step's weights and, int4, the folded scales):
+    the prefetch of the next step's weights and the dequantization folded out):
     the five fastest of each kernel, in ms per call."""
     import torch
 
@@ -195,9 +195,8 @@ def sweep(linear, x, device: str) -> dict:
                 time_launch(kind, **layout, num_warps=num_warps)
             time_launch(kind, **layout, defer_sum=True)
             time_launch(kind, **layout, prefetch=True)
-            if kind == "int4wo":
-                for defer_sum in (False, True):
-                    time_launch(kind, **layout, defer_sum=defer_sum, fold_scales=True)
+            for defer_sum in (False, True):
+                time_launch(kind, **layout, defer_sum=defer_sum, fold=True)
     right = {kind: [row for row in rows if row["error_vs_plain"] < 0.02] for kind, rows in found.items()}
     return {kind: sorted(rows, key=lambda row: row["ms"])[:5] for kind, rows in right.items()} | {
         "wrong": [{"kind": kind, **row} for kind, rows in found.items() for row in rows if row not in right[kind]]}

@@ -583,11 +583,11 @@ def test_weight_only_kernels_on_cuda(tiny_model, engine, kind, kernel):
     check (a wrong layout would leave them plain) and give the plain modules' logits: for a
     prompt (plain), a draft check's 9 tokens (gemv.py's tensor-core kernels in bf16: Triton's
     interpreter gets a bf16 tl.dot wrong, so only a GPU checks them) and one token (the
-    launch tune_launch chose; int4 on gemv.py's kernel also with each group's scale folded
-    out of the products, whichever launch it chose)."""
+    launch tune_launch chose; on gemv.py's kernels also with the dequantization folded out of
+    the products, whichever launch it chose)."""
     import dataclasses
 
-    from infill_ls.engine.quantize import Int4WeightOnlyLinear, use_kernels
+    from infill_ls.engine.quantize import Int4WeightOnlyLinear, Int8WeightOnlyLinear, use_kernels
 
     ids = torch.tensor([prompt_ids(engine, SOURCE[:1200], SOURCE[1200:1500])], device="cuda")
     plain = quantized_model(tiny_model, kind).to("cuda", torch.bfloat16)
@@ -597,10 +597,10 @@ def test_weight_only_kernels_on_cuda(tiny_model, engine, kind, kernel):
         for inputs in (ids, ids[:, :9], ids[:, :1]):
             expected = plain(input_ids=inputs).logits.float()
             assert (switched(input_ids=inputs).logits.float() - expected).abs().max() < 0.05 * expected.abs().max()
-        if kind == "int4wo" and kernel == "triton":
+        if kernel == "triton":
             for linear in switched.modules():
-                if isinstance(linear, Int4WeightOnlyLinear):
-                    linear.plan = dataclasses.replace(linear.plan, fold_scales=True, one_row_on_tensor_cores=False)
+                if isinstance(linear, (Int4WeightOnlyLinear, Int8WeightOnlyLinear)):
+                    linear.plan = dataclasses.replace(linear.plan, fold=True, one_row_on_tensor_cores=False)
             expected = plain(input_ids=ids[:, :1]).logits.float()
             assert (switched(input_ids=ids[:, :1]).logits.float() - expected).abs().max() < 0.05 * expected.abs().max()
 

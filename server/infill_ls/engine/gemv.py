@@ -17,8 +17,9 @@ SM reading.  The launch of each shape is timed on the GPU at load (quantize.tune
 over ``candidates``).  One input row (a decode step) runs on the matrix-vector kernels,
 which turn codes into floats with bit operations, not conversion instructions (Hopper
 issues those at 1/8 the rate of an add: the int4 kernel was bound by them, 128 per 64
-bytes of codes, bench/gemv_sass.py), and for int4 may apply each group's scale and minimum
-once per group instead of to every weight (``Launch.fold_scales``); 2-16 rows (a draft check, a few typed tokens) on
+bytes of codes, bench/gemv_sass.py), and may take the dequantization out of the products
+(``Launch.fold``: int4's scale and minimum once per group, int8's offset once per row);
+2-16 rows (a draft check, a few typed tokens) on
 ``_int8_rows``/``_int4_rows``, which read each tile of weights once for all the rows and
 multiply on the tensor cores (where one fails its check at load, those rows take the
 one-row kernel once per row, ``Launch.rows_kernel``).
@@ -88,13 +89,15 @@ class Launch:
     # the one-row kernel's 16, at 12.5 instructions per weight byte against 10.9,
     # bench/gemv_sass.py).  A candidate tune_launch times, unmeasured yet.
     one_row_on_tensor_cores: bool = False
-    # int4, one row: each group's scale and minimum applied once per group of a thread's
-    # products, not to every weight (_int4_gemv's FOLD; int4_fold_inputs prepares the row).
-    # Compiled for an H100 (bench/gemv_sass.py --tiles), over the candidates' tiles, 9-32 %
-    # fewer instructions per weight byte (e.g. 7.0 against 8.8), as many registers or fewer and
-    # up to 2.5x the bytes in flight per SM, for one small kernel more per call.  A candidate
-    # tune_launch times, unmeasured yet.
-    fold_scales: bool = False
+    # One row, the dequantization folded out of the products (the kernels' FOLD).  int4: each
+    # group's scale and minimum applied once per group of a thread's products, not to every
+    # weight (int4_fold_inputs prepares the row, one small kernel more per call); compiled for
+    # an H100 (bench/gemv_sass.py --tiles), over the candidates' tiles, 9-32 % fewer
+    # instructions per weight byte (e.g. 7.0 against 8.8), as many registers or fewer and up to
+    # 2.5x the bytes in flight per SM.  int8: the codes' offset taken off once per row, from
+    # the row's sum (3.45 against 4.45 instructions per weight byte with the deferred sum).
+    # Candidates tune_launch times, unmeasured yet.
+    fold: bool = False
 
 
 # Programs a launch aims for, per SM.  The sweep on an H200 (bench/gpu_linear.py --sweep,
@@ -106,7 +109,7 @@ PROGRAMS_PER_SM = 6
 
 
 def launch(n: int, k: int, block_k: int, device: torch.device, block_n: int = 16, split_k: int | None = None,
-           num_warps: int = 4, defer_sum: bool = False, prefetch: bool = False, fold_scales: bool = False) -> Launch:
+           num_warps: int = 4, defer_sum: bool = False, prefetch: bool = False, fold: bool = False) -> Launch:
     """A launch for an [n, k] weight: ``split_k`` (by default as many splits as bring the
     programs to ``PROGRAMS_PER_SM`` per SM, at least 2, each program keeping 2 steps)."""
     n_blocks = -(-n // block_n)
@@ -117,21 +120,21 @@ def launch(n: int, k: int, block_k: int, device: torch.device, block_n: int = 16
         split_k = max(d for d in range(1, split_k + 1) if steps % d == 0)  # whole steps per split
     even = n % block_n == 0 and k % block_k == 0 and steps % split_k == 0
     return Launch(block_n, block_k, split_k, -(-steps // split_k), num_warps, defer_sum, even=even, prefetch=prefetch,
-                  fold_scales=fold_scales)
+                  fold=fold)
 
 
-def candidates(n: int, k: int, block_ks: tuple[int, ...], device: torch.device, fold: bool = False) -> list[Launch]:
+def candidates(n: int, k: int, block_ks: tuple[int, ...], device: torch.device) -> list[Launch]:
     """Launches worth timing for an [n, k] weight (quantize.tune_launch): each ``block_k``
     (inputs per loop step), 16 or 32 rows per program, 2 or 4 warps, the sum per step or
     deferred, ``launch``'s split of the input dimension or twice as many — the ranges inside
     which the sweeps on an H200 found every shape's best (bench/gpu_linear.py --sweep) — and
     each of those that sums per step again with the next step's weights requested early
     (``Launch.prefetch``; not swept yet; the deferred sum's registers left out); the row
-    on the tensor-core kernel (``Launch.one_row_on_tensor_cores``; not swept yet); and with
-    ``fold`` (int4) each of those one-row launches again with the scales folded
-    (``Launch.fold_scales``; not swept yet: compiled, e.g. 32 rows x 2 groups x 2 warps with the
-    prefetch folded came to 6.95 instructions per weight byte in 96 registers, 80 KiB in flight
-    per SM, against 9.02 in 254 and 32 KiB unfolded)."""
+    on the tensor-core kernel (``Launch.one_row_on_tensor_cores``; not swept yet); and each
+    of those one-row launches again with the dequantization folded out of the products
+    (``Launch.fold``; not swept yet: compiled, e.g. int4 at 32 rows x 2 groups x 2 warps with
+    the prefetch folded came to 6.95 instructions per weight byte in 96 registers, 80 KiB in
+    flight per SM, against 9.02 in 254 and 32 KiB unfolded)."""
     found = []
     for block_k in block_ks:
         steps = -(-k // block_k)
@@ -141,12 +144,12 @@ def candidates(n: int, k: int, block_ks: tuple[int, ...], device: torch.device, 
             more = next((d for d in range(2 * split, steps // 2 + 1) if steps % d == 0), split)  # whole steps
             for split_k in sorted({split, more}):
                 for num_warps in (2, 4):
-                    for fold_scales in (False, True) if fold else (False,):
+                    for fold in (False, True):
                         for defer_sum in (False, True):
                             found.append(launch(n, k, block_k, device, block_n, split_k, num_warps, defer_sum,
-                                                fold_scales=fold_scales))
+                                                fold=fold))
                         found.append(launch(n, k, block_k, device, block_n, split_k, num_warps, prefetch=True,
-                                            fold_scales=fold_scales))
+                                            fold=fold))
     return found
 
 
@@ -168,9 +171,13 @@ if triton is not None:
             return tl.load(pointer, mask=mask, other=0)
 
     @triton.jit
-    def _int8_gemv(x_ptr, w_ptr, scale_ptr, out_ptr, N, K, steps_per_split,
+    def _int8_gemv(x_ptr, x_sum_ptr, w_ptr, scale_ptr, out_ptr, N, K, steps_per_split,
                    BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, DEFER_SUM: tl.constexpr, EVEN: tl.constexpr,
-                   PREFETCH: tl.constexpr):
+                   PREFETCH: tl.constexpr, FOLD: tl.constexpr):
+        # FOLD (Launch.fold): each code v becomes 1 + (v + 128) / 256 in one shift-and-add, and
+        # the row's sum (``x_sum_ptr``) takes the offset off once: sum(v * x) = 256 * sum((1 +
+        # (v + 128) / 256) * x) - 384 * sum(x).  Unfolded, v + 2^23 + 128 needs a subtraction
+        # of its own per weight.
         row = tl.program_id(0)  # grid (input rows, n blocks, splits); out: [splits, rows, N]
         rows_n = tl.program_id(1) * BLOCK_N + tl.arange(0, BLOCK_N)
         in_n = rows_n < N
@@ -190,14 +197,18 @@ if triton is not None:
                                EVEN)
             else:
                 w = _load(w_ptr + rows_n[:, None] * K + ks[None, :], in_n[:, None] & in_k, EVEN)
-            # v + 2^23 + 128 (v a signed byte) has the bits of the float 2^23 + 128 + v.
-            w = (w.to(tl.int32) + 0x4B000080).to(tl.float32, bitcast=True) - 8388736.0
+            if FOLD:  # (v + 128) * 2^15 in the mantissa of 1.0
+                w = ((w.to(tl.int32) << 15) + 0x3FC00000).to(tl.float32, bitcast=True)
+            else:  # v + 2^23 + 128 (v a signed byte) has the bits of the float 2^23 + 128 + v.
+                w = (w.to(tl.int32) + 0x4B000080).to(tl.float32, bitcast=True) - 8388736.0
             if DEFER_SUM:
                 acc += w * x
             else:
                 acc += tl.sum(w * x, axis=1)
         if DEFER_SUM:
             acc = tl.sum(acc, axis=1)
+        if FOLD:  # the first split takes the offset off
+            acc = 256.0 * acc - tl.where(tl.program_id(2) == 0, 384.0 * tl.load(x_sum_ptr + row), 0.0)
         scale = tl.load(scale_ptr + rows_n, mask=in_n, other=0.0).to(tl.float32)
         tl.store(out_ptr + (tl.program_id(2) * tl.num_programs(0) + row) * N + rows_n, acc * scale, mask=in_n)
 
@@ -243,7 +254,7 @@ if triton is not None:
         # code of input p * GROUP/8 + w, so the inputs of one nibble of all the words are one
         # contiguous read.  Tiles are [rows, groups of the step, words of a group].
         #
-        # FOLD (Launch.fold_scales): ``x_ptr`` holds int4_fold_inputs' row, each input of an odd
+        # FOLD (Launch.fold): ``x_ptr`` holds int4_fold_inputs' row, each input of an odd
         # nibble divided by 16, and ``sums_ptr`` each group's sums of the row as it was and as
         # divided.  A nibble then costs a mask and one multiply-add: (1 + code * 2^-8) * x, or
         # (1 + code * 2^-4) * x/16 for an odd nibble, is x' + code * 2^-8 * x; and a group's
@@ -434,10 +445,12 @@ def int8_matvec(x: torch.Tensor, weight: torch.Tensor, scales: torch.Tensor, pla
     partial = torch.empty(plan.split_k, rows, n, dtype=torch.float32, device=x.device)
     blocks = -(-n // plan.block_n)
     if (rows == 1 and not plan.one_row_on_tensor_cores) or not plan.rows_kernel:
-        _int8_gemv[(rows, blocks, plan.split_k)](x.float().contiguous(), weight, scales, partial, n, k,
+        inputs = x.float().contiguous()  # (x keeps the dtype of the output)
+        _int8_gemv[(rows, blocks, plan.split_k)](inputs, inputs.sum(1) if plan.fold else inputs, weight, scales, partial,
+                                                 n, k,
                                                  plan.steps_per_split, BLOCK_N=plan.block_n, BLOCK_K=plan.block_k,
                                                  DEFER_SUM=plan.defer_sum, EVEN=plan.even, PREFETCH=plan.prefetch,
-                                                 num_warps=plan.num_warps)
+                                                 FOLD=plan.fold, num_warps=plan.num_warps)
     else:
         _int8_rows[(1, -(-n // ROWS_BLOCK_N), plan.split_k)](
             x.contiguous(), weight, scales, partial, rows, n, k, plan.steps_per_split, BLOCK_N=ROWS_BLOCK_N,
@@ -457,11 +470,11 @@ def int4_matvec(x: torch.Tensor, packed: torch.Tensor, scales: torch.Tensor, min
     partial = torch.empty(plan.split_k, rows, n, dtype=torch.float32, device=x.device)
     blocks, groups_per_step = -(-n // plan.block_n), plan.block_k // group
     if (rows == 1 and not plan.one_row_on_tensor_cores) or not plan.rows_kernel:
-        x, sums = int4_fold_inputs(x, group) if plan.fold_scales else (x.float().contiguous(), x)
-        _int4_gemv[(rows, blocks, plan.split_k)](x, sums, words, scales, mins, partial, n, k, plan.steps_per_split,
+        inputs, sums = int4_fold_inputs(x, group) if plan.fold else (x.float().contiguous(), x)
+        _int4_gemv[(rows, blocks, plan.split_k)](inputs, sums, words, scales, mins, partial, n, k, plan.steps_per_split,
                                                  ONE_BITS, BLOCK_N=plan.block_n, GROUP=group,
                                                  GROUPS_PER_STEP=groups_per_step, DEFER_SUM=plan.defer_sum,
-                                                 EVEN=plan.even, PREFETCH=plan.prefetch, FOLD=plan.fold_scales,
+                                                 EVEN=plan.even, PREFETCH=plan.prefetch, FOLD=plan.fold,
                                                  num_warps=plan.num_warps)
     else:
         _int4_rows[(1, -(-n // ROWS_BLOCK_N), plan.split_k)](

@@ -399,8 +399,7 @@ def tune_launch(module: nn.Module, x: torch.Tensor, expected: torch.Tensor, name
     up to 25 % faster than a fixed one), so it is measured where it runs, once per shape at load."""
     group = getattr(module, "group_size", None)
     block_ks = (2 * group, 4 * group) if group else (256, 512)
-    launches = [module.plan] + gemv.candidates(module.out_features, module.in_features, block_ks, x.device,
-                                               fold=group is not None)
+    launches = [module.plan] + gemv.candidates(module.out_features, module.in_features, block_ks, x.device)
     keep_fastest(module, [{"plan": launch} for launch in launches], x, expected, name)
 
 
