@@ -95,7 +95,7 @@ class Launch:
     # an H100 (bench/gemv_sass.py --tiles), over the candidates' tiles, 9-32 % fewer
     # instructions per weight byte (e.g. 7.0 against 8.8), as many registers or fewer and up to
     # 2.5x the bytes in flight per SM.  int8: the codes' offset taken off once per row, from
-    # the row's sum (3.45 against 4.45 instructions per weight byte with the deferred sum).
+    # the row's sum (3.44 against 4.45 instructions per weight byte with the deferred sum).
     # Candidates tune_launch times, unmeasured yet.
     fold: bool = False
 
