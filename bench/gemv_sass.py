@@ -34,33 +34,29 @@ LOAD_BYTES = {"U8": 1, "S8": 1, "U16": 2, "S16": 2, "64": 8, "128": 16}
 
 
 def kernels(gemv, quantize) -> dict:
-    """name -> (kernel, constexprs (and num_warps where not --num-warps), bytes of weights per loop step of a program)."""
+    """name -> (kernel, constexprs, bytes of weights per loop step of a program)."""
     group, g_step = quantize.INT4_GROUP_SIZE, quantize.INT4_GROUPS_PER_STEP
     int8 = {"BLOCK_N": quantize.INT8_BLOCK_N, "BLOCK_K": quantize.INT8_BLOCK_K}
     int4 = {"BLOCK_N": quantize.INT4_BLOCK_N, "GROUP": group, "GROUPS_PER_STEP": g_step}
     int8_bytes = int8["BLOCK_N"] * int8["BLOCK_K"]
+    int4_bytes = int4["BLOCK_N"] * g_step * group // 2
     rows_n = getattr(gemv, "ROWS_BLOCK_N", int8["BLOCK_N"])  # (a checkout before it: the one-row launch's)
     found = {}
-    # EVEN: the 15B shapes' launches tile the weights exactly (no masks).  Launch.fold (FOLD;
-    # a checkout before it has none) at the default launch, and for int4 also at a tile the
-    # candidates include where it frees the most registers.
+    # EVEN: the 15B shapes' launches tile the weights exactly (no masks).  Launch.fold: FOLD (a
+    # checkout before it has none; --tiles compares the int4 candidates' other tiles).
     for kind, fn, constexprs in (("int8", gemv._int8_gemv, int8), ("int4", gemv._int4_gemv, int4)):
         folds = (False, True) if "FOLD" in fn.arg_names else (None,)
         for fold in folds:
-            variants = [("", {}), (", deferred sum", {"DEFER_SUM": True}), (", prefetch", {"PREFETCH": True})]
-            if kind == "int4" and fold:
-                variants.append((", 32 rows, 4 groups, 2 warps", {"BLOCK_N": 32, "GROUPS_PER_STEP": 4, "num_warps": 2}))
-            for name, more in variants:
+            for name, more in (("", {}), (", deferred sum", {"DEFER_SUM": True}), (", prefetch", {"PREFETCH": True})):
                 launch = {**constexprs, "DEFER_SUM": False, "EVEN": True, "PREFETCH": False,
                           **({} if fold is None else {"FOLD": fold}), **more}
-                weight_bytes = (launch["BLOCK_N"] * launch["BLOCK_K"] if kind == "int8"
-                                else launch["BLOCK_N"] * launch["GROUPS_PER_STEP"] * group // 2)
-                found[f"{kind} one row{', folded' if fold else ''}{name}"] = (fn, launch, weight_bytes)
+                found[f"{kind} one row{', folded' if fold else ''}{name}"] = (
+                    fn, launch, int8_bytes if kind == "int8" else int4_bytes)
     # The tensor-core kernels (several rows) tile gemv.ROWS_BLOCK_N output rows, in ROWS_NUM_WARPS warps.
     found["int8 rows"] = (gemv._int8_rows, {**int8, "BLOCK_N": rows_n, "PADDED_ROWS": gemv.MAX_ROWS},
                           int8_bytes * rows_n // int8["BLOCK_N"])
     found["int4 rows"] = (gemv._int4_rows, {**int4, "BLOCK_N": rows_n, "PADDED_ROWS": gemv.MAX_ROWS},
-                          rows_n * g_step * group // 2)
+                          int4_bytes * rows_n // int4["BLOCK_N"])
     return found
 
 
@@ -166,7 +162,6 @@ def main() -> None:
               "server": str(args.server.resolve()), "compiled_on": machine(), "kernels": {}}
     for name, (fn, constexprs, weight_bytes) in kernels(gemv, quantize).items():
         warps = getattr(gemv, "ROWS_NUM_WARPS", args.num_warps) if "PADDED_ROWS" in constexprs else args.num_warps
-        warps = constexprs.pop("num_warps", warps)  # (a launch's own, where a kernel names one)
         sass, registers = sass_of(triton, fn, constexprs, args.arch, warps)
         report["kernels"][name] = {"constexprs": constexprs, "num_warps": warps,
                                    **describe(loop_of(sass), registers, weight_bytes, 32 * warps,

@@ -112,14 +112,13 @@ def implementations(linear, compile_too: bool):
             except NotImplementedError:
                 continue
             yield f"{kind}-{kernel_kind}", kernel, None
-            if kernel_kind == "triton":  # the row on the tensor-core kernel (a tune_launch candidate)
+            if kernel_kind == "triton":  # tune_launch candidates: the row on the tensor-core kernel ...
                 on_tensor_cores = copy.deepcopy(kernel)
                 plan = gemv.launch(kernel.out_features, kernel.in_features, kernel.plan.block_k,
                                    linear.weight.device, gemv.ROWS_BLOCK_N)
                 on_tensor_cores.plan = dataclasses.replace(plan, one_row_on_tensor_cores=True)
                 yield f"{kind}-{kernel_kind}-tensor-cores", on_tensor_cores, None
-            if kernel_kind == "triton":  # the dequantization folded out (a tune_launch candidate)
-                folded = copy.deepcopy(kernel)
+                folded = copy.deepcopy(kernel)  # ... and the dequantization folded out
                 folded.plan = dataclasses.replace(kernel.plan, fold=True)
                 yield f"{kind}-{kernel_kind}-folded", folded, None
             if compile_too:

@@ -54,8 +54,9 @@ for k, n in ((256, 96), (640, 50), (128, 512)):
                 for module, want in ((int8, want8), (int4, want4)):
                     module.plan = dataclasses.replace(module.plan, rows_kernel=False)
                     cases.append((type(module).__name__ + " per row", module(x), want))
-            # Each group's scale and minimum folded out of the products: one row, and three on
-            # the one-row kernel once per row (its sums per row); the sum per step and deferred
+            # The dequantization folded out of the products (int4: each group's scale and minimum;
+            # int8: the codes' offset): one row, and three on the one-row kernel once per row
+            # (the sums per row); odd splits and even ones, i.e. the sum per step and deferred
             if rows < 16:
                 folded, folded8 = Int4WeightOnlyLinear(linear), Int8WeightOnlyLinear(linear)
                 folded.plan = dataclasses.replace(int4_wide.plan, fold=True, rows_kernel=False)

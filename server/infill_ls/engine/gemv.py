@@ -218,17 +218,17 @@ if triton is not None:
     # 175 instructions per step that way, 156 with ``one``).
 
     @triton.jit
-    def _weight(bits, scale, offset, one):
-        """A 4-bit code sitting in mantissa bits 12-15 or 16-19 of ``bits`` (nothing else set):
-        under the exponent of 1.0 it reads 1 + code * 2^-11 (or 2^-7), so ``scale`` = s * 2^11
-        (2^7) and ``offset`` = min - s * 2^11 (2^7) give code * s + min in one multiply-add."""
-        return (bits | one).to(tl.float32, bitcast=True) * scale + offset
+    def _unit(bits, one):
+        """A 4-bit code in the mantissa bits of ``bits`` (nothing else set) under the exponent of
+        1.0: bits 15-18 read 1 + code * 2^-8, 19-22 1 + code * 2^-4."""
+        return (bits | one).to(tl.float32, bitcast=True)
 
     @triton.jit
-    def _unit(bits, one):
-        """A 4-bit code in mantissa bits 15-18 or 19-22 of ``bits``, under the exponent of 1.0:
-        1 + code * 2^-8 (2^-4)."""
-        return (bits | one).to(tl.float32, bitcast=True)
+    def _weight(bits, scale, offset, one):
+        """A 4-bit code sitting in mantissa bits 12-15 or 16-19 of ``bits`` (``_unit``: 1 + code *
+        2^-11 or 2^-7), so ``scale`` = s * 2^11 (2^7) and ``offset`` = min - s * 2^11 (2^7) give
+        code * s + min in one multiply-add."""
+        return _unit(bits, one) * scale + offset
 
     @triton.jit
     def _int4_group_loads(word_ptr, scale_ptr, min_ptr, rows_n, in_n, g, K, GROUP: tl.constexpr, EVEN: tl.constexpr):
