@@ -33,7 +33,9 @@ H100_BYTES_PER_S = 3.35e12
 MODEL_CARD_MB = {"bf16": 32251, "8bit": 16900, "4bit": 9225, "int8wo": 16900, "int4wo": 9225, "fp8": 16900}
 # int8wo/int4wo: on gemv.py's Triton kernels, as the server runs them on a GPU; not run by
 # default: "int4wo-tinygemm", and "-plain" for the dequantize-then-matmul modules.  A
-# "+tune" suffix compiles that variant with coordinate-descent tuning (as --tune does for all).
+# "+tune" suffix compiles that variant with coordinate-descent tuning (as --tune does for all),
+# "+whole" compiles its step as one graph instead of one layer serving all
+# (fast.StaticDecoder.compile's whole_model), e.g. "bf16,bf16+whole".
 VARIANTS = ("bf16", "int8wo", "int4wo", "fp8", "4bit", "8bit")
 EXTRA_VARIANTS = ("int4wo-tinygemm", "int8wo-plain", "int4wo-plain")
 
@@ -64,6 +66,11 @@ def swap_in_bitsandbytes(model, kind: str, device: str):
     return model
 
 
+def base_variant(variant: str) -> str:
+    """The variant without its "+" options: "int8wo-plain+tune" -> "int8wo-plain"."""
+    return variant.partition("+")[0]
+
+
 def build(variant: str, shape: dict | None, model_dir: str | None, device: str):
     import torch
 
@@ -75,7 +82,7 @@ def build(variant: str, shape: dict | None, model_dir: str | None, device: str):
         model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.bfloat16, device_map=device).eval()
     else:
         model = random_model(shape, torch.bfloat16, device)
-    kind, _, kernel = variant.removesuffix("+tune").partition("-")
+    kind, _, kernel = base_variant(variant).partition("-")
     if kind in ("int8wo", "int4wo", "fp8"):
         quantize_weights(model, kind)
         started = time.perf_counter()
@@ -193,15 +200,16 @@ def measure_fast(engine, variant: str, args, result: dict) -> None:
     step_sizes = FAST_STEP_SIZES if variant == args.typing_variant else (1,)
     decoder = fast.StaticDecoder(engine.model, args.prompt + args.new + DRAFT_TOKENS + 1, step_sizes=step_sizes)
     compile_now = device.startswith("cuda") or args.compile
-    tune = args.tune or variant.endswith("+tune")
+    tune = args.tune or "+tune" in variant
+    whole_model = "+whole" in variant
     if compile_now:
-        decoder.compile(tune=tune)
+        decoder.compile(tune=tune, whole_model=whole_model)
     else:
         decoder.ready.set()  # uncompiled static cache: proves the path, not its speed
     engine.fast = decoder
     result["engine_fast"] = {**time_engine(engine, args.prompt, args.new, runs=args.runs),
                              "compiled": compile_now, "compile_s": round(decoder.compile_seconds or 0, 1),
-                             "step_sizes": list(step_sizes), "tuned": tune, "qkv_joined": decoder.qkv[0] is not None,
+                             "step_sizes": list(step_sizes), "tuned": tune, "compiled_whole": whole_model, "qkv_joined": decoder.qkv[0] is not None,
                              "attention_backend": decoder.step_attention_backend(),
                              "attention_as_two_matmuls": decoder.grouped_matmul,
                              "cuda_graphs": sum(isinstance(run, fast.CapturedStep) for run in decoder.runs.values())}
@@ -220,8 +228,8 @@ def measure(variant: str, args, shape, device: str, baseline: dict) -> dict:
     chosen = launches(model)
     if chosen:
         result["launches"] = chosen
-    if variant in MODEL_CARD_MB:
-        result["model_card_mb"] = MODEL_CARD_MB[variant]
+    if base_variant(variant) in MODEL_CARD_MB:
+        result["model_card_mb"] = MODEL_CARD_MB[base_variant(variant)]
     bytes_per_token = bytes_read_per_token(model)
     result["weight_bytes_read_per_token"] = bytes_per_token
     runs = args.runs

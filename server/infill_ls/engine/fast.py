@@ -2,14 +2,19 @@
 
 gpt-fast's recipe in a few lines: every tensor has a fixed shape (the KV cache is
 allocated once for ``max_tokens`` positions and written at the positions being
-decoded), so ``torch.compile(fullgraph=True)`` fuses one decode step's kernels
+decoded), so ``torch.compile(fullgraph=True)`` fuses a decoder layer's kernels
 (including the dequantization of weight-only quantized linears, quantize.py) and one
-CUDA graph per step size replays them with a single launch.  The weights are the
+CUDA graph per step size replays the whole step with a single launch.  One layer is
+compiled and serves them all (its tensors and modules are arguments): compiling the step
+whole traced and lowered every layer again, for fusions across the layers' seams only
+(40 layers of a small StarCoder2, inductor on a CPU with an empty cache: 132 s whole against
+21 per layer, bench/compile_time.py; whole, the 15B shape took 66-166 s on an H200, and
+bench/gpu.py's ``+whole`` variants still compile that way, ``compile(whole_model=True)``).  The weights are the
 transformers model's own tensors (each layer's query, key and value projections run as one
 linear, and the three hold views of its tensors: ``joined_linear``); only the loop around
 them is rewritten.
 
-Compiling takes minutes on a 15B model, so ``compile_in_background`` does it on a
+Compiling takes a while on a large model, so ``compile_in_background`` does it on a
 thread after loading; the engine keeps using the eager path until ``ready`` is set.
 The same code runs uncompiled on the CPU, which is how the tests check it.
 
@@ -23,6 +28,7 @@ thread.
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import threading
 import time
@@ -163,9 +169,11 @@ class StaticDecoder:
         # 2026-11-25), leaving one kernel launch per op: 17.6 ms/token.  With it, no skips
         # and 10.4-12.3 ms/token on an H200 (2026-11-26; an H100 not measured since).
         # (Measured with reduce-overhead's graphs; CapturedStep's graphs need no mark, and
-        # it is kept: inductor then reads the cache as a fixed buffer, not an input.)
+        # it is kept: inductor then reads the cache as a fixed buffer, not an input.)  Not
+        # guarded (torch's default before 2.9 was to guard): a guard on each layer's cache
+        # address would compile the layer step again for every layer.
         for tensor in (*self.keys, *self.values, self.cos, self.sin, self.slots):
-            torch._dynamo.mark_static_address(tensor)
+            torch._dynamo.mark_static_address(tensor, guard=False)
         self.ready = threading.Event()  # set once the compiled steps are usable
         self.settled = threading.Event()  # set once a background compile has ended, either way
         self.compiled = None  # the torch.compile'd forward
@@ -213,7 +221,7 @@ class StaticDecoder:
         return joined
 
     def forward(self, ids: torch.Tensor, positions: torch.Tensor, keep: int | None = None,
-                end: int | None = None) -> torch.Tensor:
+                end: int | None = None, layer_step=None) -> torch.Tensor:
         """Logits for ``ids`` [1, n] at cache ``positions`` [n], filling the cache: one row per
         token, or for the last ``keep`` tokens only (a prompt needs the last row; the output
         projection of every row cost ~40 ms of a 1,024-token prefill of the bundled model on a CPU).
@@ -244,36 +252,45 @@ class StaticDecoder:
         else:
             mask = positions[:, None] >= slots[None, :]
         expand = self.groups if lower_right else 1
+        layer_step = layer_step or self.layer_step
         for i, layer in enumerate(self.inner.layers):
-            attention = layer.self_attn
-            h = layer.input_layernorm(x)
-            if self.qkv[i] is None:
-                q, k, v = attention.q_proj(h), attention.k_proj(h), attention.v_proj(h)
-            else:
-                q, k, v = self.qkv[i](h).split(self.qkv_sizes, dim=-1)
-            q = q.view(1, n, -1, self.head_dim).transpose(1, 2)
-            k = k.view(1, n, -1, self.head_dim).transpose(1, 2)
-            v = v.view(1, n, -1, self.head_dim).transpose(1, 2)
-            q = q * cos + rotate_half(q) * sin
-            k = k * cos + rotate_half(k) * sin
-            self.keys[i].index_copy_(2, positions, k)
-            self.values[i].index_copy_(2, positions, v)
-            keys, values = self.keys[i], self.values[i]
-            if end is not None:
-                keys, values = keys[:, :, :end], values[:, :, :end]
-            if expand > 1:  # flash attention's lower-right kernel takes as many key heads as query heads
-                keys, values = keys.repeat_interleave(expand, 1), values.repeat_interleave(expand, 1)
-            if n == 1 and self.grouped_matmul:
-                out = grouped_attention(q, keys, values, attention.scaling, mask)
-            else:
-                out = F.scaled_dot_product_attention(
-                    q, keys, values, attn_mask=mask, is_causal=from_start, scale=attention.scaling,
-                    enable_gqa=expand == 1)
-            x = x + attention.o_proj(out.transpose(1, 2).reshape(1, n, -1))
-            x = x + layer.mlp(layer.post_attention_layernorm(x))
+            x = layer_step(layer, self.qkv[i], self.keys[i], self.values[i], x, cos, sin, positions, mask, end,
+                           expand, from_start)
         if keep is not None:
             x = x[:, -keep:]
         return self.model.lm_head(self.inner.norm(x))[0]
+
+    def layer_step(self, layer: nn.Module, qkv: nn.Module | None, keys: torch.Tensor, values: torch.Tensor,
+                   x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, positions: torch.Tensor, mask, end: int | None,
+                   expand: int, from_start: bool) -> torch.Tensor:
+        """One decoder layer of ``forward``, writing its keys and values into ``keys`` and
+        ``values``.  Everything a layer owns comes in as an argument, so that one compile of
+        this function serves all the layers (``compile``)."""
+        n, attention = x.shape[1], layer.self_attn
+        h = layer.input_layernorm(x)
+        if qkv is None:
+            q, k, v = attention.q_proj(h), attention.k_proj(h), attention.v_proj(h)
+        else:
+            q, k, v = qkv(h).split(self.qkv_sizes, dim=-1)
+        q = q.view(1, n, -1, self.head_dim).transpose(1, 2)
+        k = k.view(1, n, -1, self.head_dim).transpose(1, 2)
+        v = v.view(1, n, -1, self.head_dim).transpose(1, 2)
+        q = q * cos + rotate_half(q) * sin
+        k = k * cos + rotate_half(k) * sin
+        keys.index_copy_(2, positions, k)
+        values.index_copy_(2, positions, v)
+        if end is not None:
+            keys, values = keys[:, :, :end], values[:, :, :end]
+        if expand > 1:  # flash attention's lower-right kernel takes as many key heads as query heads
+            keys, values = keys.repeat_interleave(expand, 1), values.repeat_interleave(expand, 1)
+        if n == 1 and self.grouped_matmul:
+            out = grouped_attention(q, keys, values, attention.scaling, mask)
+        else:
+            out = F.scaled_dot_product_attention(
+                q, keys, values, attn_mask=mask, is_causal=from_start, scale=attention.scaling,
+                enable_gqa=expand == 1)
+        x = x + attention.o_proj(out.transpose(1, 2).reshape(1, n, -1))
+        return x + layer.mlp(layer.post_attention_layernorm(x))
 
     # Tokens appended to a reused prompt (after a keystroke before the suffix, the suffix is
     # prefilled again) run uncompiled, at a new length almost every time.  With a boolean
@@ -307,7 +324,7 @@ class StaticDecoder:
         return self.forward(tokens, torch.arange(start, start + n, device=self.device), keep=keep, end=start + n)
 
     def compile(self, mode: str | None = None, warmup_runs: int = 3, backend: str = "inductor",
-                tune: bool = False, exclusive=contextlib.nullcontext()) -> None:
+                tune: bool = False, exclusive=contextlib.nullcontext(), whole_model: bool = False) -> None:
         """Compile the decode step for each of ``step_sizes``, warm it up and, on CUDA, capture
         it in a CUDA graph; then set ``ready``.
 
@@ -324,9 +341,18 @@ class StaticDecoder:
         a suggestion served on the eager path did that, and the engine stayed eager).
         """
         started = time.perf_counter()
+        # One compiled decoder per process: an earlier one's compiled code goes (every
+        # decoder compiles the same layer_step, and the entries of earlier ones counted
+        # against Dynamo's recompile limit: a test run's later decoders failed), and so
+        # do the caches mark_static_address kept alive for it.  Its CUDA graphs still replay.
+        torch.compiler.reset()
         # dynamic=False: each step size gets kernels specialised to it (a second size would
         # otherwise be compiled with a symbolic length).
-        compiled = torch.compile(self.forward, mode=mode, fullgraph=True, backend=backend, dynamic=False)
+        if whole_model:
+            compiled = torch.compile(self.forward, mode=mode, fullgraph=True, backend=backend, dynamic=False)
+        else:
+            layer_step = torch.compile(self.layer_step, mode=mode, fullgraph=True, backend=backend, dynamic=False)
+            compiled = functools.partial(self.forward, layer_step=layer_step)
         capture = self.device.type == "cuda"
         runs = {}
         # Inductor reads its settings when it compiles, i.e. at the first calls below.
