@@ -65,7 +65,10 @@ def signature(fn, constexprs: dict) -> dict:
     # ones the activations' bf16.
     types = {"x_ptr": "*bf16" if "PADDED_ROWS" in constexprs else "*fp32", "w_ptr": "*i8", "word_ptr": "*i32",
              "scale_ptr": "*bf16", "min_ptr": "*bf16", "out_ptr": "*fp32", "sums_ptr": "*fp32",
-             "x_sum_ptr": "*fp32"}
+             "x_sum_ptr": "*fp32",
+             # attention.py's kernel: a bf16 cache, the step's positions
+             "q_ptr": "*bf16", "k_ptr": "*bf16", "v_ptr": "*bf16", "positions_ptr": "*i64", "stats_ptr": "*fp32",
+             "scale": "fp32", "partial_ptr": "*fp32", "attention_ptr": "*bf16"}
     return {name: "constexpr" if name in constexprs else types.get(name, "i32") for name in fn.arg_names}
 
 
@@ -78,7 +81,7 @@ def sass_of(triton, fn, constexprs: dict, arch: int, num_warps: int) -> tuple[st
     # Pointers and the matrix sizes divisible by 16, as Triton specializes them at a launch
     # with the 15B shapes (and as every shape of a StarCoder2 model is).
     aligned = [i for i, name in enumerate(fn.arg_names)
-               if sig[name] != "constexpr" and name not in ("steps_per_split", "ROWS")]
+               if sig[name] not in ("constexpr", "fp32") and name not in ("steps_per_split", "ROWS")]
     source = ASTSource(fn=fn, signature=sig, constexprs=constexprs,
                        attrs={(i,): [["tt.divisibility", 16]] for i in aligned})
     compiled = triton.compile(source, target=GPUTarget("cuda", arch, 32), options={"num_warps": num_warps})
@@ -168,6 +171,7 @@ def main() -> None:
                                               2 if constexprs.get("PREFETCH") else 1)}
     if args.tiles:
         report["int4_tiles"] = int4_tiles(triton, gemv, quantize, args.arch)
+    report["attention"] = attention_kernels(triton, args.arch)
     if args.json:
         args.json.write_text(json.dumps(report, indent=1) + "\n")
     out = args.json or write_result("gemv-sass", report)
@@ -184,7 +188,44 @@ def main() -> None:
               f"{was['registers_per_thread']} -> {now['registers_per_thread']} registers, "
               f"{was['weight_bytes_in_flight_per_sm'] // 1024} -> {now['weight_bytes_in_flight_per_sm'] // 1024} KiB "
               f"in flight/SM")
+    for name, row in report["attention"].items():
+        print(f"{name:28} {row['registers_per_thread']:3} registers, {row['spills']} spill instructions, "
+              f"{row['loop_instructions']:4} instructions/step, {row['instructions_per_cache_byte']} per cache byte; "
+              f"loads {row['loop_global_loads']}")
     print(f"wrote {out}")
+
+
+def attention_kernels(triton, arch: int) -> dict:
+    """attention.py's kernel with the 15B shape's heads (48 query heads, 4 key heads, 128
+    dimensions), for a one-token step and a draft check's 9 tokens, with its launch's warps:
+    registers, spills (local memory stores and loads) and the loop over the slots."""
+    from infill_ls.engine import attention
+
+    found = {}
+    for tokens in (1, 9):
+        rows = max(16, triton.next_power_of_2(tokens * 12))
+        constexprs = {"TOKENS": tokens, "HEADS": 48, "GROUP": 12, "ROWS": rows, "DIM": 128,
+                      "BLOCK_S": attention.BLOCK_S, "SLOTS_PER_SPLIT": attention.SLOTS_PER_SPLIT}
+        warps = attention.num_warps(rows)
+        sass, registers = sass_of(triton, attention._split_attention, constexprs, arch, warps)
+        opcodes = loop_of(sass)
+        cache_bytes = 2 * attention.BLOCK_S * 128 * 2 / (32 * warps)  # keys and values, bf16, per thread
+        found[f"attention, {tokens} token{'s' if tokens > 1 else ''}"] = {
+            "constexprs": constexprs, "num_warps": warps, "registers_per_thread": registers,
+            "spills": spills(sass),
+            "loop_instructions": len(opcodes),
+            "loop_global_loads": dict(Counter(op for op in opcodes if op.startswith("LDG") and op != "LDGDEPBAR")),
+            "instructions_per_cache_byte": round(len(opcodes) / cache_bytes, 2)}
+        combine = {name: constexprs[name] for name in ("TOKENS", "HEADS", "GROUP", "ROWS", "DIM")}
+        sass, registers = sass_of(triton, attention._combine_splits, combine, arch, warps)
+        found[f"attention, {tokens} token{'s' if tokens > 1 else ''}"]["combine"] = {
+            "registers_per_thread": registers, "spills": spills(sass)}
+    return found
+
+
+def spills(sass: str) -> int:
+    """Local-memory stores and loads: registers spilled."""
+    return sum(op.startswith(("STL", "LDL")) for op in re.findall(r"\b([A-Z][A-Z0-9_.]+)\b", sass))
 
 
 def int4_tiles(triton, gemv, quantize, arch: int) -> list[dict]:

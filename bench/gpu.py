@@ -35,7 +35,9 @@ MODEL_CARD_MB = {"bf16": 32251, "8bit": 16900, "4bit": 9225, "int8wo": 16900, "i
 # default: "int4wo-tinygemm", and "-plain" for the dequantize-then-matmul modules.  A
 # "+tune" suffix compiles that variant with coordinate-descent tuning (as --tune does for all),
 # "+whole" compiles its step as one graph instead of one layer serving all
-# (fast.StaticDecoder.compile's whole_model), e.g. "bf16,bf16+whole".
+# (fast.StaticDecoder.compile's whole_model), e.g. "bf16,bf16+whole"; "+sdpa" and "+kernel"
+# make its compiled steps attend on SDPA or on attention.py's kernel instead of the faster
+# of the two as timed at load.
 VARIANTS = ("bf16", "int8wo", "int4wo", "fp8", "4bit", "8bit")
 EXTRA_VARIANTS = ("int4wo-tinygemm", "int8wo-plain", "int4wo-plain")
 
@@ -202,8 +204,9 @@ def measure_fast(engine, variant: str, args, result: dict) -> None:
     compile_now = device.startswith("cuda") or args.compile
     tune = args.tune or "+tune" in variant
     whole_model = "+whole" in variant
+    attention = "sdpa" if "+sdpa" in variant else "kernel" if "+kernel" in variant else "fastest"
     if compile_now:
-        decoder.compile(tune=tune, whole_model=whole_model)
+        decoder.compile(tune=tune, whole_model=whole_model, attention=attention)
     else:
         decoder.ready.set()  # uncompiled static cache: proves the path, not its speed
     engine.fast = decoder
@@ -212,6 +215,9 @@ def measure_fast(engine, variant: str, args, result: dict) -> None:
                              "step_sizes": list(step_sizes), "tuned": tune, "compiled_whole": whole_model, "qkv_joined": decoder.qkv[0] is not None,
                              "attention_backend": decoder.step_attention_backend(),
                              "attention_as_two_matmuls": decoder.grouped_matmul,
+                             "attention_kernel_steps": sorted(decoder.split_attention_steps),
+                             "attention_timed": {str(size): timed for size, timed in decoder.step_attention.items()},
+                             "attention_fallback": decoder.attention_fallback,
                              "cuda_graphs": sum(isinstance(run, fast.CapturedStep) for run in decoder.runs.values())}
     if len(step_sizes) > 1:  # drafts are checked in the compiled graph: prompt lookup as the server runs it
         result["fast_repetitive_lookup_off"] = time_engine(engine, args.prompt, args.new, runs=args.runs, repetitive=True)

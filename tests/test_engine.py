@@ -287,6 +287,33 @@ def test_one_compile_of_a_layer_serves_every_layer(tiny_model, quantization, who
             assert torch.allclose(got, want, atol=1e-4), (start, end)
 
 
+def test_steps_that_do_not_compile_with_the_attention_kernel_compile_on_sdpa(tiny_model, monkeypatch):
+    """Where attention.py's kernel timed fastest at load but the step does not compile with
+    it (new to torch.compile on a GPU; here a double that fails as a kernel that does not
+    build would), the decoder compiles its steps on SDPA instead, says why, and decodes."""
+    from infill_ls.engine import attention, fast
+
+    engine = load_engine(tiny_model)
+    plain, decoder = fast.StaticDecoder(engine.model, 512), fast.StaticDecoder(engine.model, 512, step_sizes=(1, 9))
+
+    def kernel_won() -> dict:
+        decoder.split_attention_steps = {1, 9}
+        return {1: {"kernel": True}, 9: {"kernel": True}}
+
+    def does_not_build(*args, **kwargs):
+        raise RuntimeError("split-slot attention: no such instruction here")
+
+    monkeypatch.setattr(decoder, "choose_step_attention", kernel_won)
+    monkeypatch.setattr(attention, "decode_attention", does_not_build)
+    decoder.compile(backend="eager", warmup_runs=1)
+    assert decoder.ready.is_set() and decoder.split_attention_steps == set()
+    assert "no such instruction here" in decoder.attention_fallback
+    ids = prompt_ids(engine, SOURCE[:900], "", context_tokens=200)
+    with torch.inference_mode():
+        for start, end in [(0, 150), (150, 151), (151, 160)]:
+            assert torch.allclose(decoder.step(ids[start:end], start), plain.step(ids[start:end], start), atol=1e-4)
+
+
 def test_short_steps_padded_to_a_compiled_size_give_the_unpadded_logits(tiny_model):
     """A draft or a typed token shorter than a compiled step runs padded; the padding must
     stay invisible.  And a prefill into an empty cache, which skips the mask, must not differ."""
@@ -386,6 +413,25 @@ def test_compiled_fast_decoding_on_cuda_matches_eager(tiny_model, quantization):
     # bf16 kernels fused differently may round differently: the random tiny model has
     # near-ties, so only the first tokens are required to agree.
     assert compiled.token_ids[:4] == reference.token_ids[:4]
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="the split-slot attention kernel needs CUDA (CPU: test_gemv.py)")
+def test_compiled_steps_attending_on_the_split_slot_kernel_give_the_uncompiled_logits_on_cuda(tiny_model):
+    """A compiled decode step may attend on attention.py's kernel (where it times faster than
+    SDPA): compiled and captured in a CUDA graph, one-token and draft-check steps give the
+    logits the uncompiled decoder gives with SDPA, and the choice at load runs."""
+    from infill_ls.engine import fast
+
+    model = load_engine(tiny_model, device="cuda").model.to(torch.bfloat16)
+    ids = prompt_ids(load_engine(tiny_model), SOURCE[:900], "", context_tokens=200)
+    plain, compiled = fast.StaticDecoder(model, 512), fast.StaticDecoder(model, 512, step_sizes=(1, 9))
+    assert set(compiled.choose_step_attention()) == {1, 9}  # timed both ways on this GPU
+    compiled.compile(attention="kernel")
+    assert compiled.split_attention_steps == {1, 9} and compiled.runs
+    with torch.inference_mode():
+        for start, end in [(0, 150), (150, 151), (151, 160), (160, 161)]:
+            want, got = plain.step(ids[start:end], start), compiled.step(ids[start:end], start)
+            assert (got.float() - want.float()).abs().max() < 0.05 * want.float().abs().max(), (start, end)
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="compiled fast decoding needs CUDA")

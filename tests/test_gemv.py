@@ -1,4 +1,5 @@
-"""gemv.py's Triton kernels behind the weight-only linears, checked without a GPU.
+"""gemv.py's Triton kernels behind the weight-only linears, and attention.py's behind a
+compiled decode step's attention, checked without a GPU.
 
 Triton's interpreter (TRITON_INTERPRET=1) runs the same kernels on the CPU.  It runs in a
 separate process, with Triton from the folder scripts/test-deps.d/50-triton.sh fills, so
@@ -135,13 +136,17 @@ print(json.dumps(report))
 """
 
 
-def test_the_triton_kernels_compute_what_the_plain_modules_compute(tiny_model):
+def interpreted(script: str, *args: str) -> dict:
+    """What ``script`` printed last (JSON), run with Triton's interpreter in a process of its own."""
     env = dict(os.environ, TRITON_INTERPRET="1", HF_HUB_OFFLINE="1",
                PYTHONPATH=os.pathsep.join([str(TRITON_SITE), str(REPO / "server")]))
-    run = subprocess.run([sys.executable, "-c", CHECK, str(tiny_model)], capture_output=True, text=True, env=env,
-                         timeout=900)
+    run = subprocess.run([sys.executable, "-c", script, *args], capture_output=True, text=True, env=env, timeout=900)
     assert run.returncode == 0, run.stderr[-3000:]
-    report = json.loads(run.stdout.strip().splitlines()[-1])
+    return json.loads(run.stdout.strip().splitlines()[-1])
+
+
+def test_the_triton_kernels_compute_what_the_plain_modules_compute(tiny_model):
+    report = interpreted(CHECK, str(tiny_model))
     # shapes x rows x splits x kinds, + per-row fallbacks, + one row prefetching and on the
     # tensor-core kernels, + the dequantized weights, + the folded kernels (one row and three,
     # then one row prefetching)
@@ -167,17 +172,24 @@ def test_the_triton_kernels_compute_what_the_plain_modules_compute(tiny_model):
         assert report["models"][kind + " rows kernel failing"]["rows_kernels_on"] == 0
 
 
-def test_the_one_row_kernels_read_weights_in_wide_loads(tmp_path):
-    """Compiled for an H100 (bench/gemv_sass.py; Triton compiles for a GPU it does not
-    have), each decode kernel's loop reads its weights with 8- or 16-byte loads, never a
-    byte at a time: the int4 kernel once indexed its codes in a way Triton could not
-    vectorize, which made it issue-bound on the GPU (38 instructions per weight byte)."""
-    out = tmp_path / "sass.json"
+@pytest.fixture(scope="module")
+def compiled_for_hopper(tmp_path_factory) -> dict:
+    """bench/gemv_sass.py's report: the kernels compiled for an H100 (Triton compiles for a
+    GPU it does not have)."""
+    out = tmp_path_factory.mktemp("sass") / "sass.json"
     env = dict(os.environ, PYTHONPATH=str(TRITON_SITE))
     run = subprocess.run([sys.executable, str(REPO / "bench" / "gemv_sass.py"), "--json", str(out)],
                          capture_output=True, text=True, env=env, timeout=600)
     assert run.returncode == 0, run.stderr[-3000:]
-    kernels = json.loads(out.read_text())["kernels"]
+    return json.loads(out.read_text())
+
+
+def test_the_one_row_kernels_read_weights_in_wide_loads(compiled_for_hopper):
+    """Compiled for an H100 (bench/gemv_sass.py), each decode kernel's loop reads its weights
+    with 8- or 16-byte loads, never a byte at a time: the int4 kernel once indexed its codes
+    in a way Triton could not vectorize, which made it issue-bound on the GPU (38
+    instructions per weight byte)."""
+    kernels = compiled_for_hopper["kernels"]
     for name in ("int8 one row", "int8 one row, deferred sum", "int8 one row, prefetch", "int4 one row",
                  "int4 one row, deferred sum", "int4 one row, prefetch"):
         kernel = kernels[name]
@@ -202,3 +214,73 @@ def test_the_one_row_kernels_read_weights_in_wide_loads(tmp_path):
         # (int8's row sum may take ptxas a register or three more: 119 against 118, sm_90)
         spare = 4 if name.startswith("int8") else 0
         assert folded["registers_per_thread"] <= unfolded["registers_per_thread"] + spare, (folded, unfolded)
+
+
+
+def test_the_split_slot_attention_kernel_compiles_for_hopper_without_spilling(compiled_for_hopper):
+    """attention.py's kernel with the 15B shape's heads builds for an H100 (a kernel that
+    does not build is only found on a GPU otherwise) and keeps its tile in registers: a
+    draft check's 108 query rows in 4 warps took 255 registers and spilled (27 local-memory
+    instructions); its launch now takes 8 warps there."""
+    attention = compiled_for_hopper["attention"]
+    assert set(attention) == {"attention, 1 token", "attention, 9 tokens"}
+    for name, kernel in attention.items():
+        assert kernel["spills"] == 0 and kernel["loop_global_loads"], (name, kernel)
+        assert kernel["combine"]["spills"] == 0, (name, kernel)
+
+
+ATTENTION = r"""
+import json, sys
+import torch
+import torch.nn.functional as F
+from transformers import AutoModelForCausalLM
+from infill_ls.engine import fast
+from infill_ls.engine.attention import SLOTS_PER_SPLIT, decode_attention
+
+torch.manual_seed(0)
+report = {"kernel": [], "decoder": {}}
+# 12 query heads per key head (the 15B shape's), 2, and none; a step of 1, 3 and 9 tokens; a
+# cache of 2.5 splits; lengths of one slot, inside the first split, one past a split's end,
+# and the whole cache.
+slots = 2 * SLOTS_PER_SPLIT + SLOTS_PER_SPLIT // 2
+for heads, key_heads, dim in ((48, 4, 32), (8, 2, 64), (4, 4, 16)):
+    for tokens in (1, 3, 9):
+        for length in (tokens, 40, SLOTS_PER_SPLIT + 1, slots):
+            q = torch.randn(1, heads, tokens, dim)
+            keys, values = torch.randn(1, key_heads, slots, dim), torch.randn(1, key_heads, slots, dim)
+            positions = torch.arange(length - tokens, length)
+            mask = positions[:, None] >= torch.arange(slots)[None, :]
+            want = F.scaled_dot_product_attention(q, keys, values, attn_mask=mask, scale=0.2, enable_gqa=True)
+            got = decode_attention(q, keys, values, positions, 0.2)
+            report["kernel"].append({"heads": heads, "key_heads": key_heads, "tokens": tokens, "length": length,
+                                     "shape": list(got.shape) == list(want.shape),
+                                     "error": (got - want).abs().max().item()})
+# The decoder's compiled-step path (every slot, end=None) with the kernel, against SDPA's.
+model = AutoModelForCausalLM.from_pretrained(sys.argv[1], dtype=torch.float32).eval()
+ids = torch.randint(4, 500, (1, 40), generator=torch.Generator().manual_seed(1))
+logits = {}
+for way in ("sdpa", "kernel"):
+    decoder = fast.StaticDecoder(model, 64, step_sizes=(1, 9))
+    if way == "kernel":
+        decoder.split_attention_steps = {1, 9}
+    with torch.inference_mode():
+        decoder.step(ids[0, :30].tolist(), 0)
+        one = decoder.forward(ids[:, 30:31], torch.arange(30, 31))
+        nine = decoder.forward(ids[:, 31:40], torch.arange(31, 40))
+    logits[way] = torch.cat([one, nine])
+report["decoder"] = {"rows": logits["kernel"].shape[0], "error": (logits["kernel"] - logits["sdpa"]).abs().max().item()}
+print(json.dumps(report))
+"""
+
+
+def test_the_split_slot_attention_kernel_computes_what_sdpa_computes(tiny_model):
+    """attention.py's kernel, which a compiled decode step may attend with on a GPU
+    (fast.StaticDecoder.choose_step_attention), gives SDPA's output under the mask the step
+    uses (each token sees the slots up to its position) for grouped query heads, steps of
+    several tokens and lengths across its splits; in the decoder, the logits SDPA's give."""
+    report = interpreted(ATTENTION, str(tiny_model))
+    assert len(report["kernel"]) == 3 * 3 * 4
+    for case in report["kernel"]:
+        assert case["shape"] and case["error"] < 1e-5, case
+    assert report["decoder"]["rows"] == 10
+    assert report["decoder"]["error"] < 1e-4, report["decoder"]

@@ -38,6 +38,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.attention.bias import causal_lower_right
 
+from . import attention as split_attention
 from . import quantize
 
 log = logging.getLogger(__name__)
@@ -174,6 +175,10 @@ class StaticDecoder:
         # address would compile the layer step again for every layer.
         for tensor in (*self.keys, *self.values, self.cos, self.sin, self.slots):
             torch._dynamo.mark_static_address(tensor, guard=False)
+        # Step sizes whose compiled step attends on attention.py's kernel (choose_step_attention).
+        self.split_attention_steps: set[int] = set()
+        self.step_attention: dict[int, dict] = {}  # what choose_step_attention measured
+        self.attention_fallback: str | None = None  # why the steps compiled on SDPA after all, if they did
         self.ready = threading.Event()  # set once the compiled steps are usable
         self.settled = threading.Event()  # set once a background compile has ended, either way
         self.compiled = None  # the torch.compile'd forward
@@ -245,7 +250,7 @@ class StaticDecoder:
         last_only = end is not None and n == 1
         # n tokens after end - n cached ones: that mask is causal, aligned to the last slot.
         lower_right = end is not None and not from_start and not last_only and self.lower_right_chunks
-        if from_start or last_only:
+        if from_start or last_only or (end is None and n in self.split_attention_steps):
             mask = None
         elif lower_right:
             mask = causal_lower_right(n, end)
@@ -279,18 +284,64 @@ class StaticDecoder:
         k = k * cos + rotate_half(k) * sin
         keys.index_copy_(2, positions, k)
         values.index_copy_(2, positions, v)
+        out = self.attend(q, keys, values, positions, mask, attention.scaling, end, expand, from_start)
+        x = x + attention.o_proj(out.transpose(1, 2).reshape(1, n, -1))
+        return x + layer.mlp(layer.post_attention_layernorm(x))
+
+    def attend(self, q: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, positions: torch.Tensor, mask,
+               scale: float, end: int | None, expand: int, from_start: bool) -> torch.Tensor:
+        """The step's queries ``q`` [1, heads, n, dim] at ``positions`` over a layer's cache, as
+        ``forward`` prepared it (``mask``, ``end``, ``expand``, ``from_start``)."""
+        n = q.shape[2]
+        if end is None and n in self.split_attention_steps:
+            return split_attention.decode_attention(q, keys, values, positions, scale)
         if end is not None:
             keys, values = keys[:, :, :end], values[:, :, :end]
         if expand > 1:  # flash attention's lower-right kernel takes as many key heads as query heads
             keys, values = keys.repeat_interleave(expand, 1), values.repeat_interleave(expand, 1)
         if n == 1 and self.grouped_matmul:
-            out = grouped_attention(q, keys, values, attention.scaling, mask)
-        else:
-            out = F.scaled_dot_product_attention(
-                q, keys, values, attn_mask=mask, is_causal=from_start, scale=attention.scaling,
-                enable_gqa=expand == 1)
-        x = x + attention.o_proj(out.transpose(1, 2).reshape(1, n, -1))
-        return x + layer.mlp(layer.post_attention_layernorm(x))
+            return grouped_attention(q, keys, values, scale, mask)
+        return F.scaled_dot_product_attention(q, keys, values, attn_mask=mask, is_causal=from_start, scale=scale,
+                                              enable_gqa=expand == 1)
+
+    def choose_step_attention(self) -> dict[int, dict]:
+        """On a GPU, for each compiled step size: attend with attention.py's kernel (only the
+        slots in use, split among programs) where it computes what SDPA does and is faster,
+        both timed as a compiled step attends (every slot in use: the kernel's slowest case).
+        Returns the timings per size, for the log and the bench."""
+        chosen: dict[int, dict] = {}
+        if self.device.type != "cuda" or not split_attention.available() or self.keys[0].dtype == torch.float32:
+            return chosen  # (float32: tl.dot would round to TF32)
+        generator = torch.Generator(self.device).manual_seed(0)
+        keys, values = (torch.randn(self.keys[0].shape, dtype=self.keys[0].dtype, device=self.device,
+                                    generator=generator) for _ in range(2))
+        scale = self.inner.layers[0].self_attn.scaling
+        for size in self.step_sizes:
+            q = torch.randn(1, self.groups * keys.shape[1], size, keys.shape[-1], dtype=keys.dtype, device=self.device,
+                            generator=generator)
+            positions = torch.arange(self.max_tokens - size, self.max_tokens, device=self.device)
+            mask = positions[:, None] >= self.slots[None, :]
+
+            def attend() -> torch.Tensor:
+                return self.attend(q, keys, values, positions, mask, scale, None, 1, False)
+
+            self.split_attention_steps.discard(size)
+            try:
+                expected, sdpa_ms = attend().float(), quantize.graph_ms(attend, self.device)
+                self.split_attention_steps.add(size)
+                error, kernel_ms = quantize.relative_error(attend(), expected), quantize.graph_ms(attend, self.device)
+            except Exception as failure:  # noqa: BLE001 - no kernel here: SDPA serves
+                self.split_attention_steps.discard(size)
+                log.info("step of %d tokens: SDPA (the split-slot kernel failed: %s)", size,
+                         quantize.why_failed(failure))
+                continue
+            if error > quantize.KERNEL_TOLERANCE or kernel_ms >= sdpa_ms:
+                self.split_attention_steps.discard(size)
+            chosen[size] = {"sdpa_ms": round(sdpa_ms, 4), "kernel_ms": round(kernel_ms, 4), "relative_error": error,
+                            "kernel": size in self.split_attention_steps}
+            log.info("step of %d tokens attends on %s (%s)", size,
+                     "the split-slot kernel" if size in self.split_attention_steps else "SDPA", chosen[size])
+        return chosen
 
     # Tokens appended to a reused prompt (after a keystroke before the suffix, the suffix is
     # prefilled again) run uncompiled, at a new length almost every time.  With a boolean
@@ -324,7 +375,8 @@ class StaticDecoder:
         return self.forward(tokens, torch.arange(start, start + n, device=self.device), keep=keep, end=start + n)
 
     def compile(self, mode: str | None = None, warmup_runs: int = 3, backend: str = "inductor",
-                tune: bool = False, exclusive=contextlib.nullcontext(), whole_model: bool = False) -> None:
+                tune: bool = False, exclusive=contextlib.nullcontext(), whole_model: bool = False,
+                attention: str = "fastest") -> None:
         """Compile the decode step for each of ``step_sizes``, warm it up and, on CUDA, capture
         it in a CUDA graph; then set ``ready``.
 
@@ -339,8 +391,35 @@ class StaticDecoder:
         minutes, beside the eager path's requests) for the warm-up and the capture (about a
         second): a capture fails when another thread works on the GPU meanwhile (on an H200
         a suggestion served on the eager path did that, and the engine stayed eager).
+
+        ``attention``: how the compiled steps attend — "fastest" times attention.py's kernel
+        against SDPA per step size on a GPU (``choose_step_attention``), "kernel" and "sdpa"
+        take one.  ``whole_model``: compile the step as one graph, not one layer for all.
         """
         started = time.perf_counter()
+        if attention == "fastest":
+            with exclusive:  # timed in CUDA graphs: nothing else may run on the GPU meanwhile
+                self.step_attention = self.choose_step_attention()
+        else:  # "kernel" or "sdpa": what the tests and the bench compare
+            self.split_attention_steps = set(self.step_sizes) if attention == "kernel" else set()
+        try:
+            self.compiled, self.runs = self.compile_steps(mode, warmup_runs, backend, tune, exclusive, whole_model)
+        except Exception as error:
+            if attention != "fastest" or not self.split_attention_steps:
+                raise
+            # attention.py's kernel is new to torch.compile on a GPU: where a step does not
+            # compile with it, the steps attend on SDPA rather than not compile at all.
+            self.attention_fallback = quantize.why_failed(error)
+            log.warning("compiling the decode steps with the split-slot attention kernel failed (%s); on SDPA",
+                        self.attention_fallback)
+            self.split_attention_steps = set()
+            self.compiled, self.runs = self.compile_steps(mode, warmup_runs, backend, tune, exclusive, whole_model)
+        self.compile_seconds = time.perf_counter() - started
+        log.info("fast decoding compiled in %.1f s", self.compile_seconds)
+        self.ready.set()
+
+    def compile_steps(self, mode, warmup_runs: int, backend, tune: bool, exclusive, whole_model: bool) -> tuple:
+        """``compile``'s work: the compiled forward, and each step size's run (a CapturedStep on CUDA)."""
         # One compiled decoder per process: an earlier one's compiled code goes (every
         # decoder compiles the same layer_step, and the entries of earlier ones counted
         # against Dynamo's recompile limit: a test run's later decoders failed), and so
@@ -364,10 +443,7 @@ class StaticDecoder:
                 with exclusive:
                     runs[size] = (CapturedStep.capture(compiled, tokens, positions, warmup_runs - 1)
                                   if capture else compiled)
-        self.compiled, self.runs = compiled, runs
-        self.compile_seconds = time.perf_counter() - started
-        log.info("fast decoding compiled in %.1f s", self.compile_seconds)
-        self.ready.set()
+        return compiled, runs
 
     def compile_in_background(self, on_done=lambda ok: None, exclusive=contextlib.nullcontext()) -> threading.Thread:
         def run() -> None:

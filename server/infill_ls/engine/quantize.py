@@ -342,6 +342,14 @@ def on_triton_kernels(model: nn.Module) -> bool:
 KERNEL_TOLERANCE = 0.02
 
 
+def why_failed(error: BaseException) -> str:
+    """The first line of the innermost exception of ``error``'s chain, for a log line
+    (torch.compile wraps what the code it traced raised in errors of its own)."""
+    while error.__cause__ is not None or error.__context__ is not None:
+        error = error.__cause__ or error.__context__
+    return (str(error).splitlines() or [type(error).__name__])[0][:300]
+
+
 def relative_error(got: torch.Tensor, want: torch.Tensor) -> float:
     """The largest difference of ``got`` from ``want``, relative to ``want``'s largest value."""
     return (got.float() - want).abs().max().item() / max(want.abs().max().item(), 1e-6)
@@ -373,7 +381,7 @@ def kernel_agrees(module: nn.Module, dtype: torch.dtype, name: str, kind: str) -
         except Exception as error:
             if module.plan is None:
                 raise
-            several, why = float("inf"), (str(error).splitlines() or [type(error).__name__])[0][:200]
+            several, why = float("inf"), why_failed(error)
         else:
             why = f"relative error {several:.3g}"
         if one_row <= KERNEL_TOLERANCE < several and module.plan is not None and module.plan.rows_kernel:
@@ -382,7 +390,7 @@ def kernel_agrees(module: nn.Module, dtype: torch.dtype, name: str, kind: str) -
             several = error_on(1)
     except Exception as error:  # no kernel for this device/dtype/shape (Triton raises its own kinds too)
         module.switch_to_plain()
-        log.info("%s: plain weight-only linear (%s)", name, (str(error).splitlines() or [type(error).__name__])[0][:200])
+        log.info("%s: plain weight-only linear (%s)", name, why_failed(error))
         return False
     error = max(one_row, several)
     if error > KERNEL_TOLERANCE:

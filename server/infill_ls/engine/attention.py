@@ -1,0 +1,136 @@
+"""Attention of a compiled decode step over the static KV cache (Triton), split over the slots.
+
+A compiled step has fixed shapes, so it attends over every slot of the cache with a mask
+(fast.py): SDPA then reads all ``max_tokens`` slots of every layer, whatever the length in
+use, and with one query token its kernels have little to spread over the SMs but the heads
+(48 query heads on 4 key heads for the 15B shape; how they fare is not measured).  This kernel reads
+the step's positions on the GPU (a CUDA graph replays it at any length), skips the slots past
+them, runs the query heads of one key head as the rows of one tile (a step's tokens too: a
+draft check's 9 tokens x 12 heads are 108 rows), and splits the slots among programs, as
+flash-decoding does: every SM reads a share of the cache.  Each split writes its partial
+softmax sums, and a second kernel combines them.
+
+Whether it is faster than SDPA on a GPU is timed where it runs (fast.StaticDecoder chooses
+per step size at load); the same kernel runs on the CPU under ``TRITON_INTERPRET=1``, which
+is how tests/test_gemv.py checks it without a GPU.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from .gemv import triton
+
+if triton is not None:
+    import triton.language as tl
+
+    @triton.jit
+    def _split_attention(q_ptr, k_ptr, v_ptr, positions_ptr, out_ptr, stats_ptr, scale, slots_in_cache,
+                         TOKENS: tl.constexpr, HEADS: tl.constexpr, GROUP: tl.constexpr, ROWS: tl.constexpr,
+                         DIM: tl.constexpr, BLOCK_S: tl.constexpr, SLOTS_PER_SPLIT: tl.constexpr):
+        # q: [tokens, heads, dim]; keys, values: [key heads, slots, dim]; out: [key heads,
+        # splits, ROWS, dim]; stats: [2, key heads, splits, ROWS].  grid (key heads, splits).
+        # Row r of the tile: token r // GROUP, query head key_head * GROUP + r % GROUP; rows
+        # past TOKENS * GROUP pad the tile to ROWS.
+        key_head, split = tl.program_id(0), tl.program_id(1)
+        rows = tl.arange(0, ROWS)
+        token = rows // GROUP
+        in_rows = rows < TOKENS * GROUP
+        dims = tl.arange(0, DIM)
+        q = tl.load(q_ptr + (token * HEADS + key_head * GROUP + rows % GROUP)[:, None] * DIM + dims[None, :],
+                    mask=in_rows[:, None], other=0.0)
+        # A token sees the slots up to its own position; the last token's is the furthest.
+        seen_to = tl.load(positions_ptr + tl.minimum(token, TOKENS - 1))
+        length = tl.load(positions_ptr + TOKENS - 1) + 1
+        first = split * SLOTS_PER_SPLIT
+        last = tl.minimum(first + SLOTS_PER_SPLIT, length)
+        top = tl.full((ROWS,), float("-inf"), tl.float32)
+        total = tl.zeros((ROWS,), tl.float32)
+        acc = tl.zeros((ROWS, DIM), tl.float32)
+        kv = key_head * slots_in_cache * DIM
+        for start in range(first, last, BLOCK_S):
+            slots = start + tl.arange(0, BLOCK_S)
+            in_slots = slots < last
+            k = tl.load(k_ptr + kv + slots[:, None] * DIM + dims[None, :], mask=in_slots[:, None], other=0.0)
+            v = tl.load(v_ptr + kv + slots[:, None] * DIM + dims[None, :], mask=in_slots[:, None], other=0.0)
+            scores = tl.dot(q, tl.trans(k)) * scale
+            scores = tl.where(in_slots[None, :] & (slots[None, :] <= seen_to[:, None]), scores, float("-inf"))
+            new_top = tl.maximum(top, tl.max(scores, axis=1))
+            # Rows that have seen nothing yet keep -inf: exp against 0 then gives 0, not NaN.
+            base = tl.where(new_top == float("-inf"), 0.0, new_top)
+            weights = tl.exp(scores - base[:, None])
+            shrink = tl.exp(top - base)
+            total = total * shrink + tl.sum(weights, axis=1)
+            acc = acc * shrink[:, None] + tl.dot(weights.to(v.dtype), v)
+            top = new_top
+        at = (key_head * tl.num_programs(1) + split) * ROWS + rows
+        tl.store(out_ptr + at[:, None] * DIM + dims[None, :], acc)
+        tl.store(stats_ptr + at, top)
+        tl.store(stats_ptr + tl.num_programs(0) * tl.num_programs(1) * ROWS + at, total)
+
+    @triton.jit
+    def _combine_splits(partial_ptr, stats_ptr, attention_ptr, splits, TOKENS: tl.constexpr, HEADS: tl.constexpr,
+                        GROUP: tl.constexpr, ROWS: tl.constexpr, DIM: tl.constexpr):
+        # grid (key heads,): each split's sums rescaled to the row's largest score over all
+        # the splits and added; attention: [tokens, heads, dim] in its own dtype.
+        key_head = tl.program_id(0)
+        rows = tl.arange(0, ROWS)
+        dims = tl.arange(0, DIM)
+        key_heads = tl.num_programs(0)
+        top = tl.full((ROWS,), float("-inf"), tl.float32)
+        for split in range(splits):
+            top = tl.maximum(top, tl.load(stats_ptr + (key_head * splits + split) * ROWS + rows))
+        # Split 0 holds slot 0, which every token sees: ``top`` is finite, and a split past
+        # the length (its largest -inf) weighs 0.
+        total = tl.zeros((ROWS,), tl.float32)
+        acc = tl.zeros((ROWS, DIM), tl.float32)
+        for split in range(splits):
+            at = (key_head * splits + split) * ROWS + rows
+            weight = tl.exp(tl.load(stats_ptr + at) - top)
+            total += weight * tl.load(stats_ptr + key_heads * splits * ROWS + at)
+            acc += weight[:, None] * tl.load(partial_ptr + at[:, None] * DIM + dims[None, :])
+        head = key_head * GROUP + rows % GROUP
+        tl.store(attention_ptr + ((rows // GROUP) * HEADS + head)[:, None] * DIM + dims[None, :],
+                 (acc / total[:, None]).to(attention_ptr.dtype.element_ty), mask=(rows < TOKENS * GROUP)[:, None])
+
+
+# Slots per program and per loop step.  256 slots of one key head are 128 KiB of bf16 keys
+# and values: a 4,096-slot cache of 4 key heads is 64 programs, the 15B shape's ~2,000
+# slots in use 32 (the rest only write empty sums).  Unmeasured on a GPU: the StaticDecoder
+# chooses this kernel only where it times faster than SDPA.
+SLOTS_PER_SPLIT, BLOCK_S = 256, 64
+
+
+def num_warps(rows: int) -> int:
+    """Warps of a program of ``rows`` query rows: a draft check's 128-row tile held 255
+    registers per thread in 4 warps, spilling (compiled for sm_90, bench/gemv_sass.py)."""
+    return 4 if rows <= 32 else 8
+
+
+def available() -> bool:
+    return triton is not None
+
+
+def decode_attention(q: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, positions: torch.Tensor,
+                     scale: float) -> torch.Tensor:
+    """Attention of ``q`` ([1, heads, tokens, dim], the step's queries at ``positions``,
+    increasing) over the cache ``keys`` and ``values`` ([1, key heads, slots, dim]), each
+    token seeing the slots up to its own position: what SDPA gives with the mask
+    ``positions[:, None] >= slots[None, :]``, as [1, heads, tokens, dim]."""
+    _, heads, tokens, dim = q.shape
+    key_heads, slots = keys.shape[1], keys.shape[2]
+    group = heads // key_heads
+    rows = 16  # tl.dot takes 16 rows or more; a power of two (plain Python: torch.compile traces it)
+    while rows < tokens * group:
+        rows *= 2
+    splits = -(-slots // SLOTS_PER_SPLIT)
+    partial = torch.empty(key_heads, splits, rows, dim, dtype=torch.float32, device=q.device)
+    stats = torch.empty(2, key_heads, splits, rows, dtype=torch.float32, device=q.device)
+    _split_attention[(key_heads, splits)](
+        q.transpose(1, 2).contiguous(), keys.contiguous(), values.contiguous(), positions, partial, stats, scale, slots,
+        TOKENS=tokens, HEADS=heads, GROUP=group, ROWS=rows, DIM=dim, BLOCK_S=BLOCK_S, SLOTS_PER_SPLIT=SLOTS_PER_SPLIT,
+        num_warps=num_warps(rows))
+    out = torch.empty(1, tokens, heads, dim, dtype=q.dtype, device=q.device)
+    _combine_splits[(key_heads,)](partial, stats, out, splits, TOKENS=tokens, HEADS=heads, GROUP=group, ROWS=rows,
+                                  DIM=dim, num_warps=num_warps(rows))
+    return out.transpose(1, 2)
