@@ -205,7 +205,7 @@ def attention_kernels(triton, arch: int) -> dict:
     for tokens in (1, 9):
         rows = max(16, triton.next_power_of_2(tokens * 12))
         constexprs = {"TOKENS": tokens, "HEADS": 48, "GROUP": 12, "ROWS": rows, "DIM": 128,
-                      "BLOCK_S": attention.BLOCK_S, "SLOTS_PER_SPLIT": attention.SLOTS_PER_SPLIT}
+                      "BLOCK_S": attention.BLOCK_S}
         warps = attention.num_warps(rows)
         sass, registers = sass_of(triton, attention._split_attention, constexprs, arch, warps)
         opcodes = loop_of(sass)

@@ -26,8 +26,8 @@ if triton is not None:
 
     @triton.jit
     def _split_attention(q_ptr, k_ptr, v_ptr, positions_ptr, out_ptr, stats_ptr, scale, slots_in_cache,
-                         TOKENS: tl.constexpr, HEADS: tl.constexpr, GROUP: tl.constexpr, ROWS: tl.constexpr,
-                         DIM: tl.constexpr, BLOCK_S: tl.constexpr, SLOTS_PER_SPLIT: tl.constexpr):
+                         slots_per_split, TOKENS: tl.constexpr, HEADS: tl.constexpr, GROUP: tl.constexpr,
+                         ROWS: tl.constexpr, DIM: tl.constexpr, BLOCK_S: tl.constexpr):
         # q: [tokens, heads, dim]; keys, values: [key heads, slots, dim]; out: [key heads,
         # splits, ROWS, dim]; stats: [2, key heads, splits, ROWS].  grid (key heads, splits).
         # Row r of the tile: token r // GROUP, query head key_head * GROUP + r % GROUP; rows
@@ -42,8 +42,8 @@ if triton is not None:
         # A token sees the slots up to its own position; the last token's is the furthest.
         seen_to = tl.load(positions_ptr + tl.minimum(token, TOKENS - 1))
         length = tl.load(positions_ptr + TOKENS - 1) + 1
-        first = split * SLOTS_PER_SPLIT
-        last = tl.minimum(first + SLOTS_PER_SPLIT, length)
+        first = split * slots_per_split
+        last = tl.minimum(first + slots_per_split, length)
         top = tl.full((ROWS,), float("-inf"), tl.float32)
         total = tl.zeros((ROWS,), tl.float32)
         acc = tl.zeros((ROWS, DIM), tl.float32)
@@ -94,11 +94,14 @@ if triton is not None:
                  (acc / total[:, None]).to(attention_ptr.dtype.element_ty), mask=(rows < TOKENS * GROUP)[:, None])
 
 
-# Slots per program and per loop step.  256 slots of one key head are 128 KiB of bf16 keys
-# and values: a 4,096-slot cache of 4 key heads is 64 programs, the 15B shape's ~2,000
-# slots in use 32 (the rest only write empty sums).  Unmeasured on a GPU: the StaticDecoder
-# chooses this kernel only where it times faster than SDPA.
-SLOTS_PER_SPLIT, BLOCK_S = 256, 64
+# Slots per loop step, and per program (a multiple of BLOCK_S): the StaticDecoder times each
+# of SPLITS at load and keeps the fastest (none measured on a GPU yet).  256 slots of one key
+# head are 128 KiB of bf16 keys and values: a 4,096-slot cache of 4 key heads is 64
+# programs, of which the 15B shape's ~2,000 slots in use keep 32 busy (the rest only write
+# empty sums); 64 slots make 4x as many, each with a quarter of the work.
+BLOCK_S = 64
+SPLITS = (64, 128, 256, 512)
+SLOTS_PER_SPLIT = 256  # where nothing was timed
 
 
 def num_warps(rows: int) -> int:
@@ -112,7 +115,7 @@ def available() -> bool:
 
 
 def decode_attention(q: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, positions: torch.Tensor,
-                     scale: float) -> torch.Tensor:
+                     scale: float, slots_per_split: int = SLOTS_PER_SPLIT) -> torch.Tensor:
     """Attention of ``q`` ([1, heads, tokens, dim], the step's queries at ``positions``,
     increasing) over the cache ``keys`` and ``values`` ([1, key heads, slots, dim]), each
     token seeing the slots up to its own position: what SDPA gives with the mask
@@ -123,12 +126,12 @@ def decode_attention(q: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, 
     rows = 16  # tl.dot takes 16 rows or more; a power of two (plain Python: torch.compile traces it)
     while rows < tokens * group:
         rows *= 2
-    splits = -(-slots // SLOTS_PER_SPLIT)
+    splits = -(-slots // slots_per_split)
     partial = torch.empty(key_heads, splits, rows, dim, dtype=torch.float32, device=q.device)
     stats = torch.empty(2, key_heads, splits, rows, dtype=torch.float32, device=q.device)
     _split_attention[(key_heads, splits)](
         q.transpose(1, 2).contiguous(), keys.contiguous(), values.contiguous(), positions, partial, stats, scale, slots,
-        TOKENS=tokens, HEADS=heads, GROUP=group, ROWS=rows, DIM=dim, BLOCK_S=BLOCK_S, SLOTS_PER_SPLIT=SLOTS_PER_SPLIT,
+        slots_per_split, TOKENS=tokens, HEADS=heads, GROUP=group, ROWS=rows, DIM=dim, BLOCK_S=BLOCK_S,
         num_warps=num_warps(rows))
     out = torch.empty(1, tokens, heads, dim, dtype=q.dtype, device=q.device)
     _combine_splits[(key_heads,)](partial, stats, out, splits, TOKENS=tokens, HEADS=heads, GROUP=group, ROWS=rows,

@@ -177,6 +177,7 @@ class StaticDecoder:
             torch._dynamo.mark_static_address(tensor, guard=False)
         # Step sizes whose compiled step attends on attention.py's kernel (choose_step_attention).
         self.split_attention_steps: set[int] = set()
+        self.slots_per_split: dict[int, int] = {}  # per step size, as timed fastest
         self.step_attention: dict[int, dict] = {}  # what choose_step_attention measured
         self.attention_fallback: str | None = None  # why the steps compiled on SDPA after all, if they did
         self.ready = threading.Event()  # set once the compiled steps are usable
@@ -294,7 +295,8 @@ class StaticDecoder:
         ``forward`` prepared it (``mask``, ``end``, ``expand``, ``from_start``)."""
         n = q.shape[2]
         if end is None and n in self.split_attention_steps:
-            return split_attention.decode_attention(q, keys, values, positions, scale)
+            return split_attention.decode_attention(q, keys, values, positions, scale,
+                                                    self.slots_per_split.get(n, split_attention.SLOTS_PER_SPLIT))
         if end is not None:
             keys, values = keys[:, :, :end], values[:, :, :end]
         if expand > 1:  # flash attention's lower-right kernel takes as many key heads as query heads
@@ -306,9 +308,10 @@ class StaticDecoder:
 
     def choose_step_attention(self) -> dict[int, dict]:
         """On a GPU, for each compiled step size: attend with attention.py's kernel (only the
-        slots in use, split among programs) where it computes what SDPA does and is faster,
-        both timed as a compiled step attends (every slot in use: the kernel's slowest case).
-        Returns the timings per size, for the log and the bench."""
+        slots in use, split among programs; each of ``attention.SPLITS`` slots per program
+        timed, the fastest kept) where it computes what SDPA does and is faster, both timed as
+        a compiled step attends, in a CUDA graph, every slot in use (the kernel's slowest
+        case).  Returns the timings per size, for the log and the bench."""
         chosen: dict[int, dict] = {}
         if self.device.type != "cuda" or not split_attention.available() or self.keys[0].dtype == torch.float32:
             return chosen  # (float32: tl.dot would round to TF32)
@@ -329,15 +332,24 @@ class StaticDecoder:
             try:
                 expected, sdpa_ms = attend().float(), quantize.graph_ms(attend, self.device)
                 self.split_attention_steps.add(size)
-                error, kernel_ms = quantize.relative_error(attend(), expected), quantize.graph_ms(attend, self.device)
+                kernel_ms, errors = {}, {}
+                for split in split_attention.SPLITS:
+                    self.slots_per_split[size] = split
+                    errors[split], kernel_ms[split] = quantize.relative_error(attend(), expected), quantize.graph_ms(
+                        attend, self.device)
             except Exception as failure:  # noqa: BLE001 - no kernel here: SDPA serves
                 self.split_attention_steps.discard(size)
                 log.info("step of %d tokens: SDPA (the split-slot kernel failed: %s)", size,
                          quantize.why_failed(failure))
                 continue
-            if error > quantize.KERNEL_TOLERANCE or kernel_ms >= sdpa_ms:
+            agreeing = [split for split in kernel_ms if errors[split] <= quantize.KERNEL_TOLERANCE]
+            best = min(agreeing or kernel_ms, key=kernel_ms.get)
+            self.slots_per_split[size] = best
+            if not agreeing or kernel_ms[best] >= sdpa_ms:
                 self.split_attention_steps.discard(size)
-            chosen[size] = {"sdpa_ms": round(sdpa_ms, 4), "kernel_ms": round(kernel_ms, 4), "relative_error": error,
+            chosen[size] = {"sdpa_ms": round(sdpa_ms, 4),
+                            "kernel_ms": {split: round(ms, 4) for split, ms in kernel_ms.items()},
+                            "relative_error": errors[best], "slots_per_split": best,
                             "kernel": size in self.split_attention_steps}
             log.info("step of %d tokens attends on %s (%s)", size,
                      "the split-slot kernel" if size in self.split_attention_steps else "SDPA", chosen[size])
