@@ -135,6 +135,8 @@ def main() -> None:
                 result["compiled"]["graph_step_ms"] = summary(
                     [synchronized_ms(lambda: decoder.step([7], args.prompt)) for _ in range(args.steps)])
                 result["compiled"]["compile_s"] = round(decoder.compile_seconds, 1)
+                result["compiled"]["attention_timed"] = {str(size): timed for size, timed in
+                                                         decoder.step_attention.items()}
         result["seconds"] = round(time.perf_counter() - started, 1)
         for path in ("uncompiled", "compiled"):
             if path in result:
