@@ -559,7 +559,7 @@ def test_fp8_keeps_the_fastest_call_per_shape_and_refuses_a_wrong_kernel(tiny_mo
     # for the others.
     timed = []
 
-    def fake_graph_ms(call, device):
+    def fake_graph_ms(call, device, rep=20):
         out_features = call().shape[-1]
         choice = len(timed) % 4
         timed.append(out_features)
@@ -590,7 +590,7 @@ def test_a_load_reuses_the_remembered_fastest_call_once_it_checks_it(tiny_model,
     monkeypatch.setenv(quantize.CHOICES_FILE_VARIABLE, str(tmp_path / "choices.json"))
     timed = []
 
-    def fake_graph_ms(call, device):  # the scales after the call are fastest, padded or not
+    def fake_graph_ms(call, device, rep=20):  # the scales after the call are fastest, padded or not
         choice = len(timed) % 4
         timed.append(choice)
         return 1.0 if choice == 1 else 2.0
@@ -605,7 +605,7 @@ def test_a_load_reuses_the_remembered_fastest_call_once_it_checks_it(tiny_model,
     shapes = len(json.loads(quantize.choices_path().read_text()))
     assert shapes > 1 and len(timed) == 4 * shapes
 
-    def no_timing(call, device):
+    def no_timing(call, device, rep=20):
         raise AssertionError("a remembered choice was timed again")
 
     monkeypatch.setattr(quantize, "graph_ms", no_timing)
@@ -630,6 +630,45 @@ def test_a_load_reuses_the_remembered_fastest_call_once_it_checks_it(tiny_model,
     quantize.tune_fp8(quantized_model(tiny_model, "fp8"), torch.float32)
     assert len(timed) == 4 * shapes
     assert len(json.loads(quantize.choices_path().read_text())) == shapes  # written anew
+
+
+def test_many_choices_are_timed_briefly_and_the_fastest_few_again_in_full(monkeypatch, tmp_path):
+    """tune_launch offers ~100 launches per shape: each is timed briefly, the
+    quantize.FINALISTS fastest again in full, and the fastest in full is kept, among the
+    choices that compute the right output only (timings are a test double: they need CUDA
+    graphs; which launch computes what is real)."""
+    from torch import nn
+
+    from infill_ls.engine import quantize
+
+    monkeypatch.setenv(quantize.CHOICES_FILE_VARIABLE, str(tmp_path / "choices.json"))
+    torch.manual_seed(0)
+    module = nn.Linear(8, 4)
+    x = torch.randn(1, 8)
+    expected = module(x).float()
+    real_forward = module.forward
+    # Choice 3 computes the wrong thing (and is the fastest of all); briefly, 9 looks fastest
+    # and 6 fourth; in full, 6 is fastest.
+    module.forward = lambda inputs: real_forward(inputs) * (2 if module.tile == 3 else 1)
+    brief = {3: 0.1, 9: 1.0, 1: 1.1, 4: 1.2, 6: 1.3}
+    full = {9: 2.0, 1: 2.1, 4: 2.2, 6: 1.5}
+    timed = []
+
+    def fake_graph_ms(call, device, rep=20):
+        call()
+        timed.append((module.tile, rep))
+        return (brief if rep == quantize.BRIEF_REP_MS else full).get(module.tile, 5.0)
+
+    monkeypatch.setattr(quantize, "graph_ms", fake_graph_ms)
+    choices = [{"tile": tile} for tile in range(12)]
+    assert quantize.keep_fastest(module, choices, x, expected, "c_fc") == {"tile": 6} and module.tile == 6
+    assert sorted(tile for tile, rep in timed if rep == quantize.BRIEF_REP_MS) == [t for t in range(12) if t != 3]
+    assert sorted(tile for tile, rep in timed if rep == quantize.FULL_REP_MS) == [1, 4, 6, 9]
+    assert quantize.FINALISTS == 4
+    # A few choices (fp8's four calls) are each timed in full at once.
+    timed.clear()
+    quantize.keep_fastest(module, [{"tile": tile} for tile in (1, 4)], x, expected, "c_proj")
+    assert timed == [(1, quantize.FULL_REP_MS), (4, quantize.FULL_REP_MS)]
 
 
 def assert_close_to_float32(kind: str, logits: torch.Tensor, reference: torch.Tensor) -> None:
