@@ -258,7 +258,7 @@ def test_static_decode_step_compiles_without_a_graph_break(tiny_model, quantizat
 def test_one_compile_of_a_layer_serves_every_layer(tiny_model, quantization, whole_model):
     """The decoder compiles one layer's step and runs it for every layer (compile time that
     grows far less with the model's depth: 40 layers of a small StarCoder2 compiled with
-    inductor on a CPU in 21 s against 132 whole, bench/compile_time.py); ``whole_model`` compiles the step as
+    inductor on a CPU in 18-21 s against 117-132 whole, bench/compile_time.py); ``whole_model`` compiles the step as
     one graph, as before.  Either way one graph per step size (no layer compiled again for
     its own tensors or modules), holding one layer's four linears (query/key/value joined,
     output, the MLP's two) or every layer's and the output head's, and the logits of the

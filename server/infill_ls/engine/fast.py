@@ -7,8 +7,8 @@ decoded), so ``torch.compile(fullgraph=True)`` fuses a decoder layer's kernels
 CUDA graph per step size replays the whole step with a single launch.  One layer is
 compiled and serves them all (its tensors and modules are arguments): compiling the step
 whole traced and lowered every layer again, for fusions across the layers' seams only
-(40 layers of a small StarCoder2, inductor on a CPU with an empty cache: 132 s whole against
-21 per layer, bench/compile_time.py; whole, the 15B shape took 66-166 s on an H200, and
+(40 layers of a small StarCoder2, inductor on a CPU with an empty cache: 117-132 s whole against
+18-21 per layer, bench/compile_time.py; whole, the 15B shape took 66-166 s on an H200, and
 bench/gpu.py's ``+whole`` variants still compile that way, ``compile(whole_model=True)``).  The weights are the
 transformers model's own tensors (each layer's query, key and value projections run as one
 linear, and the three hold views of its tensors: ``joined_linear``); only the loop around
@@ -259,21 +259,28 @@ class StaticDecoder:
             mask = positions[:, None] >= slots[None, :]
         expand = self.groups if lower_right else 1
         layer_step = layer_step or self.layer_step
-        for i, layer in enumerate(self.inner.layers):
-            x = layer_step(layer, self.qkv[i], self.keys[i], self.values[i], x, cos, sin, positions, mask, end,
-                           expand, from_start)
+        layers = self.inner.layers
+        h = layers[0].input_layernorm(x)
+        for i, layer in enumerate(layers):
+            next_norm = layers[i + 1].input_layernorm if i + 1 < len(layers) else self.inner.norm
+            x, h = layer_step(layer, next_norm, self.qkv[i], self.keys[i], self.values[i], x, h, cos, sin, positions,
+                              mask, end, expand, from_start)
         if keep is not None:
-            x = x[:, -keep:]
-        return self.model.lm_head(self.inner.norm(x))[0]
+            h = h[:, -keep:]
+        return self.model.lm_head(h)[0]
 
-    def layer_step(self, layer: nn.Module, qkv: nn.Module | None, keys: torch.Tensor, values: torch.Tensor,
-                   x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, positions: torch.Tensor, mask, end: int | None,
-                   expand: int, from_start: bool) -> torch.Tensor:
-        """One decoder layer of ``forward``, writing its keys and values into ``keys`` and
-        ``values``.  Everything a layer owns comes in as an argument, so that one compile of
-        this function serves all the layers (``compile``)."""
+    def layer_step(self, layer: nn.Module, next_norm: nn.Module, qkv: nn.Module | None, keys: torch.Tensor,
+                   values: torch.Tensor, x: torch.Tensor, h: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
+                   positions: torch.Tensor, mask, end: int | None, expand: int,
+                   from_start: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        """One decoder layer of ``forward``: the residual stream ``x`` and its normed ``h`` in,
+        the layer's residual stream out and it normed by ``next_norm`` (the next layer's input
+        norm; the model's final norm after the last layer), writing the layer's keys and
+        values into ``keys`` and ``values``.  Everything a layer owns comes in as an argument,
+        so that one compile of this function serves all the layers (``compile``); the next
+        layer's norm is taken here so that it fuses with the residual sum that feeds it, as it
+        did when the step was compiled whole."""
         n, attention = x.shape[1], layer.self_attn
-        h = layer.input_layernorm(x)
         if qkv is None:
             q, k, v = attention.q_proj(h), attention.k_proj(h), attention.v_proj(h)
         else:
@@ -287,7 +294,8 @@ class StaticDecoder:
         values.index_copy_(2, positions, v)
         out = self.attend(q, keys, values, positions, mask, attention.scaling, end, expand, from_start)
         x = x + attention.o_proj(out.transpose(1, 2).reshape(1, n, -1))
-        return x + layer.mlp(layer.post_attention_layernorm(x))
+        x = x + layer.mlp(layer.post_attention_layernorm(x))
+        return x, next_norm(x)
 
     def attend(self, q: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, positions: torch.Tensor, mask,
                scale: float, end: int | None, expand: int, from_start: bool) -> torch.Tensor:
