@@ -217,7 +217,7 @@ def measure_fast(engine, variant: str, args, result: dict) -> None:
                              "attention_as_two_matmuls": decoder.grouped_matmul,
                              "attention_kernel_steps": sorted(decoder.split_attention_steps),
                              "attention_timed": {str(size): timed for size, timed in decoder.step_attention.items()},
-                             "attention_fallback": decoder.attention_fallback,
+                             "compile_fallbacks": decoder.fallbacks,
                              "cuda_graphs": sum(isinstance(run, fast.CapturedStep) for run in decoder.runs.values())}
     if len(step_sizes) > 1:  # drafts are checked in the compiled graph: prompt lookup as the server runs it
         result["fast_repetitive_lookup_off"] = time_engine(engine, args.prompt, args.new, runs=args.runs, repetitive=True)

@@ -307,10 +307,31 @@ def test_steps_that_do_not_compile_with_the_attention_kernel_compile_on_sdpa(tin
     monkeypatch.setattr(attention, "decode_attention", does_not_build)
     decoder.compile(backend="eager", warmup_runs=1)
     assert decoder.ready.is_set() and decoder.split_attention_steps == set()
-    assert "no such instruction here" in decoder.attention_fallback
+    assert len(decoder.fallbacks) == 1 and "no such instruction here" in decoder.fallbacks[0]
     ids = prompt_ids(engine, SOURCE[:900], "", context_tokens=200)
     with torch.inference_mode():
         for start, end in [(0, 150), (150, 151), (151, 160)]:
+            assert torch.allclose(decoder.step(ids[start:end], start), plain.step(ids[start:end], start), atol=1e-4)
+
+
+def test_a_step_that_does_not_compile_one_layer_for_all_compiles_whole(tiny_model, monkeypatch):
+    """Where one compiled layer cannot serve every layer (here each layer's cache carries a
+    guard on its address, so each layer compiles again, past a recompile limit of 1: how a
+    torch that guarded such tensors by default would fail), the decoder compiles the step
+    whole, as before, says why, and decodes."""
+    from infill_ls.engine import fast
+
+    engine = load_engine(tiny_model)
+    plain, decoder = fast.StaticDecoder(engine.model, 512), fast.StaticDecoder(engine.model, 512, step_sizes=(1,))
+    for cache in (*decoder.keys, *decoder.values):
+        torch._dynamo.mark_static_address(cache, guard=True)
+    monkeypatch.setattr(torch._dynamo.config, "recompile_limit", 1)
+    decoder.compile(backend="eager", warmup_runs=1)
+    assert decoder.ready.is_set() and len(decoder.fallbacks) == 1, decoder.fallbacks
+    assert decoder.fallbacks[0].startswith("one layer compiled for all")
+    ids = prompt_ids(engine, SOURCE[:900], "", context_tokens=200)
+    with torch.inference_mode():
+        for start, end in [(0, 150), (150, 151), (151, 152)]:
             assert torch.allclose(decoder.step(ids[start:end], start), plain.step(ids[start:end], start), atol=1e-4)
 
 

@@ -179,7 +179,7 @@ class StaticDecoder:
         self.split_attention_steps: set[int] = set()
         self.slots_per_split: dict[int, int] = {}  # per step size, as timed fastest
         self.step_attention: dict[int, dict] = {}  # what choose_step_attention measured
-        self.attention_fallback: str | None = None  # why the steps compiled on SDPA after all, if they did
+        self.fallbacks: list[str] = []  # what compile gave up, and why (see compile)
         self.ready = threading.Event()  # set once the compiled steps are usable
         self.settled = threading.Event()  # set once a background compile has ended, either way
         self.compiled = None  # the torch.compile'd forward
@@ -422,18 +422,26 @@ class StaticDecoder:
                 self.step_attention = self.choose_step_attention()
         else:  # "kernel" or "sdpa": what the tests and the bench compare
             self.split_attention_steps = set(self.step_sizes) if attention == "kernel" else set()
-        try:
-            self.compiled, self.runs = self.compile_steps(mode, warmup_runs, backend, tune, exclusive, whole_model)
-        except Exception as error:
-            if attention != "fastest" or not self.split_attention_steps:
-                raise
-            # attention.py's kernel is new to torch.compile on a GPU: where a step does not
-            # compile with it, the steps attend on SDPA rather than not compile at all.
-            self.attention_fallback = quantize.why_failed(error)
-            log.warning("compiling the decode steps with the split-slot attention kernel failed (%s); on SDPA",
-                        self.attention_fallback)
-            self.split_attention_steps = set()
-            self.compiled, self.runs = self.compile_steps(mode, warmup_runs, backend, tune, exclusive, whole_model)
+        # What is new to torch.compile on a GPU falls back to what ran there before, rather
+        # than leave the engine uncompiled: the split-slot attention kernel (where the load
+        # chose it) to SDPA, then one layer compiled for all to the step compiled whole.
+        while True:
+            try:
+                self.compiled, self.runs = self.compile_steps(mode, warmup_runs, backend, tune, exclusive,
+                                                              whole_model)
+                break
+            except Exception as error:
+                if attention == "fastest" and self.split_attention_steps:
+                    self.split_attention_steps = set()
+                    given_up = "the split-slot attention kernel"
+                elif not whole_model and attention != "kernel":
+                    whole_model = True
+                    given_up = "one layer compiled for all"
+                else:
+                    raise
+                self.fallbacks.append(f"{given_up}: {quantize.why_failed(error)}")
+                log.warning("compiling the decode steps with %s failed (%s); trying without", given_up,
+                            quantize.why_failed(error))
         self.compile_seconds = time.perf_counter() - started
         log.info("fast decoding compiled in %.1f s", self.compile_seconds)
         self.ready.set()
