@@ -296,7 +296,7 @@ def test_steps_that_do_not_compile_with_the_attention_kernel_compile_on_sdpa(tin
     engine = load_engine(tiny_model)
     plain, decoder = fast.StaticDecoder(engine.model, 512), fast.StaticDecoder(engine.model, 512, step_sizes=(1, 9))
 
-    def kernel_won() -> dict:
+    def kernel_won(exclusive) -> dict:
         decoder.split_attention_steps = {1, 9}
         return {1: {"kernel": True}, 9: {"kernel": True}}
 

@@ -314,12 +314,14 @@ class StaticDecoder:
         return F.scaled_dot_product_attention(q, keys, values, attn_mask=mask, is_causal=from_start, scale=scale,
                                               enable_gqa=expand == 1)
 
-    def choose_step_attention(self) -> dict[int, dict]:
+    def choose_step_attention(self, exclusive=contextlib.nullcontext()) -> dict[int, dict]:
         """On a GPU, for each compiled step size: attend with attention.py's kernel (only the
         slots in use, split among programs; each of ``attention.SPLITS`` slots per program
         timed, the fastest kept) where it computes what SDPA does and is faster, both timed as
         a compiled step attends, in a CUDA graph, every slot in use (the kernel's slowest
-        case).  Returns the timings per size, for the log and the bench."""
+        case).  Returns the timings per size, for the log and the bench.  ``exclusive`` (the
+        engine's lock) is held for each timing (~0.3 s), whose CUDA graph capture another
+        thread's work on the GPU would break, not for the whole choice (seconds)."""
         chosen: dict[int, dict] = {}
         if self.device.type != "cuda" or not split_attention.available() or self.keys[0].dtype == torch.float32:
             return chosen  # (float32: tl.dot would round to TF32)
@@ -336,15 +338,18 @@ class StaticDecoder:
             def attend() -> torch.Tensor:
                 return self.attend(q, keys, values, positions, mask, scale, None, 1, False)
 
+            def timed() -> float:
+                with exclusive:
+                    return quantize.graph_ms(attend, self.device)
+
             self.split_attention_steps.discard(size)
             try:
-                expected, sdpa_ms = attend().float(), quantize.graph_ms(attend, self.device)
+                expected, sdpa_ms = attend().float(), timed()
                 self.split_attention_steps.add(size)
                 kernel_ms, errors = {}, {}
                 for split in split_attention.SPLITS:
                     self.slots_per_split[size] = split
-                    errors[split], kernel_ms[split] = quantize.relative_error(attend(), expected), quantize.graph_ms(
-                        attend, self.device)
+                    errors[split], kernel_ms[split] = quantize.relative_error(attend(), expected), timed()
             except Exception as failure:  # noqa: BLE001 - no kernel here: SDPA serves
                 self.split_attention_steps.discard(size)
                 log.info("step of %d tokens: SDPA (the split-slot kernel failed: %s)", size,
@@ -418,8 +423,7 @@ class StaticDecoder:
         """
         started = time.perf_counter()
         if attention == "fastest":
-            with exclusive:  # timed in CUDA graphs: nothing else may run on the GPU meanwhile
-                self.step_attention = self.choose_step_attention()
+            self.step_attention = self.choose_step_attention(exclusive)
         else:  # "kernel" or "sdpa": what the tests and the bench compare
             self.split_attention_steps = set(self.step_sizes) if attention == "kernel" else set()
         # What is new to torch.compile on a GPU falls back to what ran there before, rather
