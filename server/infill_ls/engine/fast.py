@@ -5,11 +5,13 @@ allocated once for ``max_tokens`` positions and written at the positions being
 decoded), so ``torch.compile(fullgraph=True)`` fuses a decoder layer's kernels
 (including the dequantization of weight-only quantized linears, quantize.py) and one
 CUDA graph per step size replays the whole step with a single launch.  One layer is
-compiled and serves them all (its tensors and modules are arguments): compiling the step
-whole traced and lowered every layer again, for fusions across the layers' seams only
-(40 layers of a small StarCoder2, inductor on a CPU with an empty cache: 117-132 s whole against
-18-21 per layer, bench/compile_time.py; whole, the 15B shape took 66-166 s on an H200, and
-bench/gpu.py's ``+whole`` variants still compile that way, ``compile(whole_model=True)``).  The weights are the
+compiled and serves them all (``layer_step``: its tensors and modules are arguments, and
+it ends with the next layer's norm, so that the residual sum still fuses with the norm it
+feeds).  Compiled whole, the step had every layer traced and lowered again: the 15B shape
+took 66-166 s on an H200; 40 layers of a small StarCoder2 with inductor on a CPU and an
+empty cache took 117-132 s whole against 18-21 per layer (bench/compile_time.py).
+``compile(whole_model=True)`` still compiles it whole, for bench/gpu.py's ``+whole``
+variants and as the fallback where one layer cannot serve all.  The weights are the
 transformers model's own tensors (each layer's query, key and value projections run as one
 linear, and the three hold views of its tensors: ``joined_linear``); only the loop around
 them is rewritten.
