@@ -122,11 +122,15 @@ def programs_per_sm(registers: int, threads: int) -> int:
     return min(65536 // (per_warp * threads // 32), 2048 // threads, 32)
 
 
+def global_loads(opcodes: list[str]) -> Counter:
+    """Global loads by opcode, direct (LDG) or into shared memory (LDGSTS); LDGDEPBAR only
+    waits for them."""
+    return Counter(op for op in opcodes if op.startswith("LDG") and not op.startswith("LDGDEPBAR"))
+
+
 def describe(opcodes: list[str], registers: int, weight_bytes: int, threads: int, steps_ahead: int = 1) -> dict:
-    # Global loads, direct (LDG) or into shared memory (LDGSTS); LDGDEPBAR only waits for them.
-    loads = [op for op in opcodes if op.startswith("LDG") and not op.startswith("LDGDEPBAR")]
-    widths = Counter(loads)
-    loaded = sum(LOAD_BYTES.get(op.rsplit(".", 1)[-1], 4) for op in loads)
+    widths = global_loads(opcodes)
+    loaded = sum(LOAD_BYTES.get(op.rsplit(".", 1)[-1], 4) * count for op, count in widths.items())
     programs = programs_per_sm(registers, threads)
     return {
         "registers_per_thread": registers,
@@ -203,23 +207,22 @@ def attention_kernels(triton, arch: int) -> dict:
 
     found = {}
     for tokens in (1, 9):
-        rows = max(16, triton.next_power_of_2(tokens * 12))
+        rows = attention.tile_rows(tokens, 12)
         constexprs = {"TOKENS": tokens, "HEADS": 48, "GROUP": 12, "ROWS": rows, "DIM": 128,
                       "BLOCK_S": attention.BLOCK_S}
         warps = attention.num_warps(rows)
         sass, registers = sass_of(triton, attention._split_attention, constexprs, arch, warps)
         opcodes = loop_of(sass)
         cache_bytes = 2 * attention.BLOCK_S * 128 * 2 / (32 * warps)  # keys and values, bf16, per thread
+        combine = {name: constexprs[name] for name in ("TOKENS", "HEADS", "GROUP", "ROWS", "DIM")}
+        combine_sass, combine_registers = sass_of(triton, attention._combine_splits, combine, arch, warps)
         found[f"attention, {tokens} token{'s' if tokens > 1 else ''}"] = {
             "constexprs": constexprs, "num_warps": warps, "registers_per_thread": registers,
             "spills": spills(sass),
             "loop_instructions": len(opcodes),
-            "loop_global_loads": dict(Counter(op for op in opcodes if op.startswith("LDG") and op != "LDGDEPBAR")),
-            "instructions_per_cache_byte": round(len(opcodes) / cache_bytes, 2)}
-        combine = {name: constexprs[name] for name in ("TOKENS", "HEADS", "GROUP", "ROWS", "DIM")}
-        sass, registers = sass_of(triton, attention._combine_splits, combine, arch, warps)
-        found[f"attention, {tokens} token{'s' if tokens > 1 else ''}"]["combine"] = {
-            "registers_per_thread": registers, "spills": spills(sass)}
+            "loop_global_loads": dict(global_loads(opcodes)),
+            "instructions_per_cache_byte": round(len(opcodes) / cache_bytes, 2),
+            "combine": {"registers_per_thread": combine_registers, "spills": spills(combine_sass)}}
     return found
 
 

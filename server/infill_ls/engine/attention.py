@@ -104,6 +104,15 @@ SPLITS = (64, 128, 256, 512)
 SLOTS_PER_SPLIT = 256  # where nothing was timed
 
 
+def tile_rows(tokens: int, group: int) -> int:
+    """Rows of the kernel's tile for ``tokens`` query tokens of ``group`` heads per key head:
+    a power of two, 16 or more (tl.dot's least); plain Python, which torch.compile traces."""
+    rows = 16
+    while rows < tokens * group:
+        rows *= 2
+    return rows
+
+
 def num_warps(rows: int) -> int:
     """Warps of a program of ``rows`` query rows: a draft check's 128-row tile held 255
     registers per thread in 4 warps, spilling (compiled for sm_90, bench/gemv_sass.py)."""
@@ -123,9 +132,7 @@ def decode_attention(q: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, 
     _, heads, tokens, dim = q.shape
     key_heads, slots = keys.shape[1], keys.shape[2]
     group = heads // key_heads
-    rows = 16  # tl.dot takes 16 rows or more; a power of two (plain Python: torch.compile traces it)
-    while rows < tokens * group:
-        rows *= 2
+    rows = tile_rows(tokens, group)
     splits = -(-slots // slots_per_split)
     partial = torch.empty(key_heads, splits, rows, dim, dtype=torch.float32, device=q.device)
     stats = torch.empty(2, key_heads, splits, rows, dtype=torch.float32, device=q.device)

@@ -447,8 +447,7 @@ def int8_matvec(x: torch.Tensor, weight: torch.Tensor, scales: torch.Tensor, pla
     if (rows == 1 and not plan.one_row_on_tensor_cores) or not plan.rows_kernel:
         inputs = x.float().contiguous()  # (x keeps the dtype of the output)
         _int8_gemv[(rows, blocks, plan.split_k)](inputs, inputs.sum(1) if plan.fold else inputs, weight, scales, partial,
-                                                 n, k,
-                                                 plan.steps_per_split, BLOCK_N=plan.block_n, BLOCK_K=plan.block_k,
+                                                 n, k, plan.steps_per_split, BLOCK_N=plan.block_n, BLOCK_K=plan.block_k,
                                                  DEFER_SUM=plan.defer_sum, EVEN=plan.even, PREFETCH=plan.prefetch,
                                                  FOLD=plan.fold, num_warps=plan.num_warps)
     else:
