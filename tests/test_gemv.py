@@ -136,9 +136,10 @@ print(json.dumps(report))
 """
 
 
-def interpreted(script: str, *args: str) -> dict:
-    """What ``script`` printed last (JSON), run with Triton's interpreter in a process of its own."""
-    env = dict(os.environ, TRITON_INTERPRET="1", HF_HUB_OFFLINE="1",
+def interpreted(script: str, *args: str, interpret: bool = True) -> dict:
+    """What ``script`` printed last (JSON), run with Triton's interpreter (or with Triton
+    itself, ``interpret=False``) in a process of its own."""
+    env = dict(os.environ, TRITON_INTERPRET="1" if interpret else "0", HF_HUB_OFFLINE="1",
                PYTHONPATH=os.pathsep.join([str(TRITON_SITE), str(REPO / "server")]))
     run = subprocess.run([sys.executable, "-c", script, *args], capture_output=True, text=True, env=env, timeout=900)
     assert run.returncode == 0, run.stderr[-3000:]
@@ -285,3 +286,124 @@ def test_the_split_slot_attention_kernel_computes_what_sdpa_computes(tiny_model)
         assert case["shape"] and case["error"] < 1e-5, case
     assert report["decoder"]["rows"] == 10
     assert report["decoder"]["error"] < 1e-4, report["decoder"]
+
+
+TRACE = r"""
+import dataclasses, json, sys
+import torch
+import torch.utils._triton
+import triton
+from triton.backends.compiler import GPUTarget
+from torch._functorch.aot_autograd import aot_module_simplified
+from transformers import AutoConfig, AutoModelForCausalLM
+from infill_ls.engine import fast
+from infill_ls.engine.quantize import Int4WeightOnlyLinear, Int8WeightOnlyLinear, quantize_weights
+
+# The test doubles for a GPU: Dynamo traces a Triton kernel into the graph only where
+# torch finds a GPU for Triton, and torch's analysis of which arguments a kernel writes
+# compiles it to Triton's IR for the current GPU, here an H100's (sm_90, as gemv_sass.py).
+torch.utils._triton.has_triton = lambda: True
+
+
+class Hopper:
+    def get_current_target(self):
+        return GPUTarget("cuda", 90, 32)
+
+
+triton.runtime.driver.set_active(Hopper())
+
+
+class Traced(Exception):
+    pass
+
+
+def trace(decoder: fast.StaticDecoder) -> list[dict]:
+    # Per step size, the layer step as inductor gets it (Dynamo's graph, functionalized by
+    # AOT autograd), without running it: its Triton kernels and what they write besides the
+    # buffers allocated for them (torch.empty) — the KV cache, a weight, an input.
+    torch.compiler.reset()  # (as StaticDecoder.compile_steps: each trace within Dynamo's recompile limit)
+    graphs = []
+
+    def keep(graph, inputs):
+        graphs.append(graph)
+
+        def run(*args):
+            raise Traced()
+        return run
+
+    step = torch.compile(decoder.layer_step, fullgraph=True, dynamic=False,
+                         backend=lambda graph, inputs: aot_module_simplified(graph, inputs, fw_compiler=keep))
+    for size in decoder.step_sizes:
+        try:
+            with torch.inference_mode():
+                decoder.forward(torch.zeros((1, size), dtype=torch.long), torch.arange(size), layer_step=step)
+        except Traced:
+            pass
+    steps = []
+    for graph in graphs:
+        kernels = [node for node in graph.graph.nodes if "triton_kernel_wrapper" in str(node.target)]
+        steps.append({"kernels": len(kernels),
+                      "functional": all("functional" in str(node.target) for node in kernels),
+                      "writes": sorted(name for node in kernels for name in node.kwargs["tensors_to_clone"]
+                                       if "empty" not in str(node.kwargs["kwargs"][name].target))})
+    return steps
+
+
+# The tiny model's architecture, wide enough for the 15B shape's int4 groups of 128 inputs
+# (narrower linears get smaller groups, too small for tl.dot in the tensor-core kernels:
+# quantize.kernel_agrees turns those off on a GPU), in bf16 as on a GPU.
+config = AutoConfig.from_pretrained(sys.argv[1])
+config.update({"hidden_size": 128, "intermediate_size": 256, "num_attention_heads": 8, "num_key_value_heads": 2})
+
+
+def built(kind: str):
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_config(config, dtype=torch.bfloat16).eval()
+    return model if kind == "none" else quantize_weights(model, kind)
+
+
+report = {}
+decoder = fast.StaticDecoder(built("none"), 64, step_sizes=(1, 9))
+decoder.split_attention_steps = {1, 9}
+report["none"] = trace(decoder)
+# Each kind of launch quantize.tune_launch may keep, on every linear of the step.
+flavours = {"sum per step": {}, "deferred sum": {"defer_sum": True}, "prefetch": {"prefetch": True},
+            "folded": {"fold": True}, "prefetch folded": {"prefetch": True, "fold": True},
+            "row on tensor cores": {"one_row_on_tensor_cores": True}}
+for kind in ("int8wo", "int4wo"):
+    quantized = built(kind)
+    decoder = fast.StaticDecoder(quantized, 64, step_sizes=(1, 9))  # q/k/v joined
+    decoder.split_attention_steps = {1, 9}
+    linears = [m for m in [*quantized.modules(), *decoder.qkv] if isinstance(m, (Int8WeightOnlyLinear, Int4WeightOnlyLinear))]
+    for flavour, settings in flavours.items():
+        for linear in linears:
+            linear.switch_to_kernel()
+            linear.plan = dataclasses.replace(linear.plan, **settings)
+        report[f"{kind} {flavour}"] = trace(decoder)
+print(json.dumps(report))
+"""
+
+
+def test_a_compiled_step_takes_the_kernels_into_its_graph_and_they_write_only_their_outputs(tiny_model):
+    """What a GPU's torch.compile gets from the decode step, traced here for an H100 (the
+    first compile with these kernels on a GPU is otherwise where a failure shows, and a
+    compile failure only costs the kernel: fast.StaticDecoder.compile falls back): with
+    the split-slot attention kernel and each launch of gemv.py's kernels that tune_launch
+    may keep, each step size traces as one graph (no break), with every linear and the
+    attention on its kernel, and the kernels write only the buffers allocated for their
+    outputs, not the KV cache, a weight or an input: torch copies whatever a kernel may
+    write (a layer's cache every step), and torch's analysis of what a kernel writes takes
+    everything where it cannot compile the kernel (it found the tiny model's int4 groups of
+    64 too small for the tensor-core kernels)."""
+    report = interpreted(TRACE, str(tiny_model), interpret=False)
+    # Per layer: attention's two kernels (the splits, then their sum); four linears (the
+    # joined query/key/value, o_proj, c_fc, c_proj), each one kernel, and int4's folded one-row
+    # launches a kernel more to prepare the row.  Step sizes 1 and 9: the second's rows go
+    # to the tensor-core kernels, one per linear, whatever the one-row launch.
+    assert report["none"] == [{"kernels": 2, "functional": True, "writes": []}] * 2
+    for name, steps in report.items():
+        if name == "none":
+            continue
+        one_row = 2 + 4 * (2 if name.startswith("int4") and "folded" in name else 1)
+        assert [step["kernels"] for step in steps] == [one_row, 2 + 4], (name, steps)
+        assert all(step["functional"] and not step["writes"] for step in steps), (name, steps)
