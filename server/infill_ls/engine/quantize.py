@@ -343,11 +343,22 @@ KERNEL_TOLERANCE = 0.02
 
 
 def why_failed(error: BaseException) -> str:
-    """The first line of the innermost exception of ``error``'s chain, for a log line
-    (torch.compile wraps what the code it traced raised in errors of its own)."""
-    while error.__cause__ is not None or error.__context__ is not None:
-        error = error.__cause__ or error.__context__
-    return (str(error).splitlines() or [type(error).__name__])[0][:300]
+    """Why ``error`` happened, in a line for the log.  torch.compile wraps what the code it
+    traced raised in errors of its own: where one of ``error``'s chain names it on its
+    "Developer debug context" line (torch 2.11, the GPU machines', names it only there: the
+    innermost error says "raised exception ExceptionVariable(<class 'RuntimeError'>)"), that
+    line; otherwise the first line of the innermost exception."""
+    chain = [error]
+    while chain[-1].__cause__ is not None or chain[-1].__context__ is not None:
+        chain.append(chain[-1].__cause__ or chain[-1].__context__)
+    for link in chain:
+        for line in str(link).splitlines():
+            if line.strip().startswith(DYNAMO_CONTEXT):
+                return line.strip()[len(DYNAMO_CONTEXT):].strip()[:300]
+    return (str(chain[-1]).splitlines() or [type(chain[-1]).__name__])[0][:300]
+
+
+DYNAMO_CONTEXT = "Developer debug context:"
 
 
 def relative_error(got: torch.Tensor, want: torch.Tensor) -> float:
