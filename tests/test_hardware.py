@@ -103,9 +103,18 @@ def test_fp8_once_measured_goes_first_only_when_over_10_percent_faster_and_where
     assert "fp8" not in hardware.gpu_options(True, with_fp8=False)
 
 
-def test_fp8_on_a_cpu_runs_and_says_it_is_emulated():
+def test_fp8_on_a_cpu_runs_and_says_it_is_emulated_where_torch_scales_its_rows(monkeypatch):
+    """torch 2.13's CPU ``_scaled_mm`` takes Fp8Linear's scales per row (the probe runs it
+    here); 2.11's scales per tensor only, which failed at the first suggestion: there fp8
+    falls back to int8wo and says why (a torch without it is the test double)."""
+    per_row = hardware.cpu_fp8_scales_per_row()
+    assert per_row or torch.torch_version.TorchVersion(torch.__version__) < "2.13"  # (compared as versions)
+    if per_row:
+        placement = hardware.choose_placement("cpu", "fp8", 5_000_000)
+        assert placement.precision == "fp8" and "emulated" in placement.reason
+    monkeypatch.setattr(hardware, "cpu_fp8_scales_per_row", lambda: False)
     placement = hardware.choose_placement("cpu", "fp8", 5_000_000)
-    assert placement.precision == "fp8" and "emulated" in placement.reason
+    assert placement.precision == "int8wo" and torch.__version__ in placement.reason
 
 
 @pytest.mark.parametrize("flags, parameters, expected", [

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 # Bytes per parameter at each precision, with the quantized ones measured on the
@@ -111,6 +112,9 @@ def choose_placement(device: str, quantization: str, parameter_count: int | None
     if device == "cpu" or device == "mps":
         # fp8 runs on a CPU (the tests use it), but PyTorch's CPU fp8 matmul is a slow reference.
         if quantization == "fp8" and device == "cpu":
+            if not cpu_fp8_scales_per_row():
+                return Placement(device, "int8wo", f"fp8 requested on cpu, where torch {torch.__version__}'s fp8"
+                                                   " matmul takes no scale per row: int8wo, the other 8-bit kind")
             return Placement(device, "fp8", "fp8 requested on cpu: emulated there, ~40x slower than float32")
         if quantization in CPU_CHOICES:
             return Placement(device, quantization, f"{quantization} requested on {device}")
@@ -166,6 +170,22 @@ def fp8_capable(device: str) -> bool:
     import torch
 
     return torch.cuda.get_device_capability(device) >= FP8_CAPABILITY
+
+
+@functools.cache
+def cpu_fp8_scales_per_row() -> bool:
+    """Whether this torch's CPU ``_scaled_mm`` takes a scale per row and per column, as
+    quantize.Fp8Linear calls it: torch 2.13's does; 2.11's scales per tensor only on a CPU
+    (an internal assert at the first suggestion), and older ones may have no CPU fp8."""
+    import torch
+
+    try:
+        codes = torch.zeros(16, 16).to(torch.float8_e4m3fn)
+        torch._scaled_mm(codes, codes.t(), scale_a=torch.ones(16, 1), scale_b=torch.ones(1, 16),
+                         out_dtype=torch.float32)
+    except (AttributeError, RuntimeError, TypeError):
+        return False
+    return True
 
 
 def cpu_flags() -> set[str]:
