@@ -212,7 +212,7 @@ def measure_fast(engine, variant: str, args, result: dict) -> None:
     engine.fast = decoder
     result["engine_fast"] = {**time_engine(engine, args.prompt, args.new, runs=args.runs),
                              "compiled": compile_now, "compile_s": round(decoder.compile_seconds or 0, 1),
-                             "step_sizes": list(step_sizes), "tuned": tune, "compiled_whole": whole_model,
+                             "step_sizes": list(step_sizes), "tuned": tune, "compiled_whole": decoder.compiled_whole,
                              "qkv_joined": decoder.qkv[0] is not None,
                              "attention_backend": decoder.step_attention_backend(),
                              "attention_as_two_matmuls": decoder.grouped_matmul,

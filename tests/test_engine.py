@@ -328,7 +328,7 @@ def test_a_step_that_does_not_compile_one_layer_for_all_compiles_whole(tiny_mode
     monkeypatch.setattr(torch._dynamo.config, "recompile_limit", 1)
     decoder.compile(backend="eager", warmup_runs=1)
     assert decoder.ready.is_set() and len(decoder.fallbacks) == 1, decoder.fallbacks
-    assert decoder.fallbacks[0].startswith("one layer compiled for all")
+    assert decoder.fallbacks[0].startswith("one layer compiled for all") and decoder.compiled_whole
     ids = prompt_ids(engine, SOURCE[:900], "", context_tokens=200)
     with torch.inference_mode():
         for start, end in [(0, 150), (150, 151), (151, 152)]:

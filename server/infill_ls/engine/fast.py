@@ -187,6 +187,7 @@ class StaticDecoder:
         self.compiled = None  # the torch.compile'd forward
         self.runs: dict = {}  # step size -> its CapturedStep (CUDA) or the compiled forward
         self.compile_seconds: float | None = None
+        self.compiled_whole = False  # whether the steps compiled as one graph (asked for, or the fallback)
 
     def step_attention_backend(self) -> str:
         """The backend SDPA picks for the compiled one-token step's attention: a query of
@@ -445,9 +446,10 @@ class StaticDecoder:
                     given_up = "one layer compiled for all"
                 else:
                     raise
-                self.fallbacks.append(f"{given_up}: {quantize.why_failed(error)}")
-                log.warning("compiling the decode steps with %s failed (%s); trying without", given_up,
-                            quantize.why_failed(error))
+                why = quantize.why_failed(error)
+                self.fallbacks.append(f"{given_up}: {why}")
+                log.warning("compiling the decode steps with %s failed (%s); trying without", given_up, why)
+        self.compiled_whole = whole_model
         self.compile_seconds = time.perf_counter() - started
         log.info("fast decoding compiled in %.1f s", self.compile_seconds)
         self.ready.set()
