@@ -136,7 +136,7 @@ print(json.dumps(report))
 """
 
 
-def interpreted(script: str, *args: str, interpret: bool = True) -> dict:
+def run_with_triton(script: str, *args: str, interpret: bool = True) -> dict:
     """What ``script`` printed last (JSON), run with Triton's interpreter (or with Triton
     itself, ``interpret=False``) in a process of its own."""
     env = dict(os.environ, TRITON_INTERPRET="1" if interpret else "0", HF_HUB_OFFLINE="1",
@@ -147,7 +147,7 @@ def interpreted(script: str, *args: str, interpret: bool = True) -> dict:
 
 
 def test_the_triton_kernels_compute_what_the_plain_modules_compute(tiny_model):
-    report = interpreted(CHECK, str(tiny_model))
+    report = run_with_triton(CHECK, str(tiny_model))
     # shapes x rows x splits x kinds, + per-row fallbacks, + one row prefetching and on the
     # tensor-core kernels, + the dequantized weights, + the folded kernels (one row and three,
     # then one row prefetching)
@@ -280,7 +280,7 @@ def test_the_split_slot_attention_kernel_computes_what_sdpa_computes(tiny_model)
     (fast.StaticDecoder.choose_step_attention), gives SDPA's output under the mask the step
     uses (each token sees the slots up to its position) for grouped query heads, steps of
     several tokens and lengths across its splits; in the decoder, the logits SDPA's give."""
-    report = interpreted(ATTENTION, str(tiny_model))
+    report = run_with_triton(ATTENTION, str(tiny_model))
     assert len(report["kernel"]) == 2 * 3 * 3 * 4
     for case in report["kernel"]:
         assert case["shape"] and case["error"] < 1e-5, case
@@ -395,7 +395,7 @@ def test_a_compiled_step_takes_the_kernels_into_its_graph_and_they_write_only_th
     write (a layer's cache every step), and torch's analysis of what a kernel writes takes
     everything where it cannot compile the kernel (it found the tiny model's int4 groups of
     64 too small for the tensor-core kernels)."""
-    report = interpreted(TRACE, str(tiny_model), interpret=False)
+    report = run_with_triton(TRACE, str(tiny_model), interpret=False)
     # Per layer: attention's two kernels (the splits, then their sum); four linears (the
     # joined query/key/value, o_proj, c_fc, c_proj), each one kernel, and int4's folded one-row
     # launches a kernel more to prepare the row.  Step sizes 1 and 9: the second's rows go
