@@ -512,7 +512,8 @@ def test_fp8_on_cuda_stays_close_to_float32(tiny_model, engine):
     assert gpu.info.precision == "fp8"
     ids = torch.tensor([prompt_ids(engine, SOURCE[:1200], SOURCE[1200:1500])])
     with torch.inference_mode():
-        reference = engine.model(input_ids=ids).logits.float()
+        # (the float32 engine is on the GPU too, where there is one)
+        reference = engine.model(input_ids=ids.to(engine.model.device)).logits.float().cpu()
         logits = gpu.model(input_ids=ids.to("cuda")).logits.float().cpu()
     assert_close_to_float32("fp8", logits, reference)
 
