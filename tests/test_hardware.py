@@ -78,7 +78,8 @@ def test_options_are_ordered_by_the_measured_time_of_a_suggestion():
     for same_bits in (("bf16", "int8wo", "8bit"), ("int4wo", "4bit")):  # the margin sits between these
         times = [hardware.suggestion_ms(p) for p in options if p in same_bits]
         assert times == sorted(times), (same_bits, options)
-    assert set(hardware.gpu_options(with_bitsandbytes=False)) == {"bf16", "int8wo", "int4wo"}
+    assert set(hardware.gpu_options(with_bitsandbytes=False)) == {"bf16", "int8wo", "int4wo", "fp8"}
+    assert set(hardware.gpu_options(with_bitsandbytes=False, with_fp8=False)) == {"bf16", "int8wo", "int4wo"}
 
 
 @pytest.mark.parametrize("capability, expected", [((9, 0), "fp8"), ((8, 9), "fp8"), ((8, 0), "int8wo")])
@@ -142,7 +143,7 @@ def test_doctor_on_a_gpu_lists_the_precisions_with_their_measured_cost(gpu, monk
     monkeypatch.setattr(torch.cuda, "mem_get_info", lambda index: (30 * GIB, 80 * GIB))
     monkeypatch.setattr(torch.cuda, "get_device_name", lambda index: "a test GPU")
     monkeypatch.setattr(hardware, "bitsandbytes_available", lambda: False)
-    figures(monkeypatch, bf16=9, int8wo=10, int4wo=11, **{"4bit": 30, "8bit": 100})
+    figures(monkeypatch, bf16=9, int8wo=10, int4wo=11, fp8=12, **{"4bit": 30, "8bit": 100})
     gpu["bytes"] = 30 * GIB
     text = doctor.report(Settings())
     assert "GPU cuda:0: a test GPU, 30.0 GiB free of 80.0 GiB" in text
@@ -154,4 +155,8 @@ def test_doctor_on_a_gpu_lists_the_precisions_with_their_measured_cost(gpu, monk
     assert [p for p, _ in shown] == hardware.gpu_options(False) and "4bit" not in tried
     assert {p: int(ms) for p, ms in shown} == {p: round(hardware.suggestion_ms(p)) for p in hardware.gpu_options(False)}
     assert "fastDecode compiles all but: 4bit, 8bit" in text
-    assert "fp8 (float8 on the tensor cores, compute capability 8.9+): not measured" in text
+    assert "fp8" in [p for p, _ in shown]  # measured, and an H100 multiplies in fp8
+    # A GPU without fp8 matrix multiplication: auto never tries it there.
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (8, 0))
+    tried = next(line for line in doctor.report(Settings()).splitlines() if "precisions auto tries" in line)
+    assert [p for p, _ in re.findall(r"(\w+) \(~(\d+) ms\)", tried)] == ["bf16", "int8wo", "int4wo"]

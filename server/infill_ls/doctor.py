@@ -72,8 +72,5 @@ def report(settings: Settings) -> str:
         tried = [f"{p} (~{suggestion_ms(p):.0f} ms)" for p in options]
         lines.append("  precisions auto tries, fastest first, 4-bit and fp8 only when over 10 % faster"
                      f" (a typing suggestion of StarCoder2-15B): {', '.join(tried)}")
-        if "fp8" not in hardware.GPU_MEASURED_MS:
-            lines.append("  fp8 (float8 on the tensor cores, compute capability 8.9+): not measured on a GPU yet,"
-                         " so auto does not try it; quantization fp8 runs it")
         lines.append(f"  fastDecode compiles all but: {', '.join(sorted(EAGER_ONLY))} (decoded eager)")
     return "\n".join(lines)

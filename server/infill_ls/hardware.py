@@ -38,24 +38,24 @@ SINGLE_THREAD_PARAMETERS = 100_000_000
 CPU_CHOICES = ("float32", "bf16", "8bit", "4bit", "int8wo", "int4wo", "int8dyn")
 # Measured on the StarCoder2-15B architecture per GPU precision, each on the path the
 # engine uses for it (bench/gpu.py): (prefill of 2,048 tokens ms, decode ms/token).
-# bf16, int8wo and int4wo: eager prefill (int8wo casts its weights for cuBLAS, int4wo
-# dequantizes them with one Triton kernel), compiled static-cache decode, the weight-only
-# kinds on gemv.py's Triton kernels with the launches tune_launch chose.  One H200,
-# 2026-11-26 (bench/results/gpu-20261126-190332.json: bf16 and int4wo; int8wo in the call
-# right after on the same machine, gpu-20261126-190919.json).  bf16 decoded at 12.3, 10.4,
-# 12.0, 10.6 and here 11.2 ms/token in five runs: differences under ~10 % between kinds
-# are within what separate runs give.  bitsandbytes 4-bit eager (H100) and 8-bit (decode
-# only, the H100 run); eager steps are bound by kernel launches, so they move
-# little between the cards.
+# bf16, int8wo, int4wo and fp8: eager prefill (int8wo casts its weights for cuBLAS, int4wo
+# dequantizes them with one Triton kernel), compiled static-cache decode (one layer's step
+# compiled for all 40), the weight-only kinds on gemv.py's Triton kernels with the launches
+# tune_launch chose, fp8 on torch._scaled_mm as tune_fp8 chose.  One H100, 2026-11-27, all
+# four in one call (bench/results/gpu-20261127-205631.json).  The H200 run just before it
+# (gpu-20261127-205141.json) ranks them alike: int4wo 6.3, fp8 6.4, int8wo 6.5, bf16 9.7
+# ms/token.  bitsandbytes 4-bit eager (H100) and 8-bit (decode only, the H100 run);
+# eager steps are bound by kernel launches, so they move little between the cards.
 GPU_MEASURED_MS: dict[str, tuple[float | None, float]] = {
-    "bf16": (106, 11.2), "int8wo": (159, 9.1), "int4wo": (115, 8.6), "4bit": (131, 41.9), "8bit": (None, 144.0),
+    "bf16": (102, 12.9), "int8wo": (160, 7.8), "int4wo": (118, 6.4), "fp8": (139, 8.1),
+    "4bit": (131, 41.9), "8bit": (None, 144.0),
 }
 # Fewer bits cost quality (a 4-bit linear of the 15B shape is ~10 % off the bf16 one, an
 # 8-bit one ~1 %: bench/gpu_linear.py), so ``auto`` puts a kind further from bf16 before a
 # closer one only when its suggestion is more than this share faster: a tie goes to the
 # bits.  Further: the 4-bit kinds, and fp8, which rounds the activations to float8 too (on
 # the bundled model 94.3 % of next tokens agree with float32, int8wo 98.9 %, int4wo 84.7 %:
-# bench/results/quality-20261127-083650.json).  fp8 is not measured on a GPU yet, so not ranked.
+# bench/results/quality-20261127-083650.json).
 COARSE_KINDS, QUALITY_MARGIN = ("int4wo", "4bit", "fp8"), 0.10
 # What ``auto`` ranks by: a suggestion while typing prefills about a quarter of a 2,048-token
 # prompt (prompt-cache reuse keeps the rest; the suffix after the cursor is re-read) and
