@@ -20,6 +20,7 @@ after every variant, so a run cut short still leaves its figures.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import gc
 import json
 import logging
@@ -37,9 +38,12 @@ MODEL_CARD_MB = {"bf16": 32251, "8bit": 16900, "4bit": 9225, "int8wo": 16900, "i
 # "+whole" compiles its step as one graph instead of one layer serving all
 # (fast.StaticDecoder.compile's whole_model), e.g. "bf16,bf16+whole"; "+sdpa" and "+kernel"
 # make its compiled steps attend on SDPA or on attention.py's kernel instead of the faster
-# of the two as timed at load.
+# of the two as timed at load; "+unfolded" offers tune_launch no folded launch
+# (unfolded_launches_only).
 VARIANTS = ("bf16", "int8wo", "int4wo", "fp8", "4bit", "8bit")
 EXTRA_VARIANTS = ("int4wo-tinygemm", "int8wo-plain", "int4wo-plain")
+# The ways a variant decodes: transformers' generate, the engine eager, its compiled static path.
+PATHS = ("generate_eager", "engine_eager", "engine_fast")
 
 
 def swap_in_bitsandbytes(model, kind: str, device: str):
@@ -91,12 +95,31 @@ def build(variant: str, shape: dict | None, model_dir: str | None, device: str):
         if kind == "fp8" and device.startswith("cuda"):  # as the server loads it: each shape's fastest call
             print(f"{variant}: {tune_fp8(model, torch.bfloat16)} in {time.perf_counter() - started:.0f} s", flush=True)
         elif kind != "fp8" and kernel != "plain":  # the server's kernels (Triton), or tinygemm
-            counts = use_kernels(model, torch.bfloat16, kernel or 'triton')
+            with unfolded_launches_only() if "+unfolded" in variant else contextlib.nullcontext():
+                counts = use_kernels(model, torch.bfloat16, kernel or 'triton')
             print(f"{variant}: {counts} in {time.perf_counter() - started:.0f} s; launches {launches(model)}", flush=True)
     elif variant in ("8bit", "4bit"):
         swap_in_bitsandbytes(model, variant, device)
     gc.collect()
     return model
+
+
+@contextlib.contextmanager
+def unfolded_launches_only():
+    """tune_launch offered no launch with ``Launch.fold``.  It times each launch eagerly: a
+    folded one's extra work (int4: a kernel preparing the input row; int8: the row's sum) is
+    a kernel there and, for int4, in the compiled step too, while the unfolded one's
+    conversion of its input to float32, a kernel when timed, fuses into the kernel before it
+    in the step.  So the timing may keep folded launches where the step would be faster
+    unfolded: "int4wo,int4wo+unfolded" in one run says."""
+    from infill_ls.engine import gemv
+
+    offered = gemv.candidates
+    gemv.candidates = lambda *args, **kwargs: [launch for launch in offered(*args, **kwargs) if not launch.fold]
+    try:
+        yield
+    finally:
+        gemv.candidates = offered
 
 
 def launches(model) -> dict[str, str]:
@@ -226,7 +249,7 @@ def measure_fast(engine, variant: str, args, result: dict) -> None:
                                                           repetitive=True, prompt_lookup=True)
 
 
-def measure(variant: str, args, shape, device: str, baseline: dict) -> dict:
+def measure(variant: str, args, shape, device: str) -> dict:
     import torch
 
     started = time.perf_counter()
@@ -259,14 +282,10 @@ def measure(variant: str, args, shape, device: str, baseline: dict) -> dict:
             engine.fast = None
             result["engine_fast"] = {"error": f"{type(error).__name__}: {error}"[:2000],
                                      "traceback": traceback.format_exc().splitlines()[-12:]}
-    if variant == "bf16":
-        baseline["decode"] = result["generate_eager"]["decode_ms_per_token"]["p50"]
-    for path in ("generate_eager", "engine_eager", "engine_fast"):
+    for path in PATHS:
         decode = result[path].get("decode_ms_per_token", {}).get("p50")
         if decode:
             result[path].update(bandwidth(bytes_per_token, decode))
-            if baseline.get("decode"):
-                result[path]["speedup_vs_bf16_generate"] = round(baseline["decode"] / decode, 2)
     if variant == args.typing_variant:
         result["typing_with_reuse"] = typing_replay(engine, args.typing_requests, True, args.prompt)
         result["typing_without_reuse"] = typing_replay(engine, args.typing_requests, False, args.prompt)
@@ -276,6 +295,17 @@ def measure(variant: str, args, shape, device: str, baseline: dict) -> dict:
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
     return result
+
+
+def add_speedups(results: dict) -> None:
+    """Each variant's decode against bf16's eager ``generate`` of the same run, bf16 measured
+    before or after it (a run that ends on bf16 gets the ratios when bf16 is done)."""
+    baseline = results.get("bf16", {}).get("generate_eager", {}).get("decode_ms_per_token", {}).get("p50")
+    for result in results.values() if baseline else ():
+        for path in PATHS:
+            decode = result.get(path, {}).get("decode_ms_per_token", {}).get("p50")
+            if decode:
+                result[path]["speedup_vs_bf16_generate"] = round(baseline / decode, 2)
 
 
 def main() -> None:
@@ -306,7 +336,6 @@ def main() -> None:
         args.typing_requests = min(args.typing_requests, 10)
     began = time.perf_counter()
     results: dict = {}
-    baseline: dict = {}
     payload = {"model": args.model or {"random weights": shape}, "device": device, "prompt_tokens": args.prompt,
                "new_tokens": args.new, "results": results}
     name = "gpu-small" if args.small else "gpu"
@@ -316,7 +345,7 @@ def main() -> None:
         else:
             print(f"--- {variant} ({time.perf_counter() - began:.0f} s)", flush=True)
             try:
-                results[variant] = measure(variant, args, shape, device, baseline)
+                results[variant] = measure(variant, args, shape, device)
             except Exception as error:  # one variant failing (e.g. no bitsandbytes) must not lose the others
                 # The traceback's last lines: a failure on a lent GPU must be diagnosable from the JSON.
                 results[variant] = {"error": f"{type(error).__name__}: {error}",
@@ -324,6 +353,7 @@ def main() -> None:
                 gc.collect()
                 if torch.cuda.is_available():
                     torch.cuda.empty_cache()
+        add_speedups(results)
         print(json.dumps(results[variant]), flush=True)
         payload["elapsed_s"] = round(time.perf_counter() - began, 1)
         path = write_result(name, payload)
