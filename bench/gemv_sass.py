@@ -68,7 +68,9 @@ def signature(fn, constexprs: dict) -> dict:
              "x_sum_ptr": "*fp32",
              # attention.py's kernel: a bf16 cache, the step's positions
              "q_ptr": "*bf16", "k_ptr": "*bf16", "v_ptr": "*bf16", "positions_ptr": "*i64", "stats_ptr": "*fp32",
-             "scale": "fp32", "partial_ptr": "*fp32", "attention_ptr": "*bf16"}
+             # torch.compile's inductor types a Python float argument fp64 (triton_utils.signature_of),
+             # and the decode step launches the attention kernel inside the compiled graph
+             "scale": "fp64", "partial_ptr": "*fp32", "attention_ptr": "*bf16"}
     return {name: "constexpr" if name in constexprs else types.get(name, "i32") for name in fn.arg_names}
 
 
@@ -81,7 +83,7 @@ def sass_of(triton, fn, constexprs: dict, arch: int, num_warps: int) -> tuple[st
     # Pointers and the matrix sizes divisible by 16, as Triton specializes them at a launch
     # with the 15B shapes (and as every shape of a StarCoder2 model is).
     aligned = [i for i, name in enumerate(fn.arg_names)
-               if sig[name] not in ("constexpr", "fp32") and name not in ("steps_per_split", "ROWS")]
+               if sig[name] not in ("constexpr", "fp32", "fp64") and name not in ("steps_per_split", "ROWS")]
     source = ASTSource(fn=fn, signature=sig, constexprs=constexprs,
                        attrs={(i,): [["tt.divisibility", 16]] for i in aligned})
     compiled = triton.compile(source, target=GPUTarget("cuda", arch, 32), options={"num_warps": num_warps})

@@ -220,7 +220,9 @@ def test_the_one_row_kernels_read_weights_in_wide_loads(compiled_for_hopper):
 
 def test_the_split_slot_attention_kernel_compiles_for_hopper_without_spilling(compiled_for_hopper):
     """attention.py's kernel with the 15B shape's heads builds for an H100 (a kernel that
-    does not build is only found on a GPU otherwise) and keeps its tile in registers: a
+    does not build is only found on a GPU otherwise) as torch.compile builds it, its float
+    argument typed fp64 (on an H100 it did not build so, session 21: the scores turned fp64
+    in the loop), and keeps its tile in registers: a
     draft check's 108 query rows in 4 warps took 255 registers and spilled (27 local-memory
     instructions); its launch now takes 8 warps there."""
     attention = compiled_for_hopper["attention"]

@@ -48,6 +48,9 @@ if triton is not None:
         total = tl.zeros((ROWS,), tl.float32)
         acc = tl.zeros((ROWS, DIM), tl.float32)
         kv = key_head * slots_in_cache * DIM
+        # torch.compile passes a Python float as fp64 (Triton's own launch, as fp32): in fp64
+        # the scores would no longer match ``top``'s type across the loop.
+        scale = tl.cast(scale, tl.float32)  # (a plain float under the interpreter)
         for start in range(first, last, BLOCK_S):
             slots = start + tl.arange(0, BLOCK_S)
             in_slots = slots < last
