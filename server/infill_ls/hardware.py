@@ -38,14 +38,15 @@ SINGLE_THREAD_PARAMETERS = 100_000_000
 CPU_CHOICES = ("float32", "bf16", "8bit", "4bit", "int8wo", "int4wo", "int8dyn")
 # Measured on the StarCoder2-15B architecture per GPU precision, each on the path the
 # engine uses for it (bench/gpu.py): (prefill of 2,048 tokens ms, decode ms/token).
-# bf16, int8wo, int4wo and fp8: eager prefill (int8wo casts its weights for cuBLAS, int4wo
-# dequantizes them with one Triton kernel), compiled static-cache decode (one layer's step
-# compiled for all 40), the weight-only kinds on gemv.py's Triton kernels with the launches
-# tune_launch chose, fp8 on torch._scaled_mm as tune_fp8 chose.  One H100, 2026-11-27, all
-# four in one call (bench/results/gpu-20261127-205631.json).  The H200 run just before it
-# (gpu-20261127-205141.json) ranks them alike: int4wo 6.3, fp8 6.4, int8wo 6.5, bf16 9.7
-# ms/token.  bitsandbytes 4-bit eager (H100) and 8-bit (decode only, the H100 run);
-# eager steps are bound by kernel launches, so they move little between the cards.
+# bf16, int8wo, int4wo and fp8: uncompiled prefill into the static cache (int8wo casts its
+# weights for cuBLAS, int4wo dequantizes them with one Triton kernel), compiled static-cache
+# decode (one layer's step compiled for all 40), the weight-only kinds on gemv.py's Triton
+# kernels with the launches tune_launch chose, fp8 on torch._scaled_mm as tune_fp8 chose.
+# One H100, 2026-11-27, all four in one call (bench/results/gpu-20261127-205631.json).  The
+# H200 run just before it (gpu-20261127-205141.json) ranks them alike: int4wo 6.3, fp8 6.4,
+# int8wo 6.5, bf16 9.7 ms/token.  bitsandbytes 4-bit eager (H100) and 8-bit (decode only,
+# the H100 run); eager steps are bound by kernel launches, so they move little
+# between the cards.
 GPU_MEASURED_MS: dict[str, tuple[float | None, float]] = {
     "bf16": (102, 12.9), "int8wo": (160, 7.8), "int4wo": (118, 6.4), "fp8": (139, 8.1),
     "4bit": (131, 41.9), "8bit": (None, 144.0),
