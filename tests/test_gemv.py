@@ -297,6 +297,7 @@ import torch.utils._triton
 import triton
 from triton.backends.compiler import GPUTarget
 from torch._functorch.aot_autograd import aot_module_simplified
+from torch._higher_order_ops.triton_kernel_wrap import kernel_side_table
 from transformers import AutoConfig, AutoModelForCausalLM
 from infill_ls.engine import fast
 from infill_ls.engine.quantize import Int4WeightOnlyLinear, Int8WeightOnlyLinear, quantize_weights
@@ -347,8 +348,21 @@ def trace(decoder: fast.StaticDecoder) -> list[dict]:
         steps.append({"kernels": len(kernels),
                       "functional": all("functional" in str(node.target) for node in kernels),
                       "writes": sorted(name for node in kernels for name in node.kwargs["tensors_to_clone"]
-                                       if "empty" not in str(node.kwargs["kwargs"][name].target))})
+                                       if "empty" not in str(node.kwargs["kwargs"][name].target)),
+                      "float_arguments": sorted({f"{kernel_name(node)}.{name}" for node in kernels
+                                                 for name, value in arguments(node).items()
+                                                 if isinstance(value, float)})})
     return steps
+
+
+def arguments(node) -> dict:
+    # A kernel's arguments in the graph: tensors (graph nodes) and the constants Dynamo keeps aside.
+    return {**node.kwargs["kwargs"], **kernel_side_table.get_constant_args(node.kwargs["constant_args_idx"])}
+
+
+def kernel_name(node) -> str:
+    kernel = kernel_side_table.get_kernel(node.kwargs["kernel_idx"])
+    return getattr(kernel, "fn", kernel).__name__
 
 
 # The tiny model's architecture, wide enough for the 15B shape's int4 groups of 128 inputs
@@ -402,10 +416,15 @@ def test_a_compiled_step_takes_the_kernels_into_its_graph_and_they_write_only_th
     # joined query/key/value, o_proj, c_fc, c_proj), each one kernel, and int4's folded one-row
     # launches a kernel more to prepare the row.  Step sizes 1 and 9: the second's rows go
     # to the tensor-core kernels, one per linear, whatever the one-row launch.
-    assert report["none"] == [{"kernels": 2, "functional": True, "writes": []}] * 2
+    assert report["none"] == [{"kernels": 2, "functional": True, "writes": [],
+                               "float_arguments": ["_split_attention.scale"]}] * 2
     for name, steps in report.items():
         if name == "none":
             continue
         one_row = 2 + 4 * (2 if name.startswith("int4") and "folded" in name else 1)
         assert [step["kernels"] for step in steps] == [one_row, 2 + 4], (name, steps)
         assert all(step["functional"] and not step["writes"] for step in steps), (name, steps)
+        # Inductor hands a kernel's Python float to it as fp64 (its split-slot attention did
+        # not build so on an H100, session 21): bench/gemv_sass.py compiles each kernel that
+        # takes one with that type, and knows of no other.
+        assert all(step["float_arguments"] == ["_split_attention.scale"] for step in steps), (name, steps)
