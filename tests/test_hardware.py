@@ -150,13 +150,18 @@ def test_doctor_on_a_gpu_lists_the_precisions_with_their_measured_cost(gpu, monk
     # 30 GiB holds bf16 for the 3B and 7B, not for the 15B: its fastest fitting precision.
     fastest_that_fits = next(p for p in hardware.gpu_options(False) if p != "bf16")
     assert "bigcode/starcoder2-7b: bf16" in text and f"bigcode/starcoder2-15b: {fastest_that_fits}" in text
-    tried = next(line for line in text.splitlines() if "precisions auto tries" in line)
-    shown = re.findall(r"(\w+) \(~(\d+) ms\)", tried)  # each with its measured suggestion time
+    tried, shown = precisions_tried(text)
     assert [p for p, _ in shown] == hardware.gpu_options(False) and "4bit" not in tried
     assert {p: int(ms) for p, ms in shown} == {p: round(hardware.suggestion_ms(p)) for p in hardware.gpu_options(False)}
     assert "fastDecode compiles all but: 4bit, 8bit" in text
     assert "fp8" in [p for p, _ in shown]  # measured, and an H100 multiplies in fp8
     # A GPU without fp8 matrix multiplication: auto never tries it there.
     monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (8, 0))
-    tried = next(line for line in doctor.report(Settings()).splitlines() if "precisions auto tries" in line)
-    assert [p for p, _ in re.findall(r"(\w+) \(~(\d+) ms\)", tried)] == ["bf16", "int8wo", "int4wo"]
+    _, shown = precisions_tried(doctor.report(Settings()))
+    assert [p for p, _ in shown] == ["bf16", "int8wo", "int4wo"]
+
+
+def precisions_tried(report: str) -> tuple[str, list[tuple[str, str]]]:
+    """Doctor's line of the precisions auto tries, and each with its measured suggestion time."""
+    tried = next(line for line in report.splitlines() if "precisions auto tries" in line)
+    return tried, re.findall(r"(\w+) \(~(\d+) ms\)", tried)
