@@ -52,6 +52,9 @@ def kernels(gemv, quantize) -> dict:
                           **({} if fold is None else {"FOLD": fold}), **more}
                 found[f"{kind} one row{', folded' if fold else ''}{name}"] = (
                     fn, launch, int8_bytes if kind == "int8" else int4_bytes)
+    if hasattr(gemv, "_int4_int8_gemv"):  # Launch.int8_inputs (since session 22)
+        found["int4 one row, int8 inputs"] = (gemv._int4_int8_gemv, {**int4, "EVEN": True, "INTERPRET": False},
+                                              int4_bytes)
     # The tensor-core kernels (several rows) tile gemv.ROWS_BLOCK_N output rows, in ROWS_NUM_WARPS warps.
     found["int8 rows"] = (gemv._int8_rows, {**int8, "BLOCK_N": rows_n, "PADDED_ROWS": gemv.MAX_ROWS},
                           int8_bytes * rows_n // int8["BLOCK_N"])
@@ -70,7 +73,9 @@ def signature(fn, constexprs: dict) -> dict:
              "q_ptr": "*bf16", "k_ptr": "*bf16", "v_ptr": "*bf16", "positions_ptr": "*i64", "stats_ptr": "*fp32",
              # torch.compile's inductor types a Python float argument fp64 (triton_utils.signature_of),
              # and the decode step launches the attention kernel inside the compiled graph
-             "scale": "fp64", "partial_ptr": "*fp32", "attention_ptr": "*bf16"}
+             "scale": "fp64", "partial_ptr": "*fp32", "attention_ptr": "*bf16",
+             # gemv.int4_int8_inputs' planes of bytes and per-group (scale, sum)
+             "planes_ptr": "*i32", "stats_ptr": "*fp32"}
     return {name: "constexpr" if name in constexprs else types.get(name, "i32") for name in fn.arg_names}
 
 
@@ -147,6 +152,7 @@ def describe(opcodes: list[str], registers: int, weight_bytes: int, threads: int
         "weight_bytes_per_thread_per_step": weight_bytes / threads,
         "instructions_per_weight_byte": round(len(opcodes) / (weight_bytes / threads), 2),
         "shared_memory_ops": sum(op.startswith(("LDS", "STS", "LDSM")) for op in opcodes),
+        "integer_dot_products": sum(op.startswith("IDP") for op in opcodes),  # dp4a: Launch.int8_inputs
         "async_copies": sum(op.startswith(("LDGSTS", "UBLKCP", "UTMALDG")) for op in opcodes),
     }
 
@@ -158,7 +164,8 @@ def main() -> None:
     ap.add_argument("--num-warps", type=int, default=4)
     ap.add_argument("--json", type=Path, help="where to write the JSON (default: bench/results/gemv-sass-<time>.json)")
     ap.add_argument("--tiles", action="store_true",
-                    help="also the int4 one-row kernel at each tile tune_launch tries, its scales folded and not")
+                    help="also the int4 one-row kernel at each tile tune_launch tries, its scales folded and not, "
+                         "and on int8 inputs")
     args = ap.parse_args()
     sys.path.insert(0, str(args.server.resolve()))  # ahead of this checkout's (common.py put it first)
     os.environ.setdefault("TRITON_DEFAULT_FP_FUSION", "1")  # Triton 3.9's default, said out loud
@@ -193,7 +200,10 @@ def main() -> None:
               f"{was['instructions_per_weight_byte']} -> {now['instructions_per_weight_byte']} per weight byte, "
               f"{was['registers_per_thread']} -> {now['registers_per_thread']} registers, "
               f"{was['weight_bytes_in_flight_per_sm'] // 1024} -> {now['weight_bytes_in_flight_per_sm'] // 1024} KiB "
-              f"in flight/SM")
+              f"in flight/SM" + (f"; on int8 inputs {row['int8_inputs']['instructions_per_weight_byte']} per "
+                                 f"weight byte, {row['int8_inputs']['registers_per_thread']} registers, "
+                                 f"{row['int8_inputs']['weight_bytes_in_flight_per_sm'] // 1024} KiB in flight/SM"
+                                 if "int8_inputs" in row else ""))
     for name, row in report["attention"].items():
         print(f"{name:28} {row['registers_per_thread']:3} registers, {row['spills']} spill instructions, "
               f"{row['loop_instructions']:4} instructions/step, {row['instructions_per_cache_byte']} per cache byte; "
@@ -236,8 +246,8 @@ def spills(sass: str) -> int:
 def int4_tiles(triton, gemv, quantize, arch: int) -> list[dict]:
     """The int4 one-row kernel at each tile gemv.candidates offers (rows per program, groups
     per step, warps; the sum per step, deferred, or with the next step's codes prefetched),
-    unfolded and folded (Launch.fold): instructions per weight byte, registers,
-    programs and bytes in flight per SM."""
+    unfolded and folded (Launch.fold), and (summing per step) on int8 inputs (Launch.int8_inputs):
+    instructions per weight byte, registers, programs and bytes in flight per SM."""
     rows = []
     for block_n in (16, 32):
         for groups in (2, 4):
@@ -251,9 +261,17 @@ def int4_tiles(triton, gemv, quantize, arch: int) -> list[dict]:
                         sass, registers = sass_of(triton, gemv._int4_gemv, constexprs, arch, warps)
                         figures = describe(loop_of(sass), registers, block_n * groups * quantize.INT4_GROUP_SIZE // 2,
                                            32 * warps, 2 if prefetch else 1)
-                        row["folded" if fold else "unfolded"] = {
-                            key: figures[key] for key in ("instructions_per_weight_byte", "registers_per_thread",
-                                                          "programs_per_sm", "weight_bytes_in_flight_per_sm")}
+                        row["folded" if fold else "unfolded"] = figures
+                    if not defer and not prefetch and hasattr(gemv, "_int4_int8_gemv"):  # it has neither
+                        constexprs = {"BLOCK_N": block_n, "GROUP": quantize.INT4_GROUP_SIZE, "GROUPS_PER_STEP": groups,
+                                      "EVEN": True, "INTERPRET": False}
+                        sass, registers = sass_of(triton, gemv._int4_int8_gemv, constexprs, arch, warps)
+                        row["int8_inputs"] = describe(loop_of(sass), registers,
+                                                      block_n * groups * quantize.INT4_GROUP_SIZE // 2, 32 * warps)
+                    for key, figures in list(row.items()):
+                        if isinstance(figures, dict):
+                            row[key] = {name: figures[name] for name in ("instructions_per_weight_byte",
+                                        "registers_per_thread", "programs_per_sm", "weight_bytes_in_flight_per_sm")}
                     rows.append(row)
     return rows
 

@@ -38,8 +38,8 @@ MODEL_CARD_MB = {"bf16": 32251, "8bit": 16900, "4bit": 9225, "int8wo": 16900, "i
 # "+whole" compiles its step as one graph instead of one layer serving all
 # (fast.StaticDecoder.compile's whole_model), e.g. "bf16,bf16+whole"; "+sdpa" and "+kernel"
 # make its compiled steps attend on SDPA or on attention.py's kernel instead of the faster
-# of the two as timed at load; "+unfolded" offers tune_launch no folded launch
-# (unfolded_launches_only).
+# of the two as timed at load; "+unfolded" offers tune_launch no folded launch, "+float-inputs"
+# no launch on int8 inputs (launches_without).
 VARIANTS = ("bf16", "int8wo", "int4wo", "fp8", "4bit", "8bit")
 EXTRA_VARIANTS = ("int4wo-tinygemm", "int8wo-plain", "int4wo-plain")
 # The ways a variant decodes: transformers' generate, the engine eager, its compiled static path.
@@ -95,7 +95,9 @@ def build(variant: str, shape: dict | None, model_dir: str | None, device: str):
         if kind == "fp8" and device.startswith("cuda"):  # as the server loads it: each shape's fastest call
             print(f"{variant}: {tune_fp8(model, torch.bfloat16)} in {time.perf_counter() - started:.0f} s", flush=True)
         elif kind != "fp8" and kernel != "plain":  # the server's kernels (Triton), or tinygemm
-            with unfolded_launches_only() if "+unfolded" in variant else contextlib.nullcontext():
+            left_out = {flag for flag, option in (("fold", "+unfolded"), ("int8_inputs", "+float-inputs"))
+                        if option in variant}
+            with launches_without(left_out):
                 counts = use_kernels(model, torch.bfloat16, kernel or 'triton')
             print(f"{variant}: {counts} in {time.perf_counter() - started:.0f} s; launches {launches(model)}", flush=True)
     elif variant in ("8bit", "4bit"):
@@ -105,17 +107,19 @@ def build(variant: str, shape: dict | None, model_dir: str | None, device: str):
 
 
 @contextlib.contextmanager
-def unfolded_launches_only():
-    """tune_launch offered no launch with ``Launch.fold``.  It times each launch eagerly: a
-    folded one's extra work (int4: a kernel preparing the input row; int8: the row's sum) is
-    a kernel there and, for int4, in the compiled step too, while the unfolded one's
-    conversion of its input to float32, a kernel when timed, fuses into the kernel before it
-    in the step.  So the timing may keep folded launches where the step would be faster
-    unfolded: "int4wo,int4wo+unfolded" in one run says."""
+def launches_without(flags: set[str]):
+    """tune_launch offered no launch with any of ``flags`` (gemv.Launch's fields) set, for an
+    A/B in one run: "int4wo,int4wo+unfolded" leaves out ``Launch.fold``.  tune_launch times
+    each launch eagerly: a folded one's extra work (int4: a kernel preparing the input row;
+    int8: the row's sum) is a kernel there and, for int4, in the compiled step too, while the
+    unfolded one's conversion of its input to float32, a kernel when timed, fuses into the
+    kernel before it in the step.  So the timing may keep folded launches where the step would
+    be faster unfolded.  "+float-inputs" leaves out ``Launch.int8_inputs`` (session 22)."""
     from infill_ls.engine import gemv
 
     offered = gemv.candidates
-    gemv.candidates = lambda *args, **kwargs: [launch for launch in offered(*args, **kwargs) if not launch.fold]
+    gemv.candidates = lambda *args, **kwargs: [launch for launch in offered(*args, **kwargs)
+                                               if not any(getattr(launch, flag) for flag in flags)]
     try:
         yield
     finally:

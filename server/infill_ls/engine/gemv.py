@@ -33,6 +33,7 @@ CPU under ``TRITON_INTERPRET=1``, which is how the tests check them without a GP
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, replace
 
 import torch
@@ -43,6 +44,8 @@ try:
 except ImportError:  # the CPU-only install: the plain paths serve
     triton = None
 
+# Whether Triton's interpreter runs the kernels (the tests, on a CPU): it runs no inline assembly.
+INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"
 # Rows of input a call handles (decode steps and draft checks); longer inputs (a prefill)
 # take the plain path, whose cuBLAS matmul is faster there.
 MAX_ROWS = 16
@@ -98,6 +101,15 @@ class Launch:
     # the row's sum (3.44 against 4.45 instructions per weight byte with the deferred sum).
     # Candidates tune_launch times, unmeasured yet.
     fold: bool = False
+    # int4, one row: the row as 16-bit integers under a scale per group, in two planes of
+    # bytes, each code multiplied on the integer dot-product instruction (dp4a: four products
+    # and their sum in one instruction), the group's scale and minimum once per group.  The
+    # float kernels above spend a mask and a multiply-add per weight, ~4 instructions per code
+    # with the rest, about as many per weight as int8's kernel: so int4 ran no faster than
+    # int8 (6.43 against 7.83 ms/token on an H100, bench/README.md run 8), bound by issuing
+    # instructions (as fast on an H200's faster memory).  Here a code costs under one
+    # (bench/gemv_sass.py).  Candidates tune_launch times, unmeasured on a GPU yet.
+    int8_inputs: bool = False
 
 
 # Programs a launch aims for, per SM.  The sweep on an H200 (bench/gpu_linear.py --sweep,
@@ -109,7 +121,8 @@ PROGRAMS_PER_SM = 6
 
 
 def launch(n: int, k: int, block_k: int, device: torch.device, block_n: int = 16, split_k: int | None = None,
-           num_warps: int = 4, defer_sum: bool = False, prefetch: bool = False, fold: bool = False) -> Launch:
+           num_warps: int = 4, defer_sum: bool = False, prefetch: bool = False, fold: bool = False,
+           int8_inputs: bool = False) -> Launch:
     """A launch for an [n, k] weight: ``split_k`` (by default as many splits as bring the
     programs to ``PROGRAMS_PER_SM`` per SM, at least 2, each program keeping 2 steps)."""
     n_blocks = -(-n // block_n)
@@ -120,10 +133,11 @@ def launch(n: int, k: int, block_k: int, device: torch.device, block_n: int = 16
         split_k = max(d for d in range(1, split_k + 1) if steps % d == 0)  # whole steps per split
     even = n % block_n == 0 and k % block_k == 0 and steps % split_k == 0
     return Launch(block_n, block_k, split_k, -(-steps // split_k), num_warps, defer_sum, even=even, prefetch=prefetch,
-                  fold=fold)
+                  fold=fold, int8_inputs=int8_inputs)
 
 
-def candidates(n: int, k: int, block_ks: tuple[int, ...], device: torch.device) -> list[Launch]:
+def candidates(n: int, k: int, block_ks: tuple[int, ...], device: torch.device,
+               int8_inputs: bool = False) -> list[Launch]:
     """Launches worth timing for an [n, k] weight (quantize.tune_launch): each ``block_k``
     (inputs per loop step), 16 or 32 rows per program, 2 or 4 warps, the sum per step or
     deferred, ``launch``'s split of the input dimension or twice as many — the ranges inside
@@ -134,7 +148,8 @@ def candidates(n: int, k: int, block_ks: tuple[int, ...], device: torch.device) 
     of those one-row launches again with the dequantization folded out of the products
     (``Launch.fold``; not swept yet: compiled, e.g. int4 at 32 rows x 2 groups x 2 warps with
     the prefetch folded came to 6.95 instructions per weight byte in 96 registers, 80 KiB in
-    flight per SM, against 9.02 in 254 and 32 KiB unfolded)."""
+    flight per SM, against 9.02 in 254 and 32 KiB unfolded); with ``int8_inputs`` (int4), each
+    tile, split and warps again on int8 inputs (``Launch.int8_inputs``; not swept yet)."""
     found = []
     for block_k in block_ks:
         steps = -(-k // block_k)
@@ -150,6 +165,8 @@ def candidates(n: int, k: int, block_ks: tuple[int, ...], device: torch.device) 
                                                 fold=fold))
                         found.append(launch(n, k, block_k, device, block_n, split_k, num_warps, prefetch=True,
                                             fold=fold))
+                    if int8_inputs:
+                        found.append(launch(n, k, block_k, device, block_n, split_k, num_warps, int8_inputs=True))
     return found
 
 
@@ -247,6 +264,16 @@ if triton is not None:
         return word, scale, low_value
 
     @triton.jit
+    def _int4_program(N, K, steps_per_split, BLOCK_N: tl.constexpr, GROUP: tl.constexpr,
+                      GROUPS_PER_STEP: tl.constexpr):
+        """What a one-row int4 program works on: its input row, output rows (and which exist),
+        first group, the groups of the input, and the ranges of groups in a step and of words
+        in a group.  Grid (input rows, n blocks, splits); out: [splits, rows, N]."""
+        rows_n = tl.program_id(1) * BLOCK_N + tl.arange(0, BLOCK_N)
+        return (tl.program_id(0), rows_n, rows_n < N, tl.program_id(2) * steps_per_split * GROUPS_PER_STEP, K // GROUP,
+                tl.arange(0, GROUPS_PER_STEP), tl.arange(0, GROUP // 8))
+
+    @triton.jit
     def _int4_gemv(x_ptr, sums_ptr, word_ptr, scale_ptr, min_ptr, out_ptr, N, K, steps_per_split, one,
                    BLOCK_N: tl.constexpr, GROUP: tl.constexpr, GROUPS_PER_STEP: tl.constexpr,
                    DEFER_SUM: tl.constexpr, EVEN: tl.constexpr, PREFETCH: tl.constexpr, FOLD: tl.constexpr):
@@ -263,13 +290,8 @@ if triton is not None:
         # the row's sum.  (Three shifts and bits 11-22 took one instruction less per word, but
         # rounded 1 + code * 2^-12 to ~2^-12 of a step: 5x the error of the unfolded kernel.)
         WORDS: tl.constexpr = GROUP // 8
-        row = tl.program_id(0)  # grid (input rows, n blocks, splits); out: [splits, rows, N]
-        rows_n = tl.program_id(1) * BLOCK_N + tl.arange(0, BLOCK_N)
-        in_n = rows_n < N
-        first_group = tl.program_id(2) * steps_per_split * GROUPS_PER_STEP
-        groups = K // GROUP
-        in_step = tl.arange(0, GROUPS_PER_STEP)
-        word_of_group = tl.arange(0, WORDS)
+        row, rows_n, in_n, first_group, groups, in_step, word_of_group = _int4_program(N, K, steps_per_split, BLOCK_N,
+                                                                                       GROUP, GROUPS_PER_STEP)
         acc = tl.zeros((BLOCK_N, GROUPS_PER_STEP, WORDS) if DEFER_SUM else (BLOCK_N,), dtype=tl.float32)
         # FOLD: each group's min * the row's sum - s * 2^8 * the divided row's sum
         offsets = tl.zeros((BLOCK_N, GROUPS_PER_STEP) if DEFER_SUM else (BLOCK_N,), dtype=tl.float32)
@@ -349,6 +371,87 @@ if triton is not None:
         groups = K // GROUP
         tl.store(sums_ptr + row * groups + g, tl.sum(tl.sum(x, axis=1), axis=0))
         tl.store(sums_ptr + (tl.num_programs(0) + row) * groups + g, tl.sum(tl.sum(divided, axis=1), axis=0))
+
+    # Launch.int8_inputs: int4 codes times a row of 16-bit integers, four products per
+    # instruction.  A row's group of GROUP inputs becomes X = round(x / a), |X| <= 32639, with
+    # a = the group's largest |x| / 32639 (2^-15 of it: finer than bf16's 2^-8 for all but
+    # inputs under 1/128 of the largest), split into bytes X = 256 * high + low (high in
+    # [-127, 127], low in [-128, 127]).  Byte j of ``word & 0x0F0F0F0F`` is the code of nibble 2j,
+    # of ``(word >> 4) & 0x0F0F0F0F`` of nibble 2j + 1, so each plane holds the bytes of those
+    # nibbles' inputs in the same places: dp4a(plane, codes) sums four products exactly in
+    # int32, and a group's sum(x * (code * s + min)) = s * a * sum(X * code) + min * sum(x).
+
+    @triton.jit
+    def _dp4a(a, b, total, INTERPRET: tl.constexpr):
+        """``total`` + the sum of the products of the signed bytes of ``a`` with the unsigned
+        bytes of ``b`` (one instruction on the GPU; Triton's interpreter runs no assembly)."""
+        if INTERPRET:
+            for j in tl.static_range(4):
+                total += ((a << (24 - 8 * j)) >> 24) * ((b >> (8 * j)) & 0xFF)
+            return total
+        else:
+            return tl.inline_asm_elementwise("dp4a.s32.u32 $0, $1, $2, $3;", "=r,r,r,r", [a, b, total],
+                                             dtype=tl.int32, is_pure=True, pack=1)
+
+    @triton.jit
+    def _int4_int8_inputs(x_ptr, planes_ptr, stats_ptr, K, GROUP: tl.constexpr):
+        # grid (rows, groups): one group of a row.  planes: [rows, groups, 4, GROUP/8] int32 (the
+        # high bytes of the even nibbles' inputs, of the odd ones', then the low bytes); stats:
+        # [rows, groups, 2] (a, the sum of the group's x).
+        WORDS: tl.constexpr = GROUP // 8
+        row, g = tl.program_id(0), tl.program_id(1)
+        groups = K // GROUP
+        word_of_group = tl.arange(0, WORDS)
+        at = x_ptr + row * K + g * GROUP + word_of_group
+        largest = tl.max(tl.abs(tl.load(at).to(tl.float32)), axis=0)
+        total = tl.sum(tl.load(at).to(tl.float32), axis=0)
+        for nibble in tl.static_range(1, 8):
+            x = tl.load(at + nibble * WORDS).to(tl.float32)
+            largest = tl.maximum(largest, tl.max(tl.abs(x), axis=0))
+            total += tl.sum(x, axis=0)
+        a = tl.maximum(largest, 1e-30) / 32639.0
+        planes = planes_ptr + (row * groups + g) * 4 * WORDS + word_of_group
+        for parity in tl.static_range(2):
+            high_bytes = tl.zeros((WORDS,), dtype=tl.int32)
+            low_bytes = tl.zeros((WORDS,), dtype=tl.int32)
+            for j in tl.static_range(4):
+                x = tl.load(at + (2 * j + parity) * WORDS).to(tl.float32)
+                whole = tl.floor(x / a + 0.5).to(tl.int32)
+                high = (whole + 128) >> 8
+                high_bytes |= (high & 0xFF) << (8 * j)
+                low_bytes |= ((whole - (high << 8)) & 0xFF) << (8 * j)
+            tl.store(planes + parity * WORDS, high_bytes)
+            tl.store(planes + (2 + parity) * WORDS, low_bytes)
+        tl.store(stats_ptr + (row * groups + g) * 2, a)
+        tl.store(stats_ptr + (row * groups + g) * 2 + 1, total)
+
+    @triton.jit
+    def _int4_int8_gemv(planes_ptr, stats_ptr, word_ptr, scale_ptr, min_ptr, out_ptr, N, K, steps_per_split,
+                        BLOCK_N: tl.constexpr, GROUP: tl.constexpr, GROUPS_PER_STEP: tl.constexpr,
+                        EVEN: tl.constexpr, INTERPRET: tl.constexpr):
+        # Tiles as _int4_gemv's: [rows, groups of the step, words of a group]; each plane is
+        # loaded in that shape (every thread reads the planes of its own words, from L1).
+        WORDS: tl.constexpr = GROUP // 8
+        row, rows_n, in_n, first_group, groups, in_step, word_of_group = _int4_program(N, K, steps_per_split, BLOCK_N,
+                                                                                       GROUP, GROUPS_PER_STEP)
+        acc = tl.zeros((BLOCK_N,), dtype=tl.float32)
+        for step in range(steps_per_split):
+            g = first_group + step * GROUPS_PER_STEP + in_step  # [G]
+            word, scale, low_value = _int4_group_loads(word_ptr, scale_ptr, min_ptr, rows_n, in_n, g, K, GROUP, EVEN)
+            in_g = g < groups
+            plane = (planes_ptr + (row * groups + g[None, :, None]) * 4 * WORDS + rows_n[:, None, None] * 0
+                     + word_of_group[None, None, :])
+            in_x = in_g[None, :, None]
+            even, odd = word & 0x0F0F0F0F, (word >> 4) & 0x0F0F0F0F
+            high = _dp4a(_load(plane, in_x, EVEN), even,
+                         _dp4a(_load(plane + WORDS, in_x, EVEN), odd, word * 0, INTERPRET), INTERPRET)
+            whole = _dp4a(_load(plane + 2 * WORDS, in_x, EVEN), even,
+                          _dp4a(_load(plane + 3 * WORDS, in_x, EVEN), odd, high << 8, INTERPRET), INTERPRET)
+            a = _load(stats_ptr + (row * groups + g) * 2, in_g, EVEN)
+            x_sum = _load(stats_ptr + (row * groups + g) * 2 + 1, in_g, EVEN)
+            dots = tl.sum(whole, axis=2).to(tl.float32)  # [N, G]: sum(X * code) per group, exact
+            acc += tl.sum(dots * (scale * a[None, :]) + low_value * x_sum[None, :], axis=1)
+        tl.store(out_ptr + (tl.program_id(2) * tl.num_programs(0) + row) * N + rows_n, acc, mask=in_n)
 
     # Several input rows (a draft check, a few typed tokens): each tile of weights is read
     # once for all the rows and multiplied on the tensor cores (tl.dot wants 16 rows or
@@ -468,7 +571,13 @@ def int4_matvec(x: torch.Tensor, packed: torch.Tensor, scales: torch.Tensor, min
     words = packed.view(torch.int32)
     partial = torch.empty(plan.split_k, rows, n, dtype=torch.float32, device=x.device)
     blocks, groups_per_step = -(-n // plan.block_n), plan.block_k // group
-    if (rows == 1 and not plan.one_row_on_tensor_cores) or not plan.rows_kernel:
+    if plan.int8_inputs and (rows == 1 or not plan.rows_kernel):
+        planes, stats = int4_int8_inputs(x, group)
+        _int4_int8_gemv[(rows, blocks, plan.split_k)](planes, stats, words, scales, mins, partial, n, k,
+                                                      plan.steps_per_split, BLOCK_N=plan.block_n, GROUP=group,
+                                                      GROUPS_PER_STEP=groups_per_step, EVEN=plan.even,
+                                                      INTERPRET=INTERPRET, num_warps=plan.num_warps)
+    elif (rows == 1 and not plan.one_row_on_tensor_cores) or not plan.rows_kernel:
         inputs, sums = int4_fold_inputs(x, group) if plan.fold else (x.float().contiguous(), x)
         _int4_gemv[(rows, blocks, plan.split_k)](inputs, sums, words, scales, mins, partial, n, k, plan.steps_per_split,
                                                  ONE_BITS, BLOCK_N=plan.block_n, GROUP=group,
@@ -491,6 +600,16 @@ def int4_fold_inputs(x: torch.Tensor, group: int) -> tuple[torch.Tensor, torch.T
     sums = torch.empty(2, rows, k // group, dtype=torch.float32, device=x.device)
     _int4_fold_inputs[(rows, k // group)](x.contiguous(), divided, sums, k, GROUP=group)
     return divided, sums
+
+
+def int4_int8_inputs(x: torch.Tensor, group: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """``x`` [rows, K] as _int4_int8_gemv reads it: [rows, groups, 4, group/8] int32 planes of
+    bytes and [rows, groups, 2] float32 (each group's scale and sum)."""
+    rows, k = x.shape
+    planes = torch.empty(rows, k // group, 4, group // 8, dtype=torch.int32, device=x.device)
+    stats = torch.empty(rows, k // group, 2, dtype=torch.float32, device=x.device)
+    _int4_int8_inputs[(rows, k // group)](x.contiguous(), planes, stats, k, GROUP=group)
+    return planes, stats
 
 
 def sum_of_splits(partial: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:

@@ -418,7 +418,8 @@ def tune_launch(module: nn.Module, x: torch.Tensor, expected: torch.Tensor, name
     up to 25 % faster than a fixed one), so it is measured where it runs, once per shape at load."""
     group = getattr(module, "group_size", None)
     block_ks = (2 * group, 4 * group) if group else (256, 512)
-    launches = [module.plan] + gemv.candidates(module.out_features, module.in_features, block_ks, x.device)
+    launches = [module.plan] + gemv.candidates(module.out_features, module.in_features, block_ks, x.device,
+                                               int8_inputs=group is not None)
     keep_fastest(module, [{"plan": launch} for launch in launches], x, expected, name)
 
 
