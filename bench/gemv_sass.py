@@ -53,6 +53,8 @@ def kernels(gemv, quantize) -> dict:
                 found[f"{kind} one row{', folded' if fold else ''}{name}"] = (
                     fn, launch, int8_bytes if kind == "int8" else int4_bytes)
     if hasattr(gemv, "_int4_int8_gemv"):  # Launch.int8_inputs (since session 22)
+        found["int8 one row, int8 inputs"] = (gemv._int8_int8_gemv, {**int8, "GROUP": gemv.int8_input_group(6144),
+                                                                     "EVEN": True, "INTERPRET": False}, int8_bytes)
         found["int4 one row, int8 inputs"] = (gemv._int4_int8_gemv, {**int4, "EVEN": True, "INTERPRET": False},
                                               int4_bytes)
     # The tensor-core kernels (several rows) tile gemv.ROWS_BLOCK_N output rows, in ROWS_NUM_WARPS warps.
@@ -74,7 +76,7 @@ def signature(fn, constexprs: dict) -> dict:
              # torch.compile's inductor types a Python float argument fp64 (triton_utils.signature_of),
              # and the decode step launches the attention kernel inside the compiled graph
              "scale": "fp64", "partial_ptr": "*fp32", "attention_ptr": "*bf16",
-             # gemv.int4_int8_inputs' planes of bytes and per-group (scale, sum)
+             # gemv.int8_inputs' planes of bytes and per-group (scale, sum)
              "planes_ptr": "*i32", "stats_ptr": "*fp32"}
     return {name: "constexpr" if name in constexprs else types.get(name, "i32") for name in fn.arg_names}
 
@@ -165,7 +167,7 @@ def main() -> None:
     ap.add_argument("--json", type=Path, help="where to write the JSON (default: bench/results/gemv-sass-<time>.json)")
     ap.add_argument("--tiles", action="store_true",
                     help="also the int4 one-row kernel at each tile tune_launch tries, its scales folded and not, "
-                         "and on int8 inputs")
+                         "and on int8 inputs; and the int8 one-row kernel's tiles, on int8 inputs and not")
     args = ap.parse_args()
     sys.path.insert(0, str(args.server.resolve()))  # ahead of this checkout's (common.py put it first)
     os.environ.setdefault("TRITON_DEFAULT_FP_FUSION", "1")  # Triton 3.9's default, said out loud
@@ -184,6 +186,8 @@ def main() -> None:
                                               2 if constexprs.get("PREFETCH") else 1)}
     if args.tiles:
         report["int4_tiles"] = int4_tiles(triton, gemv, quantize, args.arch)
+        if hasattr(gemv, "_int8_int8_gemv"):
+            report["int8_tiles"] = int8_tiles(triton, gemv, args.arch)
     report["attention"] = attention_kernels(triton, args.arch)
     if args.json:
         args.json.write_text(json.dumps(report, indent=1) + "\n")
@@ -204,6 +208,11 @@ def main() -> None:
                                  f"weight byte, {row['int8_inputs']['registers_per_thread']} registers, "
                                  f"{row['int8_inputs']['weight_bytes_in_flight_per_sm'] // 1024} KiB in flight/SM"
                                  if "int8_inputs" in row else ""))
+    for row in report.get("int8_tiles", []):
+        print(f"int8 one row, {row['BLOCK_N']} rows x {row['BLOCK_K']} inputs, {row['num_warps']} warps: "
+              + ", ".join(f"{how} {figures['instructions_per_weight_byte']} per weight byte "
+                          f"({figures['registers_per_thread']} registers)" for how, figures in row.items()
+                          if isinstance(figures, dict)))
     for name, row in report["attention"].items():
         print(f"{name:28} {row['registers_per_thread']:3} registers, {row['spills']} spill instructions, "
               f"{row['loop_instructions']:4} instructions/step, {row['instructions_per_cache_byte']} per cache byte; "
@@ -273,6 +282,29 @@ def int4_tiles(triton, gemv, quantize, arch: int) -> list[dict]:
                             row[key] = {name: figures[name] for name in ("instructions_per_weight_byte",
                                         "registers_per_thread", "programs_per_sm", "weight_bytes_in_flight_per_sm")}
                     rows.append(row)
+    return rows
+
+
+def int8_tiles(triton, gemv, arch: int) -> list[dict]:
+    """The int8 one-row kernel at each tile gemv.candidates offers (rows per program, inputs
+    per step, warps): unfolded, folded with the deferred sum (its fewest instructions), and on
+    int8 inputs (Launch.int8_inputs, the 15B shape's groups of inputs)."""
+    rows = []
+    for block_n in (16, 32):
+        for block_k in (256, 512):
+            for warps in (2, 4):
+                row = {"BLOCK_N": block_n, "BLOCK_K": block_k, "num_warps": warps}
+                for how, fn, more in (
+                        ("unfolded", gemv._int8_gemv, {"DEFER_SUM": False, "PREFETCH": False, "FOLD": False}),
+                        ("folded, deferred sum", gemv._int8_gemv, {"DEFER_SUM": True, "PREFETCH": False, "FOLD": True}),
+                        ("int8 inputs", gemv._int8_int8_gemv, {"GROUP": gemv.int8_input_group(6144),
+                                                               "INTERPRET": False})):
+                    constexprs = {"BLOCK_N": block_n, "BLOCK_K": block_k, "EVEN": True, **more}
+                    sass, registers = sass_of(triton, fn, constexprs, arch, warps)
+                    figures = describe(loop_of(sass), registers, block_n * block_k, 32 * warps)
+                    row[how] = {name: figures[name] for name in ("instructions_per_weight_byte",
+                                "registers_per_thread", "programs_per_sm", "weight_bytes_in_flight_per_sm")}
+                rows.append(row)
     return rows
 
 

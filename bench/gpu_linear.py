@@ -121,10 +121,9 @@ def implementations(linear, compile_too: bool):
                 folded = copy.deepcopy(kernel)  # ... and the dequantization folded out
                 folded.plan = dataclasses.replace(kernel.plan, fold=True)
                 yield f"{kind}-{kernel_kind}-folded", folded, None
-                if kind == "int4wo":  # ... and the row on int8 inputs
-                    on_integers = copy.deepcopy(kernel)
-                    on_integers.plan = dataclasses.replace(kernel.plan, int8_inputs=True)
-                    yield f"{kind}-{kernel_kind}-int8-inputs", on_integers, None
+                on_integers = copy.deepcopy(kernel)  # ... and the row on int8 inputs
+                on_integers.plan = dataclasses.replace(kernel.plan, int8_inputs=True)
+                yield f"{kind}-{kernel_kind}-int8-inputs", on_integers, None
             if compile_too:
                 yield f"{kind}-{kernel_kind}-compiled", kernel, {}
         if compile_too:

@@ -65,10 +65,13 @@ for k, n in ((256, 96), (640, 50), (128, 512)):
                 cases += [("int4 x4 folded", folded(x), want4), ("int8 folded", folded8(x), want8)]
                 # The row as 16-bit integers per group, on the integer dot products: one and
                 # two-or-four groups per step (three rows: the one-row kernel once per row)
-                for name, plan in (("int4 int8 inputs", int4.plan), ("int4 x4 int8 inputs", int4_wide.plan)):
-                    on_integers = Int4WeightOnlyLinear(linear)
+                for name, plan, make, want in (("int4 int8 inputs", int4.plan, Int4WeightOnlyLinear, want4),
+                                               ("int4 x4 int8 inputs", int4_wide.plan, Int4WeightOnlyLinear, want4),
+                                               ("int8 int8 inputs", gemv.launch(n, k, 256, x.device, split_k=split),
+                                                Int8WeightOnlyLinear, want8)):
+                    on_integers = make(linear)
                     on_integers.plan = dataclasses.replace(plan, int8_inputs=True, fold=False, rows_kernel=False)
-                    cases.append((name, on_integers(x), want4))
+                    cases.append((name, on_integers(x), want))
                 if rows == 1 and split == 1:  # bf16 activations give bf16 outputs
                     half = x.to(torch.bfloat16)
                     report["dtypes"] += [
@@ -107,14 +110,14 @@ for kind in ("int8wo", "int4wo"):
         errors = [((switched(input_ids=i).logits - plain(input_ids=i).logits).abs().max().item())
                   for i in (ids[:, :1], ids[:, :9], ids)]
     report["models"][kind] = {"counts": counts, "errors": errors}
-    if kind == "int4wo":  # every linear's one row on int8 inputs
-        for module in switched.modules():
-            if isinstance(module, Int4WeightOnlyLinear) and module.plan is not None:
-                module.plan = dataclasses.replace(module.plan, int8_inputs=True)
-        with torch.inference_mode():
-            report["models"]["int4wo int8 inputs"] = {
-                "counts": counts, "errors": [(switched(input_ids=ids[:, :1]).logits
-                                              - plain(input_ids=ids[:, :1]).logits).abs().max().item()]}
+    # Every linear's one row on int8 inputs.
+    for module in switched.modules():
+        if isinstance(module, (Int4WeightOnlyLinear, Int8WeightOnlyLinear)) and module.plan is not None:
+            module.plan = dataclasses.replace(module.plan, int8_inputs=True)
+    with torch.inference_mode():
+        report["models"][kind + " int8 inputs"] = {
+            "counts": counts, "errors": [(switched(input_ids=ids[:, :1]).logits
+                                          - plain(input_ids=ids[:, :1]).logits).abs().max().item()]}
     # The static decoder joins each layer's query, key and value projections: the joined
     # linear must decode on a kernel too, with the plain model's logits.
     from infill_ls.engine import fast
@@ -164,9 +167,9 @@ def test_the_triton_kernels_compute_what_the_plain_modules_compute(tiny_model):
     report = run_with_triton(CHECK, str(tiny_model))
     # shapes x rows x splits x kinds, + per-row fallbacks, + one row prefetching and on the
     # tensor-core kernels, + the dequantized weights, + the folded kernels (one row and three,
-    # then one row prefetching), + on int8 inputs (one row and three, two tiles)
+    # then one row prefetching), + on int8 inputs (one row and three; int4 at two tiles, int8)
     assert len(report["linears"]) == (3 * 3 * 3 * 3 + 3 * 2 * 3 * 2 + 3 * 3 * 2 * 2 + 3 * 3 + 3 * 2 * 3 * 2
-                                      + 3 * 3 * 2 + 3 * 2 * 3 * 2)
+                                      + 3 * 3 * 2 + 3 * 2 * 3 * 3)
     # float32 both ways: int8 differs only in the order of the sums; the int4 matrix-vector
     # kernel also folds its bit trick's offset into each group's minimum, which rounds that
     # minimum to ~2^-13 of a quantization step (gemv._weight); folded, each group's sum
@@ -211,7 +214,8 @@ def test_the_one_row_kernels_read_weights_in_wide_loads(compiled_for_hopper):
     instructions per weight byte)."""
     kernels = compiled_for_hopper["kernels"]
     for name in ("int8 one row", "int8 one row, deferred sum", "int8 one row, prefetch", "int4 one row",
-                 "int4 one row, deferred sum", "int4 one row, prefetch", "int4 one row, int8 inputs"):
+                 "int4 one row, deferred sum", "int4 one row, prefetch", "int4 one row, int8 inputs",
+                 "int8 one row, int8 inputs"):
         kernel = kernels[name]
         wide = sum(count * (16 if op.endswith(".128") else 8)
                    for op, count in kernel["loop_global_loads"].items() if op.endswith((".64", ".128")))
@@ -239,10 +243,14 @@ def test_the_one_row_kernels_read_weights_in_wide_loads(compiled_for_hopper):
     # assembly dropped (the interpreter's path), the integer products would be multiply-adds,
     # ~10 per word.  Its extra work per call (a kernel preparing the row) pays only while it
     # issues well under what the float kernels issue per weight byte (4.6 against 8.2-10.6, sm_90).
-    on_integers = kernels["int4 one row, int8 inputs"]
-    assert on_integers["integer_dot_products"] == on_integers["weight_bytes_per_thread_per_step"], on_integers
-    floats = [kernel for name, kernel in kernels.items() if name.startswith("int4 one row") and name != "int4 one row, int8 inputs"]
-    assert on_integers["instructions_per_weight_byte"] < 0.7 * min(k["instructions_per_weight_byte"] for k in floats)
+    # An int8 word takes two (1.8-2.2 instructions per weight byte against 3.3-5.7).
+    for kind, dp4a_per_byte, share in (("int4", 1, 0.7), ("int8", 0.5, 0.8)):
+        on_integers = kernels[f"{kind} one row, int8 inputs"]
+        per_thread = on_integers["weight_bytes_per_thread_per_step"]
+        assert on_integers["integer_dot_products"] == dp4a_per_byte * per_thread, on_integers
+        floats = [kernel["instructions_per_weight_byte"] for name, kernel in kernels.items()
+                  if name.startswith(f"{kind} one row") and not name.endswith("int8 inputs")]
+        assert on_integers["instructions_per_weight_byte"] < share * min(floats), (on_integers, floats)
 
 
 
@@ -420,8 +428,6 @@ for kind in ("int8wo", "int4wo"):
     decoder.split_attention_steps = {1, 9}
     linears = [m for m in [*quantized.modules(), *decoder.qkv] if isinstance(m, (Int8WeightOnlyLinear, Int4WeightOnlyLinear))]
     for flavour, settings in flavours.items():
-        if flavour == "int8 inputs" and kind != "int4wo":
-            continue
         for linear in linears:
             linear.switch_to_kernel()
             linear.plan = dataclasses.replace(linear.plan, **settings)
@@ -444,7 +450,7 @@ def test_a_compiled_step_takes_the_kernels_into_its_graph_and_they_write_only_th
     report = run_with_triton(TRACE, str(tiny_model), interpret=False)
     # Per layer: attention's two kernels (the splits, then their sum); four linears (the
     # joined query/key/value, o_proj, c_fc, c_proj), each one kernel, and int4's folded one-row
-    # launches and those on int8 inputs a kernel more to prepare the row.  Step sizes 1 and
+    # launches and all on int8 inputs a kernel more to prepare the row.  Step sizes 1 and
     # 9: the second's rows go to the tensor-core kernels, one per linear, whatever the one-row
     # launch.
     assert report["none"] == [{"kernels": 2, "functional": True, "writes": [],
@@ -452,7 +458,7 @@ def test_a_compiled_step_takes_the_kernels_into_its_graph_and_they_write_only_th
     for name, steps in report.items():
         if name == "none":
             continue
-        one_row = 2 + 4 * (2 if name.startswith("int4") and ("folded" in name or "int8 inputs" in name) else 1)
+        one_row = 2 + 4 * (2 if (name.startswith("int4") and "folded" in name) or "int8 inputs" in name else 1)
         assert [step["kernels"] for step in steps] == [one_row, 2 + 4], (name, steps)
         assert all(step["functional"] and not step["writes"] for step in steps), (name, steps)
         # Inductor hands a kernel's Python float to it as fp64 (its split-slot attention did

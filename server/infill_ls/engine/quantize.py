@@ -418,8 +418,9 @@ def tune_launch(module: nn.Module, x: torch.Tensor, expected: torch.Tensor, name
     up to 25 % faster than a fixed one), so it is measured where it runs, once per shape at load."""
     group = getattr(module, "group_size", None)
     block_ks = (2 * group, 4 * group) if group else (256, 512)
+    on_integers = group is not None or gemv.int8_input_group(module.in_features) is not None  # Launch.int8_inputs
     launches = [module.plan] + gemv.candidates(module.out_features, module.in_features, block_ks, x.device,
-                                               int8_inputs=group is not None)
+                                               int8_inputs=on_integers)
     keep_fastest(module, [{"plan": launch} for launch in launches], x, expected, name)
 
 
