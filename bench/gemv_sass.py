@@ -270,17 +270,13 @@ def int4_tiles(triton, gemv, quantize, arch: int) -> list[dict]:
                         sass, registers = sass_of(triton, gemv._int4_gemv, constexprs, arch, warps)
                         figures = describe(loop_of(sass), registers, block_n * groups * quantize.INT4_GROUP_SIZE // 2,
                                            32 * warps, 2 if prefetch else 1)
-                        row["folded" if fold else "unfolded"] = figures
+                        row["folded" if fold else "unfolded"] = tile_figures(figures)
                     if not defer and not prefetch and hasattr(gemv, "_int4_int8_gemv"):  # it has neither
                         constexprs = {"BLOCK_N": block_n, "GROUP": quantize.INT4_GROUP_SIZE, "GROUPS_PER_STEP": groups,
                                       "EVEN": True, "INTERPRET": False}
                         sass, registers = sass_of(triton, gemv._int4_int8_gemv, constexprs, arch, warps)
-                        row["int8_inputs"] = describe(loop_of(sass), registers,
-                                                      block_n * groups * quantize.INT4_GROUP_SIZE // 2, 32 * warps)
-                    for key, figures in list(row.items()):
-                        if isinstance(figures, dict):
-                            row[key] = {name: figures[name] for name in ("instructions_per_weight_byte",
-                                        "registers_per_thread", "programs_per_sm", "weight_bytes_in_flight_per_sm")}
+                        row["int8_inputs"] = tile_figures(describe(
+                            loop_of(sass), registers, block_n * groups * quantize.INT4_GROUP_SIZE // 2, 32 * warps))
                     rows.append(row)
     return rows
 
@@ -301,11 +297,15 @@ def int8_tiles(triton, gemv, arch: int) -> list[dict]:
                                                                "INTERPRET": False})):
                     constexprs = {"BLOCK_N": block_n, "BLOCK_K": block_k, "EVEN": True, **more}
                     sass, registers = sass_of(triton, fn, constexprs, arch, warps)
-                    figures = describe(loop_of(sass), registers, block_n * block_k, 32 * warps)
-                    row[how] = {name: figures[name] for name in ("instructions_per_weight_byte",
-                                "registers_per_thread", "programs_per_sm", "weight_bytes_in_flight_per_sm")}
+                    row[how] = tile_figures(describe(loop_of(sass), registers, block_n * block_k, 32 * warps))
                 rows.append(row)
     return rows
+
+
+def tile_figures(figures: dict) -> dict:
+    """What --tiles reports of a kernel's ``describe`` figures."""
+    return {name: figures[name] for name in ("instructions_per_weight_byte", "registers_per_thread",
+                                             "programs_per_sm", "weight_bytes_in_flight_per_sm")}
 
 
 if __name__ == "__main__":

@@ -426,9 +426,10 @@ if triton is not None:
         else:  # [m, j]
             index = 4 * tl.arange(0, 2 * WORDS)[:, None] + j[None, :]
         x = tl.load(x_ptr + row * K + g * GROUP + index).to(tl.float32)
-        largest = tl.max(tl.reshape(tl.abs(x), (GROUP,)), axis=0)
-        a = tl.maximum(largest, 1e-30) / 32639.0
-        whole = tl.floor(x * (32639.0 / tl.maximum(largest, 1e-30)) + 0.5).to(tl.int32)
+        flat = tl.reshape(x, (GROUP,))
+        largest = tl.maximum(tl.max(tl.abs(flat), axis=0), 1e-30)  # (an all-zero group: any a serves)
+        a = largest / 32639.0
+        whole = tl.floor(x * (32639.0 / largest) + 0.5).to(tl.int32)
         high = (whole + 128) >> 8
         low = whole - (high << 8)
         planes = planes_ptr + (row * groups + g) * 4 * WORDS
@@ -442,7 +443,7 @@ if triton is not None:
             tl.store(planes + words, tl.sum((high & 0xFF) << (8 * j[None, :]), axis=1))
             tl.store(planes + 2 * WORDS + words, tl.sum((low & 0xFF) << (8 * j[None, :]), axis=1))
         tl.store(stats_ptr + (row * groups + g) * 2, a)
-        tl.store(stats_ptr + (row * groups + g) * 2 + 1, tl.sum(tl.reshape(x, (GROUP,)), axis=0))
+        tl.store(stats_ptr + (row * groups + g) * 2 + 1, tl.sum(flat, axis=0))
 
     @triton.jit
     def _int4_int8_gemv(planes_ptr, stats_ptr, word_ptr, scale_ptr, min_ptr, out_ptr, N, K, steps_per_split,
