@@ -95,6 +95,24 @@ def small_window_model(tiny_model, tmp_path_factory) -> Path:
     return out
 
 
+@pytest.fixture(scope="module")
+def head_models(tiny_model, tmp_path_factory) -> dict[str, Path]:
+    """The tiny model with an output projection tied to its embedding table (as the bundled
+    model's) and with an untied copy of that table (as StarCoder2-15B's): the same weights."""
+    from transformers import AutoModelForCausalLM
+
+    paths = {}
+    for tie in ("tied", "untied"):
+        model = AutoModelForCausalLM.from_pretrained(tiny_model, dtype=torch.float32)
+        table = model.get_input_embeddings().weight
+        model.config.tie_word_embeddings = tie == "tied"
+        model.lm_head.weight = table if tie == "tied" else torch.nn.Parameter(table.detach().clone())
+        paths[tie] = tmp_path_factory.mktemp(tie) / "model"
+        shutil.copytree(tiny_model, paths[tie])
+        model.save_pretrained(paths[tie])
+    return paths
+
+
 def generate(engine: LocalEngine, ids: list[int], max_new_tokens: int = 24, **options):
     return engine.generate(GenerationRequest(prompt_ids=ids, max_new_tokens=max_new_tokens, **options))
 
@@ -803,6 +821,29 @@ def test_weight_only_int8_and_int4_shrink_the_linears(tiny_model):
 
     sizes = {kind: weight_bytes(quantized_model(tiny_model, kind)) for kind in ("float32", "int8wo", "int4wo")}
     assert sizes["int4wo"] < sizes["int8wo"] < sizes["float32"]
+
+
+def test_int4wo_makes_an_untied_output_projection_int8(head_models):
+    """int4wo's output projection: int8 where it is a matrix of its own (quantize.HEAD_KINDS),
+    untouched where it is the embedding table.  Same weights either way, so the two models'
+    logits differ by the head's int8 rounding alone, which must be small beside what int4
+    does to the body."""
+    from infill_ls.engine.quantize import Int8WeightOnlyLinear
+
+    untied = load_engine(head_models["untied"], quantization="int4wo", device="cpu")
+    tied = load_engine(head_models["tied"], quantization="int4wo", device="cpu")
+    assert isinstance(untied.model.lm_head, Int8WeightOnlyLinear)
+    assert tied.model.lm_head.weight is tied.model.get_input_embeddings().weight
+    ids = torch.tensor([prompt_ids(tied, SOURCE[:1200], SOURCE[1200:1500])])
+    with torch.inference_mode():
+        reference = load_engine(head_models["untied"]).model(input_ids=ids).logits.float()
+        with_int8_head = untied.model(input_ids=ids).logits.float()
+        with_float_head = tied.model(input_ids=ids).logits.float()
+    assert_close_to_float32("int4wo", with_int8_head, reference)
+    head_rounding = (with_int8_head - with_float_head).abs().mean().item()
+    body_rounding = (with_float_head - reference).abs().mean().item()
+    print(f"mean |logit difference|: int8 head {head_rounding:.4f}, int4 body {body_rounding:.4f}")
+    assert 0 < head_rounding < 0.25 * body_rounding
 
 
 @pytest.mark.parametrize("kind", ["int8wo", "int8dyn", "fp8"])  # int8dyn: auto's choice for large models on CPUs without bf16

@@ -286,18 +286,35 @@ QUANTIZED_LINEARS = {"int8wo": Int8WeightOnlyLinear, "int4wo": Int4WeightOnlyLin
                      "fp8": Fp8Linear}
 
 
+# The kind an untied output projection takes when quantize_weights skips nothing by name.
+# int4wo's is int8 weight-only, as llama.cpp's 4-bit files keep theirs at 6 bits: on the
+# StarCoder2-15B shape (whose head is untied) the bf16 head is 604 of the 8,765 MB read per
+# int4wo token, the int8 one 302; against float32 it moved the bundled model's logits far
+# less than int4's rounding of the body does (mean |difference| 0.4626 against 0.4621, the
+# next token agreeing at 84.7 % either way: bench/quality.py's "int4wo-untied",
+# quality-20261128-032543.json).  Not yet timed on a GPU ("+bf16-head" in bench/gpu.py).
+HEAD_KINDS = {"int8dyn": "int8dyn", "int4wo": "int8wo"}
+
+
 def quantize_weights(model: nn.Module, kind: str, skip: tuple[str, ...] | None = None) -> nn.Module:
     """Replace every ``nn.Linear`` of ``model`` (except those named in ``skip``) in place.
 
-    The weight-only kinds keep the output projection in full precision, as bitsandbytes
-    does: it is the layer most sensitive to rounding and a small share of a large model's
-    weights.  int8dyn quantizes it too: it is the bundled model's largest linear (8192 x
+    By default (``skip`` None) the output projection ``lm_head`` takes HEAD_KINDS' kind, or
+    stays in full precision, as bitsandbytes keeps it: it is the layer most sensitive to
+    rounding.  int8dyn quantizes it too: it is the bundled model's largest linear (8192 x
     256), which a CPU reads whole for every decoded token (quantized, the bundled model
-    decoded ~8 % faster on 1 thread).  fp8 keeps it too, and any linear ``_scaled_mm`` cannot
-    take (``Fp8Linear.fits``).
+    decoded ~8 % faster on 1 thread).  int4wo makes it int8 where it is a matrix of its own;
+    a head tied to the input embedding stays as it is, since a quantized copy beside the
+    table would add memory.  fp8 keeps any linear ``_scaled_mm`` cannot take
+    (``Fp8Linear.fits``).
     """
+    head_kind = None
     if skip is None:
-        skip = () if kind == "int8dyn" else ("lm_head",)
+        skip = ("lm_head",)
+        head = getattr(model, "lm_head", None)
+        # int8dyn's CPU decode gains even with a quantized copy of a tied head.
+        if isinstance(head, nn.Linear) and (kind == "int8dyn" or not head_is_tied(model)):
+            head_kind = HEAD_KINDS.get(kind)
     make = QUANTIZED_LINEARS[kind]
     for name, module in list(model.named_modules()):
         for child_name, child in list(module.named_children()):
@@ -305,7 +322,15 @@ def quantize_weights(model: nn.Module, kind: str, skip: tuple[str, ...] | None =
             if (isinstance(child, nn.Linear) and child_name not in skip and full not in skip
                     and getattr(make, "fits", lambda _: True)(child)):
                 setattr(module, child_name, make(child))
+    if head_kind:
+        model.lm_head = QUANTIZED_LINEARS[head_kind](model.lm_head)
     return model
+
+
+def head_is_tied(model: nn.Module) -> bool:
+    """Whether ``model``'s output projection shares its weight with the input embedding."""
+    embeddings = model.get_input_embeddings() if hasattr(model, "get_input_embeddings") else None
+    return embeddings is not None and model.lm_head.weight is embeddings.weight
 
 
 def use_kernels(model: nn.Module, dtype: torch.dtype, kind: str = "triton") -> dict[str, int]:
