@@ -39,7 +39,8 @@ MODEL_CARD_MB = {"bf16": 32251, "8bit": 16900, "4bit": 9225, "int8wo": 16900, "i
 # (fast.StaticDecoder.compile's whole_model), e.g. "bf16,bf16+whole"; "+sdpa" and "+kernel"
 # make its compiled steps attend on SDPA or on attention.py's kernel instead of the faster
 # of the two as timed at load; "+unfolded" offers tune_launch no folded launch, "+float-inputs"
-# no launch on int8 inputs (launches_without).
+# no launch on int8 inputs (launches_without); "+bf16-head" keeps int4wo's output projection
+# in bf16 (the server makes it int8: quantize.HEAD_KINDS).
 VARIANTS = ("bf16", "int8wo", "int4wo", "fp8", "4bit", "8bit")
 EXTRA_VARIANTS = ("int4wo-tinygemm", "int8wo-plain", "int4wo-plain")
 # The ways a variant decodes: transformers' generate, the engine eager, its compiled static path.
@@ -90,7 +91,7 @@ def build(variant: str, shape: dict | None, model_dir: str | None, device: str):
         model = random_model(shape, torch.bfloat16, device)
     kind, _, kernel = base_variant(variant).partition("-")
     if kind in ("int8wo", "int4wo", "fp8"):
-        quantize_weights(model, kind)
+        quantize_weights(model, kind, skip=("lm_head",) if "+bf16-head" in variant else None)
         started = time.perf_counter()
         if kind == "fp8" and device.startswith("cuda"):  # as the server loads it: each shape's fastest call
             print(f"{variant}: {tune_fp8(model, torch.bfloat16)} in {time.perf_counter() - started:.0f} s", flush=True)

@@ -13,7 +13,8 @@ activations on ``torch._scaled_mm``), eager, compiled, and its matmul alone.  (P
 int8 matrix-vector kernel, measured here on 2026-11-26 at 150 ms per token, 20x slower
 than bf16, is no longer offered.)  Each is
 checked against the bf16 linear's output.  The estimate per token adds 40 layers of
-each shape and the bf16 output projection, with the attention's projections apart and
+each shape and the output projection (bf16; int8 beside int4wo, as quantize.HEAD_KINDS
+makes it), with the attention's projections apart and
 joined (as fast.py runs them); attention and the rest are not counted.
 """
 
@@ -27,7 +28,8 @@ import time
 from common import summary, write_result
 
 LAYERS = 40
-# (in, out, linears per layer) of StarCoder2-15B; the output projection (6144 x 49152) stays bf16.
+# (in, out, linears per layer) of StarCoder2-15B; the output projection (6144 x 49152) is
+# timed apart (bf16, and int8 as int4wo makes it).
 # The largest first: a run cut short still has the shapes that hold most of the weights.
 SHAPES = {"c_fc": (6144, 24576, 1), "c_proj": (24576, 6144, 1), "qkv_proj (joined)": (6144, 7168, 1),
           "q_proj+o_proj": (6144, 6144, 2), "k_proj+v_proj": (6144, 512, 2)}
@@ -155,6 +157,27 @@ def measure(name: str, module, inductor: dict | None, x, reference, device: str)
     return {"ms": summary(ms)["p50"], "relative_error": round(error, 4), "compile_s": round(compile_s, 1)}
 
 
+def output_projection_ms(head, device: str, generator) -> dict[str, float]:
+    """One row through the output projection ``head``: in bf16, and in int8 on gemv.py's
+    one-row kernel (int4wo's, quantize.HEAD_KINDS), the faster of its float and int8 inputs
+    as tune_launch would keep it (the default launch otherwise)."""
+    import torch
+
+    from infill_ls.engine.quantize import Int8WeightOnlyLinear
+
+    x = torch.randn(1, head.in_features, device=device, dtype=torch.bfloat16, generator=generator)
+    int8 = Int8WeightOnlyLinear(head)
+    int8.switch_to_kernel("triton")
+    launches = [int8.plan, dataclasses.replace(int8.plan, int8_inputs=True)]
+    with torch.inference_mode():
+        times = {"bf16": timer(lambda: head(x), device)[0]}
+        int8_times = []
+        for launch in launches:
+            int8.plan = launch
+            int8_times.append(timer(lambda: int8(x), device)[0])
+    return times | {"int8wo": min(int8_times)}
+
+
 def sweep(linear, x, device: str) -> dict:
     """gemv.py's launch choices on this shape (rows per program, inputs per step, split of
     the input dimension; then, for the three best, warps per program, the deferred sum,
@@ -253,11 +276,9 @@ def main() -> None:
         del linear
         write_result("gpu-linear-small" if args.small else "gpu-linear", payload)
     if not args.small:
-        head = random_linear(*LM_HEAD, bias=False)
-        x = torch.randn(1, LM_HEAD[0], device=device, dtype=torch.bfloat16, generator=generator)
-        with torch.inference_mode():
-            payload["lm_head_bf16_ms"] = timer(lambda: head(x), device)[0]
-    # Per token: every layer's linears in one implementation, plus the bf16 output projection.
+        payload["lm_head_ms"] = output_projection_ms(random_linear(*LM_HEAD, bias=False), device, generator)
+    # Per token: every layer's linears in one implementation, plus the output projection in
+    # the kind the server gives it beside that implementation's (quantize.HEAD_KINDS).
     names = {name for row in results.values() for name in row if isinstance(row.get(name), dict) and "ms" in row[name]}
     per_shape = {name: {shape: row[name]["ms"] for shape, row in results.items() if "ms" in row.get(name, {})}
                  for name in names}
@@ -265,11 +286,14 @@ def main() -> None:
         for kind in ("int8wo", "int4wo"):
             per_shape[f"{kind}-triton-best-launch"] = {shape: row["triton_sweep"][kind][0]["ms"]
                                                        for shape, row in results.items()}
-    head_ms = payload.get("lm_head_bf16_ms", 0.0)
+    from infill_ls.engine.quantize import HEAD_KINDS
+
+    heads = payload.get("lm_head_ms", {})
     apart, joined = {}, {}
     for name, ms in sorted(per_shape.items()):
         if len(ms) < len(results):
             continue  # a shape failed or was skipped
+        head_ms = heads.get(HEAD_KINDS.get(name.partition("-")[0], "bf16"), 0.0)
         layer = sum(ms[shape] * results[shape]["per_layer"] for shape in ms if shape != JOINED)
         apart[name] = round(layer * LAYERS + head_ms, 2)
         if JOINED in ms:

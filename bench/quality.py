@@ -2,8 +2,9 @@
 
     python bench/quality.py [--model DIR]      (default: the tiny test model)
 
-For each precision (bf16, int8wo, int4wo, int8dyn, int8dyn-ao: the old int8dyn, and
-fp8): max and mean |logit difference| over every position of a few real-code prompts,
+For each precision (bf16, int8wo, int4wo, int4wo-untied: int4wo where the output
+projection is not tied to the embedding table, which makes it int8, int8dyn, int8dyn-ao:
+the old int8dyn, and fp8): max and mean |logit difference| over every position of a few real-code prompts,
 the share of positions whose argmax agrees, and whether a 32-token greedy suggestion is
 exactly the float32 one.
 """
@@ -17,7 +18,7 @@ from pathlib import Path
 from common import summary, write_result
 from engines import pytorch_dynamic_int8
 
-KINDS = ("bf16", "int8wo", "int4wo", "int8dyn", "int8dyn-ao", "fp8")
+KINDS = ("bf16", "int8wo", "int4wo", "int4wo-untied", "int8dyn", "int8dyn-ao", "fp8")
 
 
 def load(model_dir: str, kind: str):
@@ -30,6 +31,9 @@ def load(model_dir: str, kind: str):
     model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=dtype).eval()
     if kind == "int8dyn-ao":
         return pytorch_dynamic_int8(model)
+    if kind == "int4wo-untied":  # the head a matrix of its own, as StarCoder2-15B's: int4wo makes it int8
+        model.lm_head.weight = torch.nn.Parameter(model.lm_head.weight.detach().clone())
+        return quantize_weights(model, "int4wo")
     return model if kind in ("float32", "bf16") else quantize_weights(model, kind)
 
 
