@@ -235,8 +235,11 @@ def attention_kernels(triton, arch: int) -> dict:
         sass, registers = sass_of(triton, attention._split_attention, constexprs, arch, warps)
         opcodes = loop_of(sass)
         cache_bytes = 2 * attention.BLOCK_S * 128 * 2 / (32 * warps)  # keys and values, bf16, per thread
-        combine = {name: constexprs[name] for name in ("TOKENS", "HEADS", "GROUP", "ROWS", "DIM")}
-        combine_sass, combine_registers = sass_of(triton, attention._combine_splits, combine, arch, warps)
+        # A 4,096-slot cache in the default splits.
+        combine = {name: constexprs[name] for name in ("HEADS", "GROUP", "ROWS", "DIM")} | {
+            "SPLITS": 4096 // attention.SLOTS_PER_SPLIT, "CHUNK": attention.COMBINE_CHUNK}
+        combine_sass, combine_registers = sass_of(triton, attention._combine_splits, combine, arch,
+                                                  attention.COMBINE_NUM_WARPS)
         found[f"attention, {tokens} token{'s' if tokens > 1 else ''}"] = {
             "constexprs": constexprs, "num_warps": warps, "registers_per_thread": registers,
             "spills": spills(sass),

@@ -274,10 +274,24 @@ import torch
 import torch.nn.functional as F
 from transformers import AutoModelForCausalLM
 from infill_ls.engine import fast
-from infill_ls.engine.attention import SLOTS_PER_SPLIT, SPLITS, decode_attention
+from infill_ls.engine.attention import COMBINE_CHUNK, SLOTS_PER_SPLIT, SPLITS, decode_attention
 
 torch.manual_seed(0)
 report = {"kernel": [], "decoder": {}}
+
+
+def check(heads, key_heads, dim, tokens, length, split, slots):
+    q = torch.randn(1, heads, tokens, dim)
+    keys, values = torch.randn(1, key_heads, slots, dim), torch.randn(1, key_heads, slots, dim)
+    positions = torch.arange(length - tokens, length)
+    mask = positions[:, None] >= torch.arange(slots)[None, :]
+    want = F.scaled_dot_product_attention(q, keys, values, attn_mask=mask, scale=0.2, enable_gqa=True)
+    got = decode_attention(q, keys, values, positions, 0.2, split)
+    report["kernel"].append({"heads": heads, "key_heads": key_heads, "tokens": tokens, "length": length,
+                             "split": split, "slots": slots, "shape": list(got.shape) == list(want.shape),
+                             "error": (got - want).abs().max().item()})
+
+
 # 12 query heads per key head (the 15B shape's), 2, and none; a step of 1, 3 and 9 tokens;
 # splits of the fewest slots and of the default; a cache of 2.5 splits; lengths of one
 # slot, inside the first split, one past a split's end, and the whole cache.
@@ -286,15 +300,11 @@ for split in (SPLITS[0], SLOTS_PER_SPLIT):
     for heads, key_heads, dim in ((48, 4, 32), (8, 2, 64), (4, 4, 16)):
         for tokens in (1, 3, 9):
             for length in (tokens, 40, split + 1, slots):
-                q = torch.randn(1, heads, tokens, dim)
-                keys, values = torch.randn(1, key_heads, slots, dim), torch.randn(1, key_heads, slots, dim)
-                positions = torch.arange(length - tokens, length)
-                mask = positions[:, None] >= torch.arange(slots)[None, :]
-                want = F.scaled_dot_product_attention(q, keys, values, attn_mask=mask, scale=0.2, enable_gqa=True)
-                got = decode_attention(q, keys, values, positions, 0.2, split)
-                report["kernel"].append({"heads": heads, "key_heads": key_heads, "tokens": tokens, "length": length,
-                                         "split": split, "shape": list(got.shape) == list(want.shape),
-                                         "error": (got - want).abs().max().item()})
+                check(heads, key_heads, dim, tokens, length, split, slots)
+# More splits than the combining kernel reads per load.
+for tokens in (1, 9):
+    for length in (100, SPLITS[0] * (COMBINE_CHUNK + 9) + 10):
+        check(8, 2, 16, tokens, length, SPLITS[0], SPLITS[0] * (COMBINE_CHUNK + 9) + 10)
 # The decoder's compiled-step path (every slot, end=None) with the kernel, against SDPA's.
 model = AutoModelForCausalLM.from_pretrained(sys.argv[1], dtype=torch.float32).eval()
 ids = torch.randint(4, 500, (1, 40), generator=torch.Generator().manual_seed(1))
@@ -317,9 +327,10 @@ def test_the_split_slot_attention_kernel_computes_what_sdpa_computes(tiny_model)
     """attention.py's kernel, which a compiled decode step may attend with on a GPU
     (fast.StaticDecoder.choose_step_attention), gives SDPA's output under the mask the step
     uses (each token sees the slots up to its position) for grouped query heads, steps of
-    several tokens and lengths across its splits; in the decoder, the logits SDPA's give."""
+    several tokens and lengths across its splits, and more splits than its second kernel
+    combines per load; in the decoder, the logits SDPA's give."""
     report = run_with_triton(ATTENTION, str(tiny_model))
-    assert len(report["kernel"]) == 2 * 3 * 3 * 4
+    assert len(report["kernel"]) == 2 * 3 * 3 * 4 + 4
     for case in report["kernel"]:
         assert case["shape"] and case["error"] < 1e-5, case
     assert report["decoder"]["rows"] == 10

@@ -72,29 +72,37 @@ if triton is not None:
         tl.store(stats_ptr + tl.num_programs(0) * tl.num_programs(1) * ROWS + at, total)
 
     @triton.jit
-    def _combine_splits(partial_ptr, stats_ptr, attention_ptr, splits, TOKENS: tl.constexpr, HEADS: tl.constexpr,
-                        GROUP: tl.constexpr, ROWS: tl.constexpr, DIM: tl.constexpr):
-        # grid (key heads,): each split's sums rescaled to the row's largest score over all
-        # the splits and added; attention: [tokens, heads, dim] in its own dtype.
-        key_head = tl.program_id(0)
-        rows = tl.arange(0, ROWS)
-        dims = tl.arange(0, DIM)
+    def _combine_splits(partial_ptr, stats_ptr, attention_ptr, splits, HEADS: tl.constexpr, GROUP: tl.constexpr,
+                        ROWS: tl.constexpr, DIM: tl.constexpr, SPLITS: tl.constexpr, CHUNK: tl.constexpr):
+        # grid (key heads, the step's rows): one query head of one token.  Each split's sums
+        # rescaled to the row's largest score over all the splits (SPLITS, a power of two, at
+        # least ``splits``) and added; attention: [tokens, heads, dim] in its own dtype.  The
+        # splits' statistics in one load, their partial sums CHUNK splits per load: one
+        # program per key head, looping over the splits one at a time, waited on each load in
+        # turn (a cache of 4,096 slots in splits of 256: 32 loads one after another).
+        key_head, row = tl.program_id(0), tl.program_id(1)
         key_heads = tl.num_programs(0)
-        top = tl.full((ROWS,), float("-inf"), tl.float32)
-        for split in range(splits):
-            top = tl.maximum(top, tl.load(stats_ptr + (key_head * splits + split) * ROWS + rows))
+        split = tl.arange(0, SPLITS)
+        at = (key_head * splits + split) * ROWS + row
+        tops = tl.load(stats_ptr + at, mask=split < splits, other=float("-inf"))
         # Split 0 holds slot 0, which every token sees: ``top`` is finite, and a split past
         # the length (its largest -inf) weighs 0.
-        total = tl.zeros((ROWS,), tl.float32)
-        acc = tl.zeros((ROWS, DIM), tl.float32)
-        for split in range(splits):
-            at = (key_head * splits + split) * ROWS + rows
-            weight = tl.exp(tl.load(stats_ptr + at) - top)
-            total += weight * tl.load(stats_ptr + key_heads * splits * ROWS + at)
-            acc += weight[:, None] * tl.load(partial_ptr + at[:, None] * DIM + dims[None, :])
-        head = key_head * GROUP + rows % GROUP
-        tl.store(attention_ptr + ((rows // GROUP) * HEADS + head)[:, None] * DIM + dims[None, :],
-                 (acc / total[:, None]).to(attention_ptr.dtype.element_ty), mask=(rows < TOKENS * GROUP)[:, None])
+        top = tl.max(tops, axis=0)
+        totals = tl.load(stats_ptr + key_heads * splits * ROWS + at, mask=split < splits, other=0.0)
+        total = tl.sum(tl.exp(tops - top) * totals, axis=0)
+        dims = tl.arange(0, DIM)
+        acc = tl.zeros((DIM,), tl.float32)
+        for first in range(0, splits, CHUNK):
+            chunk = first + tl.arange(0, CHUNK)
+            in_chunk = chunk < splits
+            chunk_at = (key_head * splits + chunk) * ROWS + row
+            weight = tl.exp(tl.load(stats_ptr + chunk_at, mask=in_chunk, other=float("-inf")) - top)
+            partial = tl.load(partial_ptr + chunk_at[:, None] * DIM + dims[None, :], mask=in_chunk[:, None],
+                              other=0.0)
+            acc += tl.sum(weight[:, None] * partial, axis=0)
+        head = key_head * GROUP + row % GROUP
+        tl.store(attention_ptr + ((row // GROUP) * HEADS + head) * DIM + dims,
+                 (acc / total).to(attention_ptr.dtype.element_ty))
 
 
 # Slots per loop step, and per program (a multiple of BLOCK_S): the StaticDecoder times each
@@ -105,6 +113,9 @@ if triton is not None:
 BLOCK_S = 64
 SPLITS = (64, 128, 256, 512)
 SLOTS_PER_SPLIT = 256  # where nothing was timed
+# Splits per load when combining a row's partial sums: [32, 128] float32 over 4 warps, 32
+# registers per thread.
+COMBINE_CHUNK, COMBINE_NUM_WARPS = 32, 4
 
 
 def tile_rows(tokens: int, group: int) -> int:
@@ -144,6 +155,7 @@ def decode_attention(q: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, 
         slots_per_split, TOKENS=tokens, HEADS=heads, GROUP=group, ROWS=rows, DIM=dim, BLOCK_S=BLOCK_S,
         num_warps=num_warps(rows))
     out = torch.empty(1, tokens, heads, dim, dtype=q.dtype, device=q.device)
-    _combine_splits[(key_heads,)](partial, stats, out, splits, TOKENS=tokens, HEADS=heads, GROUP=group, ROWS=rows,
-                                  DIM=dim, num_warps=num_warps(rows))
+    _combine_splits[(key_heads, tokens * group)](partial, stats, out, splits, HEADS=heads, GROUP=group, ROWS=rows,
+                                                 DIM=dim, SPLITS=triton.next_power_of_2(splits),
+                                                 CHUNK=COMBINE_CHUNK, num_warps=COMBINE_NUM_WARPS)
     return out.transpose(1, 2)
