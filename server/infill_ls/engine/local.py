@@ -354,7 +354,7 @@ class LocalEngine:
                     break
             if reason:
                 break
-            token = int(rows[accepted].argmax())
+            token = predicted[accepted]  # (read once above: another argmax would wait on the GPU again)
         self._kv, self._cache_ids = session, cache_ids
         finished = time.perf_counter()
         return Generation(
