@@ -77,9 +77,9 @@ if triton is not None:
         # grid (key heads, the step's rows): one query head of one token.  Each split's sums
         # rescaled to the row's largest score over all the splits (SPLITS, a power of two, at
         # least ``splits``) and added; attention: [tokens, heads, dim] in its own dtype.  The
-        # splits' statistics in one load, their partial sums CHUNK splits per load: one
-        # program per key head, looping over the splits one at a time, waited on each load in
-        # turn (a cache of 4,096 slots in splits of 256: 32 loads one after another).
+        # splits' statistics come in one load, their partial sums CHUNK splits per load.
+        # (Until session 23 one program per key head looped over the splits one at a time,
+        # waiting on each load in turn: 9 splits made 18 loads one after another.)
         key_head, row = tl.program_id(0), tl.program_id(1)
         key_heads = tl.num_programs(0)
         split = tl.arange(0, SPLITS)
