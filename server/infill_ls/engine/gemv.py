@@ -276,14 +276,15 @@ if triton is not None:
         return word, scale, low_value
 
     @triton.jit
-    def _int4_program(N, K, steps_per_split, BLOCK_N: tl.constexpr, GROUP: tl.constexpr,
-                      GROUPS_PER_STEP: tl.constexpr):
-        """What a one-row int4 program works on: its input row, output rows (and which exist),
-        first group, the groups of the input, and the ranges of groups in a step and of words
-        in a group.  Grid (input rows, n blocks, splits); out: [splits, rows, N]."""
+    def _one_row_program(N, K, steps_per_split, BLOCK_N: tl.constexpr, GROUP: tl.constexpr,
+                         GROUPS_PER_STEP: tl.constexpr, WORDS: tl.constexpr):
+        """What a one-row program over groups of GROUP inputs (WORDS int32 words of weights
+        each) works on: its input row, output rows (and which exist), first group, the groups
+        of the input, and the ranges of groups in a step and of words in a group.  Grid
+        (input rows, n blocks, splits); out: [splits, rows, N]."""
         rows_n = tl.program_id(1) * BLOCK_N + tl.arange(0, BLOCK_N)
         return (tl.program_id(0), rows_n, rows_n < N, tl.program_id(2) * steps_per_split * GROUPS_PER_STEP, K // GROUP,
-                tl.arange(0, GROUPS_PER_STEP), tl.arange(0, GROUP // 8))
+                tl.arange(0, GROUPS_PER_STEP), tl.arange(0, WORDS))
 
     @triton.jit
     def _int4_gemv(x_ptr, sums_ptr, word_ptr, scale_ptr, min_ptr, out_ptr, N, K, steps_per_split, one,
@@ -302,8 +303,8 @@ if triton is not None:
         # the row's sum.  (Three shifts and bits 11-22 took one instruction less per word, but
         # rounded 1 + code * 2^-12 to ~2^-12 of a step: 5x the error of the unfolded kernel.)
         WORDS: tl.constexpr = GROUP // 8
-        row, rows_n, in_n, first_group, groups, in_step, word_of_group = _int4_program(N, K, steps_per_split, BLOCK_N,
-                                                                                       GROUP, GROUPS_PER_STEP)
+        row, rows_n, in_n, first_group, groups, in_step, word_of_group = _one_row_program(
+            N, K, steps_per_split, BLOCK_N, GROUP, GROUPS_PER_STEP, WORDS)
         acc = tl.zeros((BLOCK_N, GROUPS_PER_STEP, WORDS) if DEFER_SUM else (BLOCK_N,), dtype=tl.float32)
         # FOLD: each group's min * the row's sum - s * 2^8 * the divided row's sum
         offsets = tl.zeros((BLOCK_N, GROUPS_PER_STEP) if DEFER_SUM else (BLOCK_N,), dtype=tl.float32)
@@ -452,8 +453,8 @@ if triton is not None:
         # Tiles as _int4_gemv's: [rows, groups of the step, words of a group]; each plane is
         # loaded in that shape (every thread reads the planes of its own words, from L1).
         WORDS: tl.constexpr = GROUP // 8
-        row, rows_n, in_n, first_group, groups, in_step, word_of_group = _int4_program(N, K, steps_per_split, BLOCK_N,
-                                                                                       GROUP, GROUPS_PER_STEP)
+        row, rows_n, in_n, first_group, groups, in_step, word_of_group = _one_row_program(
+            N, K, steps_per_split, BLOCK_N, GROUP, GROUPS_PER_STEP, WORDS)
         acc = tl.zeros((BLOCK_N,), dtype=tl.float32)
         for step in range(steps_per_split):
             g = first_group + step * GROUPS_PER_STEP + in_step  # [G]
@@ -484,15 +485,11 @@ if triton is not None:
         # step, words of a group].
         WORDS: tl.constexpr = GROUP // 4
         GROUPS_PER_STEP: tl.constexpr = BLOCK_K // GROUP
-        row = tl.program_id(0)  # grid (input rows, n blocks, splits); out: [splits, rows, N]
-        rows_n = tl.program_id(1) * BLOCK_N + tl.arange(0, BLOCK_N)
-        in_n = rows_n < N
-        groups = K // GROUP
-        first_group = tl.program_id(2) * steps_per_split * GROUPS_PER_STEP
-        word_of_group = tl.arange(0, WORDS)
+        row, rows_n, in_n, first_group, groups, in_step, word_of_group = _one_row_program(
+            N, K, steps_per_split, BLOCK_N, GROUP, GROUPS_PER_STEP, WORDS)
         acc = tl.zeros((BLOCK_N,), dtype=tl.float32)
         for step in range(steps_per_split):
-            g = first_group + step * GROUPS_PER_STEP + tl.arange(0, GROUPS_PER_STEP)  # [G]
+            g = first_group + step * GROUPS_PER_STEP + in_step  # [G]
             in_g = g < groups
             at = g[None, :, None] * WORDS + word_of_group[None, None, :]
             w = _load(word_ptr + rows_n[:, None, None] * (K // 4) + at, in_n[:, None, None] & in_g[None, :, None],
