@@ -95,6 +95,7 @@ if triton is not None:
         for first in range(0, splits, CHUNK):
             chunk = first + tl.arange(0, CHUNK)
             in_chunk = chunk < splits
+            # (each chunk reads its splits' largest scores again: a Triton tile cannot be indexed)
             chunk_at = (key_head * splits + chunk) * ROWS + row
             weight = tl.exp(tl.load(stats_ptr + chunk_at, mask=in_chunk, other=float("-inf")) - top)
             partial = tl.load(partial_ptr + chunk_at[:, None] * DIM + dims[None, :], mask=in_chunk[:, None],
