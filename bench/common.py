@@ -67,7 +67,8 @@ def machine() -> dict:
     return info
 
 
-RUN_STAMP = time.strftime("%Y%m%d-%H%M%S", time.gmtime())
+# A run split over processes (bench/gpu.py --isolate) passes its stamp on: one result file.
+RUN_STAMP = os.environ.get("INFILL_BENCH_STAMP") or time.strftime("%Y%m%d-%H%M%S", time.gmtime())
 
 
 def write_result(name: str, payload: dict) -> Path:

@@ -46,4 +46,6 @@ fi
 if [[ "${1:-}" == "--tests" ]]; then
   exec python3 -m pytest tests/test_engine.py -q -p no:cacheprovider "${@:2}"
 fi
-python3 bench/gpu.py --budget-s 480 "${@}"
+# --isolate: each variant in a process of its own, so a new kernel that kills its CUDA
+# context (an illegal address) costs only its own variant.
+python3 bench/gpu.py --isolate --budget-s 480 "${@}"

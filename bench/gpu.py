@@ -24,10 +24,13 @@ import contextlib
 import gc
 import json
 import logging
+import os
+import subprocess
+import sys
 import time
 import traceback
 
-from common import REPO, summary, write_result
+from common import REPO, RESULTS, RUN_STAMP, summary, write_result
 from engines import SMALL, STARCODER2_15B, engine_for, random_model, synchronize, time_engine, time_generate
 
 H100_BYTES_PER_S = 3.35e12
@@ -319,6 +322,34 @@ def add_speedups(results: dict) -> None:
                 result[path]["speedup_vs_bf16_generate"] = round(baseline / decode, 2)
 
 
+def run_isolated(args, payload: dict, name: str):
+    """Each variant in a Python process of its own, all into this run's one result file.  A
+    CUDA error such as an illegal address poisons its process's context for good: in one
+    process, a new kernel failing so in the first variant would cost every variant after it
+    (~5 s of imports and CUDA start per variant on the GPU machine)."""
+    began = time.perf_counter()
+    argv = [arg for arg in sys.argv[1:] if arg != "--isolate"]
+    environment = {**os.environ, "INFILL_BENCH_STAMP": RUN_STAMP}
+    results = payload["results"]
+    for variant in args.variants.split(","):
+        left = args.budget_s - (time.perf_counter() - began)
+        if left < 0:
+            results[variant] = {"skipped": f"time budget of {args.budget_s:.0f} s spent"}
+        else:
+            print(f"--- {variant} ({time.perf_counter() - began:.0f} s, a process of its own)", flush=True)
+            # Later options win: the child runs this one variant and adds it to the run's file.
+            child = subprocess.run([sys.executable, __file__, *argv, "--variants", variant, "--merge"],
+                                   env=environment)
+            written = RESULTS / f"{name}-{RUN_STAMP}.json"
+            results.update(json.loads(written.read_text())["results"] if written.exists() else {})
+            if variant not in results:
+                results[variant] = {"error": f"its process ended with exit code {child.returncode} "
+                                             "before writing a result (a crash: see the log above)"}
+        payload["elapsed_s"] = round(time.perf_counter() - began, 1)
+        path = write_result(name, payload)
+    return path
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--small", action="store_true", help="tiny shape on the CPU (checks the script)")
@@ -336,6 +367,9 @@ def main() -> None:
     parser.add_argument("--no-fast", action="store_true")
     parser.add_argument("--tune", action="store_true", help="coordinate-descent tuning of the compiled step (fast.py)")
     parser.add_argument("--budget-s", type=float, default=540, help="skip variants not started within this time")
+    parser.add_argument("--isolate", action="store_true",
+                        help="each variant in a process of its own, all in one result file (run_isolated)")
+    parser.add_argument("--merge", action="store_true", help=argparse.SUPPRESS)  # an isolated variant's process
     args = parser.parse_args()
     # tune_launch and tune_fp8 log each shape's chosen call with its time in a CUDA graph
     # after an L2 flush: summed over a layer's linears, the linears' own share of a step.
@@ -350,15 +384,21 @@ def main() -> None:
         args.typing_requests = min(args.typing_requests, 10)
         args.fast_runs = min(args.fast_runs, 3)
     began = time.perf_counter()
-    results: dict = {}
+    name = "gpu-small" if args.small else "gpu"
+    # --merge: one variant of an isolated run, added to what the run's earlier processes wrote.
+    earlier = RESULTS / f"{name}-{RUN_STAMP}.json"
+    results: dict = json.loads(earlier.read_text())["results"] if args.merge and earlier.exists() else {}
     payload = {"model": args.model or {"random weights": shape}, "device": device, "prompt_tokens": args.prompt,
                "new_tokens": args.new, "results": results}
-    name = "gpu-small" if args.small else "gpu"
+    if args.isolate:
+        print(run_isolated(args, payload, name))
+        return
     for variant in args.variants.split(","):
         if time.perf_counter() - began > args.budget_s:
             results[variant] = {"skipped": f"time budget of {args.budget_s:.0f} s spent"}
         else:
-            print(f"--- {variant} ({time.perf_counter() - began:.0f} s)", flush=True)
+            if not args.merge:  # an isolated variant's process: run_isolated said it
+                print(f"--- {variant} ({time.perf_counter() - began:.0f} s)", flush=True)
             try:
                 results[variant] = measure(variant, args, shape, device)
             except Exception as error:  # one variant failing (e.g. no bitsandbytes) must not lose the others
