@@ -322,32 +322,18 @@ def add_speedups(results: dict) -> None:
                 result[path]["speedup_vs_bf16_generate"] = round(baseline / decode, 2)
 
 
-def run_isolated(args, payload: dict, name: str):
-    """Each variant in a Python process of its own, all into this run's one result file.  A
-    CUDA error such as an illegal address poisons its process's context for good: in one
-    process, a new kernel failing so in the first variant would cost every variant after it
+def measure_in_a_process(variant: str, name: str) -> dict:
+    """``variant`` measured by a Python process of its own (--isolate), which adds it to this
+    run's result file.  A CUDA error such as an illegal address poisons its process's context
+    for good: in one process, a new kernel failing so would cost every variant after it
     (~5 s of imports and CUDA start per variant on the GPU machine)."""
-    began = time.perf_counter()
-    argv = [arg for arg in sys.argv[1:] if arg != "--isolate"]
-    environment = {**os.environ, "INFILL_BENCH_STAMP": RUN_STAMP}
-    results = payload["results"]
-    for variant in args.variants.split(","):
-        left = args.budget_s - (time.perf_counter() - began)
-        if left < 0:
-            results[variant] = {"skipped": f"time budget of {args.budget_s:.0f} s spent"}
-        else:
-            print(f"--- {variant} ({time.perf_counter() - began:.0f} s, a process of its own)", flush=True)
-            # Later options win: the child runs this one variant and adds it to the run's file.
-            child = subprocess.run([sys.executable, __file__, *argv, "--variants", variant, "--merge"],
-                                   env=environment)
-            written = RESULTS / f"{name}-{RUN_STAMP}.json"
-            results.update(json.loads(written.read_text())["results"] if written.exists() else {})
-            if variant not in results:
-                results[variant] = {"error": f"its process ended with exit code {child.returncode} "
-                                             "before writing a result (a crash: see the log above)"}
-        payload["elapsed_s"] = round(time.perf_counter() - began, 1)
-        path = write_result(name, payload)
-    return path
+    # Later options win: the child runs this one variant, into this run's file (its stamp).
+    argv = [arg for arg in sys.argv[1:] if arg != "--isolate"] + ["--variants", variant, "--merge"]
+    child = subprocess.run([sys.executable, __file__, *argv], env={**os.environ, "INFILL_BENCH_STAMP": RUN_STAMP})
+    written = RESULTS / f"{name}-{RUN_STAMP}.json"
+    measured = json.loads(written.read_text())["results"].get(variant) if written.exists() else None
+    return measured or {"error": f"its process ended with exit code {child.returncode} before writing a result "
+                                 "(a crash: see the log above)"}
 
 
 def main() -> None:
@@ -368,7 +354,7 @@ def main() -> None:
     parser.add_argument("--tune", action="store_true", help="coordinate-descent tuning of the compiled step (fast.py)")
     parser.add_argument("--budget-s", type=float, default=540, help="skip variants not started within this time")
     parser.add_argument("--isolate", action="store_true",
-                        help="each variant in a process of its own, all in one result file (run_isolated)")
+                        help="each variant in a process of its own, all in one result file (measure_in_a_process)")
     parser.add_argument("--merge", action="store_true", help=argparse.SUPPRESS)  # an isolated variant's process
     args = parser.parse_args()
     # tune_launch and tune_fp8 log each shape's chosen call with its time in a CUDA graph
@@ -390,14 +376,14 @@ def main() -> None:
     results: dict = json.loads(earlier.read_text())["results"] if args.merge and earlier.exists() else {}
     payload = {"model": args.model or {"random weights": shape}, "device": device, "prompt_tokens": args.prompt,
                "new_tokens": args.new, "results": results}
-    if args.isolate:
-        print(run_isolated(args, payload, name))
-        return
     for variant in args.variants.split(","):
         if time.perf_counter() - began > args.budget_s:
             results[variant] = {"skipped": f"time budget of {args.budget_s:.0f} s spent"}
+        elif args.isolate:
+            print(f"--- {variant} ({time.perf_counter() - began:.0f} s, a process of its own)", flush=True)
+            results[variant] = measure_in_a_process(variant, name)
         else:
-            if not args.merge:  # an isolated variant's process: run_isolated said it
+            if not args.merge:  # an isolated variant's process: its parent said it
                 print(f"--- {variant} ({time.perf_counter() - began:.0f} s)", flush=True)
             try:
                 results[variant] = measure(variant, args, shape, device)
@@ -409,7 +395,8 @@ def main() -> None:
                 if torch.cuda.is_available():
                     torch.cuda.empty_cache()
         add_speedups(results)
-        print(json.dumps(results[variant]), flush=True)
+        if not args.isolate:  # (the variant's process printed it)
+            print(json.dumps(results[variant]), flush=True)
         payload["elapsed_s"] = round(time.perf_counter() - began, 1)
         path = write_result(name, payload)
     print(path)
