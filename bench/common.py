@@ -71,6 +71,11 @@ def machine() -> dict:
 RUN_STAMP = os.environ.get("INFILL_BENCH_STAMP") or time.strftime("%Y%m%d-%H%M%S", time.gmtime())
 
 
+def result_path(name: str) -> Path:
+    """This run's result file for benchmark NAME: ``bench/results/NAME-<run start>.json``."""
+    return RESULTS / f"{name}-{RUN_STAMP}.json"
+
+
 def write_result(name: str, payload: dict) -> Path:
     """Write ``bench/results/NAME-<run start>.json`` and ``NAME-latest.json``; return the first.
 
@@ -79,7 +84,7 @@ def write_result(name: str, payload: dict) -> Path:
     RESULTS.mkdir(parents=True, exist_ok=True)
     payload = {"benchmark": name, "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "machine": machine(), **payload}
     text = json.dumps(payload, indent=2)
-    path = RESULTS / f"{name}-{RUN_STAMP}.json"
+    path = result_path(name)
     path.write_text(text)
     (RESULTS / f"{name}-latest.json").write_text(text)
     if os.environ.get("OUT"):  # on the device tool's machine: what is under $OUT comes back

@@ -30,7 +30,7 @@ import sys
 import time
 import traceback
 
-from common import REPO, RESULTS, RUN_STAMP, summary, write_result
+from common import REPO, RUN_STAMP, result_path, summary, write_result
 from engines import SMALL, STARCODER2_15B, engine_for, random_model, synchronize, time_engine, time_generate
 
 H100_BYTES_PER_S = 3.35e12
@@ -330,7 +330,7 @@ def measure_in_a_process(variant: str, name: str) -> dict:
     # Later options win: the child runs this one variant, into this run's file (its stamp).
     argv = [arg for arg in sys.argv[1:] if arg != "--isolate"] + ["--variants", variant, "--merge"]
     child = subprocess.run([sys.executable, __file__, *argv], env={**os.environ, "INFILL_BENCH_STAMP": RUN_STAMP})
-    written = RESULTS / f"{name}-{RUN_STAMP}.json"
+    written = result_path(name)
     measured = json.loads(written.read_text())["results"].get(variant) if written.exists() else None
     return measured or {"error": f"its process ended with exit code {child.returncode} before writing a result "
                                  "(a crash: see the log above)"}
@@ -372,7 +372,7 @@ def main() -> None:
     began = time.perf_counter()
     name = "gpu-small" if args.small else "gpu"
     # --merge: one variant of an isolated run, added to what the run's earlier processes wrote.
-    earlier = RESULTS / f"{name}-{RUN_STAMP}.json"
+    earlier = result_path(name)
     results: dict = json.loads(earlier.read_text())["results"] if args.merge and earlier.exists() else {}
     payload = {"model": args.model or {"random weights": shape}, "device": device, "prompt_tokens": args.prompt,
                "new_tokens": args.new, "results": results}
