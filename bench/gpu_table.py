@@ -72,7 +72,7 @@ def table(run: dict) -> str:
              "|---|---:|---|---|---:|---:|---|"]
     bf16 = run["results"].get("bf16", {})
     baseline = p50(bf16.get("generate_eager", {}), "decode_ms_per_token")
-    bf16_best = p50(bf16.get(best_path(bf16), {}), "decode_ms_per_token") if best_path(bf16) else None
+    bf16_best = p50(bf16.get(best_path(bf16) or "", {}), "decode_ms_per_token")
     for variant, result in run["results"].items():
         if "error" in result or "skipped" in result:
             why = result.get("error") or result.get("skipped")
